@@ -1,0 +1,1 @@
+"""The federation core: settings, database, application, identity, accounts, consent, audit and jobs."""

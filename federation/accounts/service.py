@@ -1,0 +1,325 @@
+"""Passwords, login throttling, access tokens and API keys.
+
+An ID number is no secret, so failed logins are throttled per attempted
+account and per client address: after a few failures each further attempt
+waits longer (exponential backoff), after more the key is locked for a while.
+The counters are rows, so every process of a deployment sees the same ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from federation.accounts.errors import (
+    AccountExists,
+    BadCredentials,
+    InvalidToken,
+    LoginThrottled,
+    UnknownScope,
+)
+from federation.accounts.models import Account, ApiKey, LoginThrottle
+from federation.audit.service import Record
+from federation.db import UnitOfWork, utcnow
+from federation.identity.idnumber import looks_like_id_number, mask_id_number
+from federation.identity.models import IdentifierType
+from federation.identity.service import IdentifierInput, find_identifier
+from federation.services import Services
+from federation.web.routing import Principal
+
+_hasher = PasswordHasher()
+# Verified against when the account does not exist, so timing does not tell which accounts exist.
+_DUMMY_HASH = _hasher.hash("no such account")
+API_KEY_PREFIX = "tck"
+# Operations an API key can be scoped to; extensions add theirs through the registry.
+SCOPES: dict[str, str] = {
+    "identity.read": "look persons up and cross-reference identifiers",
+    "identity.write": "register persons and add identifiers",
+    "identity.credentials": "report card status changes (lost, cancelled, reissued)",
+    "consent.check": "ask whether a person's consent is in force",
+}
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def _verify_password(stored: str, password: str) -> bool:
+    try:
+        return _hasher.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenGrant:
+    access_token: str
+    expires_in: int
+    account: Account
+
+
+def _throttle_key(svc: Services, kind: str, value: str) -> str:
+    # attempted usernames may be ID numbers: keep only a keyed digest
+    return f"{kind}:{svc.cipher.blind_index(value.strip().casefold(), 'login-throttle')[:40]}"
+
+
+async def _check_throttle(session: AsyncSession, keys: Sequence[str], now: dt.datetime) -> None:
+    for key in keys:
+        row = await session.get(LoginThrottle, key)
+        if row is None:
+            continue
+        if row.locked_until and row.locked_until > now:
+            wait = int((row.locked_until - now).total_seconds()) + 1
+            raise LoginThrottled("locked after too many failed logins; try again later", retry_after=wait)
+        if row.next_allowed_at and row.next_allowed_at > now:
+            wait = int((row.next_allowed_at - now).total_seconds()) + 1
+            raise LoginThrottled("too many failed logins; wait before trying again", retry_after=wait)
+
+
+async def _record_failure(session: AsyncSession, svc: Services, key: str, now: dt.datetime) -> bool:
+    """Count one failure; returns True when this failure locked the key."""
+    s = svc.settings
+    row = await session.get(LoginThrottle, key)
+    if row is None:
+        row = LoginThrottle(key=key, failures=0, window_started_at=now)
+        session.add(row)
+    elif (now - row.window_started_at).total_seconds() > s.login_window_s and not (
+        row.locked_until and row.locked_until > now
+    ):
+        row.failures, row.window_started_at, row.locked_until = 0, now, None
+    row.failures += 1
+    if row.failures >= s.login_lock_after:
+        row.locked_until = now + dt.timedelta(seconds=s.login_lock_s)
+        return True
+    if row.failures >= s.login_backoff_after:
+        row.next_allowed_at = now + dt.timedelta(seconds=min(2 ** (row.failures - s.login_backoff_after), 60))
+    return False
+
+
+async def _find_account(session: AsyncSession, svc: Services, username: str) -> Account | None:
+    username = username.strip()
+    if looks_like_id_number(username):
+        try:
+            ident = await find_identifier(session, svc.cipher, IdentifierInput(IdentifierType.ID_NUMBER, username))
+        except Exception:  # noqa: BLE001 - an invalid number is just a failed login
+            return None
+        if ident is None:
+            return None
+        return (await session.execute(select(Account).where(Account.person_id == ident.person_id))).scalar_one_or_none()
+    return (await session.execute(select(Account).where(Account.username == username))).scalar_one_or_none()
+
+
+def _shown(username: str) -> str:
+    return mask_id_number(username) if looks_like_id_number(username) else username[:200]
+
+
+async def login(svc: Services, username: str, password: str, client: str) -> Account:
+    """Check a password under the throttle; every failure and lock goes to the audit trail."""
+    now = utcnow()
+    keys = [_throttle_key(svc, "user", username), _throttle_key(svc, "addr", client)]
+    async with svc.db.uow() as uow:
+        try:
+            await _check_throttle(uow.session, keys, now)
+        except LoginThrottled:
+            await svc.audit(
+                uow,
+                Record(
+                    action="auth.login_throttled",
+                    actor=f"login:{_shown(username)}",
+                    outcome="refused",
+                    client_address=client,
+                ),
+            )
+            await uow.commit()
+            raise
+        account = await _find_account(uow.session, svc, username)
+        ok = _verify_password(account.password_hash if account else _DUMMY_HASH, password)
+        if account is not None and ok and account.active:
+            throttle = await uow.session.get(LoginThrottle, keys[0])
+            if throttle is not None:
+                await uow.session.delete(throttle)
+            await svc.audit(
+                uow,
+                Record(
+                    action="auth.login",
+                    actor=f"{account.kind}:{account.username or account.id}",
+                    subject_person_id=account.person_id,
+                    client_address=client,
+                ),
+            )
+            await uow.commit()
+            return account
+        locked = [await _record_failure(uow.session, svc, k, now) for k in keys]
+        subject = account.person_id if account else None
+        await svc.audit(
+            uow,
+            Record(
+                action="auth.login_failed",
+                actor=f"login:{_shown(username)}",
+                outcome="refused",
+                subject_person_id=subject,
+                client_address=client,
+            ),
+        )
+        if any(locked):
+            await svc.audit(
+                uow,
+                Record(
+                    action="auth.locked",
+                    actor=f"login:{_shown(username)}",
+                    outcome="locked",
+                    subject_person_id=subject,
+                    client_address=client,
+                    details={"by": ["account", "address"][locked.index(True)]},
+                ),
+            )
+        await uow.commit()
+    raise BadCredentials("wrong username or password")
+
+
+def issue_token(svc: Services, account: Account) -> TokenGrant:
+    ttl = svc.settings.access_token_ttl_s
+    now = utcnow()
+    claims = {
+        "sub": account.id,
+        "kind": account.kind,
+        "iat": now,
+        "exp": now + dt.timedelta(seconds=ttl),
+        "jti": secrets.token_hex(8),
+    }
+    token = jwt.encode(claims, svc.settings.secret_bytes("token_key"), algorithm="HS256")
+    return TokenGrant(token, ttl, account)
+
+
+def principal_for(account: Account, *, via_session: bool = False) -> Principal:
+    return Principal(
+        kind="staff" if account.kind == "staff" else "resident",
+        id=account.id,
+        name=account.username or account.display_name,
+        person_id=account.person_id,
+        institution=account.institution_code,
+        roles=frozenset(account.roles or ()),
+        via_session=via_session,
+    )
+
+
+async def account_principal(svc: Services, account_id: str, *, via_session: bool = False) -> Principal:
+    async with svc.db.reader() as session:
+        account = await session.get(Account, account_id)
+    if account is None or not account.active:
+        raise InvalidToken("the account behind this token is gone or disabled")
+    return principal_for(account, via_session=via_session)
+
+
+async def principal_from_bearer(svc: Services, token: str) -> Principal:
+    if token.startswith(API_KEY_PREFIX + "_"):
+        return await _api_key_principal(svc, token)
+    try:
+        claims = jwt.decode(
+            token, svc.settings.secret_bytes("token_key"), algorithms=["HS256"], options={"require": ["exp", "sub"]}
+        )
+    except jwt.PyJWTError:
+        raise InvalidToken("the access token is invalid or expired") from None
+    return await account_principal(svc, str(claims["sub"]))
+
+
+def _key_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def _api_key_principal(svc: Services, token: str) -> Principal:
+    parts = token.split("_", 2)
+    if len(parts) != 3:
+        raise InvalidToken("malformed API key")
+    _, prefix, secret = parts
+    async with svc.db.reader() as session:
+        key = (await session.execute(select(ApiKey).where(ApiKey.prefix == prefix))).scalar_one_or_none()
+    if key is None or key.revoked_at is not None or not hmac.compare_digest(key.secret_hash, _key_hash(secret)):
+        raise InvalidToken("unknown or revoked API key")
+    return Principal(
+        kind="apikey",
+        id=key.id,
+        name=key.name or key.prefix,
+        institution=key.member_code,
+        scopes=frozenset(key.scopes or ()),
+    )
+
+
+async def create_api_key(
+    uow: UnitOfWork, svc: Services, member_code: str, scopes: Sequence[str], *, name: str = "", actor: str
+) -> tuple[ApiKey, str]:
+    """Make a key; the clear key is returned once and never stored."""
+    unknown = set(scopes) - set(SCOPES)
+    if unknown:
+        raise UnknownScope(f"unknown scope(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(SCOPES))}")
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    key = ApiKey(
+        prefix=prefix,
+        secret_hash=_key_hash(secret),
+        member_code=member_code.upper(),
+        scopes=sorted(set(scopes)),
+        name=name,
+    )
+    uow.session.add(key)
+    await uow.session.flush()
+    await svc.audit(
+        uow,
+        Record(
+            action="apikey.create",
+            actor=actor,
+            actor_institution=member_code,
+            details={"prefix": prefix, "scopes": sorted(set(scopes))},
+        ),
+    )
+    return key, f"{API_KEY_PREFIX}_{prefix}_{secret}"
+
+
+async def create_staff(
+    uow: UnitOfWork,
+    username: str,
+    password: str,
+    institution: str,
+    roles: Sequence[str],
+    display_name: str | None = None,
+) -> Account:
+    exists = (await uow.session.execute(select(Account).where(Account.username == username))).scalar_one_or_none()
+    if exists:
+        raise AccountExists(f"account {username} exists")
+    account = Account(
+        username=username,
+        kind="staff",
+        display_name=display_name or username,
+        password_hash=hash_password(password),
+        institution_code=institution.upper(),
+        roles=list(roles),
+    )
+    uow.session.add(account)
+    await uow.session.flush()
+    return account
+
+
+async def create_resident(uow: UnitOfWork, person_id: str, password: str, display_name: str) -> Account:
+    exists = (await uow.session.execute(select(Account).where(Account.person_id == person_id))).scalar_one_or_none()
+    if exists:
+        raise AccountExists("this person already has an account")
+    account = Account(
+        username=None,
+        kind="resident",
+        display_name=display_name,
+        person_id=person_id,
+        password_hash=hash_password(password),
+    )
+    uow.session.add(account)
+    await uow.session.flush()
+    return account

@@ -1,0 +1,157 @@
+"""Appending to and verifying the hash-chained audit trail.
+
+Each entry's hash is an HMAC over its own fields and the previous entry's hash,
+keyed with a secret the database does not hold: editing, deleting or
+inserting a row breaks the chain at that row, and the chain cannot be re-forged
+without the key. Appends are serialised (an advisory lock on PostgreSQL; SQLite
+has one writer) so the chain never forks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from federation.audit.models import AuditEntry
+from federation.db import utcnow
+from federation.identity.idnumber import mask_id_numbers_in_text
+
+GENESIS = "0" * 64
+_PG_LOCK_KEY = 0x7C17_A0D1  # any constant, the same in every process
+
+
+class AuditKey:
+    """The key that seals the chain, derived from the index secret."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.key = hashlib.sha256(b"twincity-audit-chain\x00" + secret).digest()
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_id_numbers_in_text(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _canonical(e: AuditEntry) -> bytes:
+    fields = {
+        "seq": e.seq,
+        "at": e.at.isoformat(timespec="microseconds"),
+        "actor": e.actor,
+        "actor_institution": e.actor_institution,
+        "action": e.action,
+        "subject_person_id": e.subject_person_id,
+        "purpose": e.purpose,
+        "outcome": e.outcome,
+        "client_address": e.client_address,
+        "details": e.details,
+        "prev_hash": e.prev_hash,
+    }
+    return json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def seal(key: AuditKey, e: AuditEntry) -> str:
+    return hmac.new(key.key, _canonical(e), hashlib.sha256).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """What to write down. ``details`` never holds a clear ID number: strings are masked on the way in."""
+
+    action: str
+    actor: str
+    outcome: str = "ok"
+    subject_person_id: str | None = None
+    purpose: str | None = None
+    actor_institution: str | None = None
+    client_address: str | None = None
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+async def append(session: AsyncSession, key: AuditKey, record: Record) -> AuditEntry:
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+    last = (
+        await session.execute(select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1))
+    ).first()
+    now = utcnow()
+    entry = AuditEntry(
+        seq=(last.seq + 1) if last else 1,
+        at=now,
+        actor=record.actor,
+        actor_institution=record.actor_institution,
+        action=record.action,
+        subject_person_id=record.subject_person_id,
+        purpose=record.purpose,
+        outcome=record.outcome,
+        client_address=record.client_address,
+        details=_clean(record.details),
+        prev_hash=last.hash if last else GENESIS,
+    )
+    entry.hash = seal(key, entry)
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    ok: bool
+    checked: int
+    first_broken_seq: int | None = None
+    reason: str | None = None
+
+
+async def _entries(session: AsyncSession, batch: int = 2000) -> AsyncIterator[AuditEntry]:
+    after = 0
+    while True:
+        rows = (
+            (
+                await session.execute(
+                    select(AuditEntry).where(AuditEntry.seq > after).order_by(AuditEntry.seq).limit(batch)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if not rows:
+            return
+        for row in rows:
+            yield row
+        after = rows[-1].seq
+        session.expunge_all()
+
+
+async def verify(session: AsyncSession, key: AuditKey) -> Verification:
+    """Walk the whole chain; name the first entry that was edited, removed or inserted."""
+    expected_seq, prev, checked = 1, GENESIS, 0
+    async for e in _entries(session):
+        if e.seq != expected_seq:
+            return Verification(False, checked, expected_seq, f"entry {expected_seq} is missing (next is {e.seq})")
+        if e.prev_hash != prev:
+            return Verification(False, checked, e.seq, "its link to the previous entry is broken")
+        if not hmac.compare_digest(seal(key, e), e.hash):
+            return Verification(False, checked, e.seq, "its content does not match its seal (edited)")
+        prev, expected_seq, checked = e.hash, e.seq + 1, checked + 1
+    return Verification(True, checked)
+
+
+async def entries_about(
+    session: AsyncSession, person_id: str, *, limit: int = 100, before: int | None = None
+) -> list[AuditEntry]:
+    q = select(AuditEntry).where(AuditEntry.subject_person_id == person_id)
+    if before is not None:
+        q = q.where(AuditEntry.seq < before)
+    return list((await session.execute(q.order_by(AuditEntry.seq.desc()).limit(limit))).scalars())

@@ -1,0 +1,223 @@
+"""Database access: one schema for SQLite (WAL, foreign keys) and PostgreSQL, and the unit of work.
+
+A unit of work is one transaction. Domain events raised inside it are written
+to the outbox table in that same transaction and handed to the doorbell only
+after commit, so a crash between commit and publish loses nothing: the outbox
+relay finds the row later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from sqlalchemy import JSON, DateTime, MetaData, String, TypeDecorator, event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import NullPool
+
+from federation.settings import Settings
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC timestamps on both engines (SQLite stores none)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+def id_column() -> Mapped[str]:
+    return mapped_column(String(32), primary_key=True, default=new_id)
+
+
+class OutboxMessage(Base):
+    """A domain event committed with the change that raised it, waiting to be published."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[str] = id_column()
+    topic: Mapped[str] = mapped_column(String(100), index=True)
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(String(2000))
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainEvent:
+    topic: str
+    payload: dict[str, Any]
+
+
+class Doorbell(Protocol):
+    """Tells the workers there is something to do; carries ids only, never the work itself."""
+
+    async def ring_outbox(self) -> None: ...
+
+    async def ring_job(self, job_id: str) -> None: ...
+
+
+class SilentDoorbell:
+    """For tools that only write (migrations, the demo load): the workers find the rows on their own."""
+
+    async def ring_outbox(self) -> None:
+        return None
+
+    async def ring_job(self, job_id: str) -> None:
+        return None
+
+
+class Database:
+    """The engines and session factories of one database."""
+
+    def __init__(self, url: str, *, echo: bool = False, pool: bool = True) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.engine = _make_engine(url, echo=echo, pool=pool, immediate=True)
+        # SQLite serialises writers; readers get their own engine so a read never takes the write lock.
+        self.read_engine = _make_engine(url, echo=echo, pool=pool, immediate=False) if self.is_sqlite else self.engine
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self.doorbell: Doorbell = SilentDoorbell()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kw: Any) -> Database:
+        if settings.is_sqlite:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(settings.effective_database_url, **kw)
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self)
+
+    def reader(self) -> AsyncSession:
+        """A session for reads only (``async with db.reader() as s``)."""
+        return self.read_sessions()
+
+    async def ping(self) -> None:
+        async with self.read_engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
+
+
+def _make_engine(url: str, *, echo: bool, pool: bool, immediate: bool) -> AsyncEngine:
+    kwargs: dict[str, Any] = {"echo": echo}
+    if not pool:
+        kwargs["poolclass"] = NullPool
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"timeout": 30}
+    else:
+        kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_async_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+        _sqlite_setup(engine, immediate=immediate)
+    return engine
+
+
+def _sqlite_setup(engine: AsyncEngine, *, immediate: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN is ours to emit.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # A writer takes the lock at BEGIN: a deferred transaction that reads and then
+        # writes fails with SQLITE_BUSY_SNAPSHOT when another writer got in between.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+AfterCommit = Callable[[], Any]
+
+
+class UnitOfWork:
+    """One transaction: ``async with db.uow() as uow: ...; await uow.commit()``.
+
+    Leaving the block without ``commit()`` rolls back.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.session: AsyncSession
+        self._events: list[DomainEvent] = []
+        self._jobs: list[str] = []
+        self._committed = False
+
+    async def __aenter__(self) -> UnitOfWork:
+        self.session = self.db.sessions()
+        await self.session.__aenter__()
+        await self.session.begin()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            if not self._committed:
+                await self.session.rollback()
+        finally:
+            await self.session.close()
+
+    def emit(self, topic: str, **payload: Any) -> None:
+        """Record a domain event; it is stored with this transaction and published after it."""
+        self._events.append(DomainEvent(topic, payload))
+
+    def job_enqueued(self, job_id: str) -> None:
+        self._jobs.append(job_id)
+
+    async def commit(self) -> None:
+        for ev in self._events:
+            self.session.add(OutboxMessage(topic=ev.topic, payload=ev.payload))
+        await self.session.commit()
+        self._committed = True
+        events, self._events = self._events, []
+        jobs, self._jobs = self._jobs, []
+        if events:
+            await self.db.doorbell.ring_outbox()
+        for job_id in jobs:
+            await self.db.doorbell.ring_job(job_id)

@@ -1,0 +1,54 @@
+"""The registration hook through which library, health and connectors plug into the core.
+
+Each extension is an entry point in the ``twincity.extensions`` group naming a
+``register(registry)`` function. The core imports none of them by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+from federation.services import Services
+from federation.settings import Settings
+from federation.web.routing import Routes
+
+ServicesHook = Callable[[Services], None]
+
+
+@dataclasses.dataclass
+class Registry:
+    routes: list[Routes] = dataclasses.field(default_factory=list)
+    service_hooks: list[ServicesHook] = dataclasses.field(default_factory=list)
+    names: list[str] = dataclasses.field(default_factory=list)
+
+    def add_routes(self, routes: Routes) -> None:
+        self.routes.append(routes)
+
+    def on_services(self, hook: ServicesHook) -> None:
+        """Called with the process's services: register job kinds, event handlers, clients."""
+        self.service_hooks.append(hook)
+
+
+def load(settings: Settings) -> Registry:
+    registry = Registry()
+    wanted = set(settings.extensions) if settings.extensions is not None else None
+    for ep in sorted(entry_points(group="twincity.extensions"), key=lambda e: e.name):
+        if wanted is not None and ep.name not in wanted:
+            continue
+        ep.load()(registry)
+        registry.names.append(ep.name)
+    return registry
+
+
+def build_services(settings: Settings, registry: Registry | None = None) -> Services:
+    """Services of one process, with every extension's jobs and event handlers registered."""
+    from federation import bootstrap
+
+    registry = registry or load(settings)
+    svc = Services.build(settings)
+    bootstrap.register_core(svc)
+    for hook in registry.service_hooks:
+        hook(svc)
+    return svc

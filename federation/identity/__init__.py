@@ -1,0 +1,1 @@
+"""The identity layer: persons, their identifiers and how identifiers are checked and shown."""

@@ -1,0 +1,65 @@
+"""The embedded default's worker: jobs and outbox relayed inside the service process, no broker server.
+
+Chosen over kombu's filesystem transport because the database already is the
+queue (job rows, outbox rows): a broker would only duplicate the doorbell, and
+one process on one machine needs none. The runner wakes on a ring after
+commit and also polls, so rows written by another process (the CLI, a crashed
+run) are found too. At scale, set a broker URL and run ``twincity worker``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from federation.jobs import outbox, service
+from federation.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class InProcessRunner:
+    """A doorbell and the worker it wakes, in one asyncio task."""
+
+    def __init__(self, svc: Services, *, poll_s: float = 2.0) -> None:
+        self.svc = svc
+        self.poll_s = poll_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def ring_outbox(self) -> None:
+        self._wake.set()
+
+    async def ring_job(self, job_id: str) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        await service.requeue_stale(self.svc, everything_running=True)
+        self._task = asyncio.create_task(self._loop(), name="twincity-runner")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout=30)
+
+    async def run_once(self) -> None:
+        await outbox.relay(self.svc)
+        for job_id in await service.queued_ids(self.svc):
+            if self._stopping:
+                return
+            await service.execute(self.svc, job_id)
+            await outbox.relay(self.svc)
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self.run_once()
+            except Exception:  # the loop must survive a bad row or a lost connection
+                log.exception("background runner pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)

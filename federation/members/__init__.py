@@ -1,0 +1,1 @@
+"""Member institutions (libraries, hospitals, outside systems) and their service points."""

@@ -1,0 +1,49 @@
+"""The services one process holds: built once by the composition root, passed explicitly, never imported as globals."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from federation.audit.service import AuditKey, Record, append
+from federation.db import Database, UnitOfWork
+from federation.identity.crypto import FieldCipher
+from federation.settings import Settings
+
+EventHandler = Callable[["Services", dict[str, Any]], Awaitable[None]]
+JobHandler = Callable[["Services", "JobContext"], Awaitable[dict[str, Any] | None]]  # noqa: F821
+
+
+@dataclasses.dataclass
+class Services:
+    settings: Settings
+    db: Database
+    cipher: FieldCipher
+    audit_key: AuditKey
+    event_handlers: dict[str, list[EventHandler]] = dataclasses.field(default_factory=dict)
+    job_handlers: dict[str, JobHandler] = dataclasses.field(default_factory=dict)
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, *, db: Database | None = None) -> Services:
+        return cls(
+            settings=settings,
+            db=db or Database.from_settings(settings),
+            cipher=FieldCipher(settings.secret_bytes("data_key"), settings.secret_bytes("index_key")),
+            audit_key=AuditKey(settings.secret_bytes("index_key")),
+        )
+
+    async def audit(self, uow: UnitOfWork, record: Record) -> None:
+        await append(uow.session, self.audit_key, record)
+
+    def on_event(self, topic: str, handler: EventHandler) -> None:
+        self.event_handlers.setdefault(topic, []).append(handler)
+
+    def job_handler(self, kind: str, handler: JobHandler) -> None:
+        if kind in self.job_handlers:
+            raise ValueError(f"job kind {kind} registered twice")
+        self.job_handlers[kind] = handler
+
+    async def close(self) -> None:
+        await self.db.dispose()

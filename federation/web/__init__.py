@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every context: routes with access rules, problem+json, OpenAPI, middleware."""

@@ -1,0 +1,1 @@
+"""Text analysis and the search engines behind one interface: tantivy embedded, Elasticsearch at scale."""
