@@ -354,7 +354,9 @@ def _compare_birth_dates(a: datetime.date, b: datetime.date, w: Weights) -> _Fie
         return _Field(w.birth_date_equal, worst, best, "birth_date: equal")
     if a.year == b.year and a.month == b.day and a.day == b.month:
         return _Field(w.birth_date_near, worst, best, "birth_date: day and month transposed")
-    digits_a, digits_b = a.strftime("%Y%m%d"), b.strftime("%Y%m%d")
+    # strftime pads years below 1000 differently per platform: format by hand
+    digits_a = f"{a.year:04d}{a.month:02d}{a.day:02d}"
+    digits_b = f"{b.year:04d}{b.month:02d}{b.day:02d}"
     if sum(x != y for x, y in zip(digits_a, digits_b, strict=True)) == 1:
         return _Field(w.birth_date_near, worst, best, "birth_date: one digit differs")
     return _Field(w.birth_date_differs, worst, best, "birth_date: differs")

@@ -30,7 +30,7 @@ from federation.identity.errors import (
     ReviewClosed,
     UnknownCredential,
 )
-from federation.identity.idnumber import InvalidIdNumber, mask_id_number, parse_id_number
+from federation.identity.idnumber import InvalidIdNumber, mask_id_number, mask_id_numbers_in_text, parse_id_number
 from federation.identity.models import (
     CredentialStatus,
     Identifier,
@@ -42,6 +42,7 @@ from federation.identity.models import (
 )
 from federation.services import Services
 
+EARLIEST_BIRTH = dt.date(1880, 1, 1)
 NATIONAL = (IdentifierType.ID_NUMBER, IdentifierType.SOCIAL_SECURITY_CARD, IdentifierType.RESIDENCE_PERMIT)
 
 
@@ -162,7 +163,16 @@ async def get_person(session: AsyncSession, person_id: str) -> Person:
     return await _live(session, person_id)
 
 
-async def _attach(uow: UnitOfWork, svc: Services, person: Person, inputs: Sequence[IdentifierInput]) -> None:
+async def _has_id_number(session: AsyncSession, person_id: str) -> bool:
+    q = select(Identifier.id).where(
+        Identifier.person_id == person_id, Identifier.type == IdentifierType.ID_NUMBER.value
+    )
+    return (await session.execute(q.limit(1))).first() is not None
+
+
+async def _attach(uow: UnitOfWork, svc: Services, person: Person, inputs: Sequence[IdentifierInput]) -> int:
+    """Link the identifiers not yet linked to ``person``; returns how many were added."""
+    added = 0
     for inp in inputs:
         existing = await find_identifier(uow.session, svc.cipher, inp)
         if existing is not None:
@@ -170,8 +180,13 @@ async def _attach(uow: UnitOfWork, svc: Services, person: Person, inputs: Sequen
             if owner.id != person.id:
                 raise IdentifierTaken(f"this {inp.type.value} already belongs to another person")
             continue
+        if inp.type is IdentifierType.ID_NUMBER and await _has_id_number(uow.session, person.id):
+            # one person, one national number: a second one means these are two people
+            raise IdentifierTaken("this person already carries a different ID number")
         uow.session.add(new_identifier(svc.cipher, person.id, inp))
+        added += 1
     await uow.session.flush()
+    return added
 
 
 def _demographics(name: str, birth_date: dt.date | None, sex: str | None, phone: str | None) -> matching.Demographics:
@@ -196,7 +211,12 @@ async def register(uow: UnitOfWork, svc: Services, cmd: RegisterPerson, *, actor
     """Find or create the person these details describe; idempotent for a given ID number."""
     if not cmd.name.strip():
         raise InvalidIdentifier("a person needs a name")
+    if mask_id_numbers_in_text(cmd.name) != cmd.name:
+        # a number pasted into the wrong field would be stored in clear
+        raise InvalidIdentifier("the name holds an ID number; send it as an identifier")
     birth_date, sex = cmd.birth_date, cmd.sex
+    if birth_date is not None and not (EARLIEST_BIRTH <= birth_date <= dt.date.today()):
+        raise ConflictingDemographics(f"a birth date must lie between {EARLIEST_BIRTH} and today")
     id_inputs = [i for i in cmd.identifiers if i.type is IdentifierType.ID_NUMBER]
     if len({normalise_value(i.type, i.value) for i in id_inputs}) > 1:
         raise ConflictingDemographics("two different ID numbers for one person")
@@ -208,13 +228,12 @@ async def register(uow: UnitOfWork, svc: Services, cmd: RegisterPerson, *, actor
             raise ConflictingDemographics("the sex differs from the one the ID number carries")
         birth_date, sex = parsed.birth_date, parsed.sex
 
-    # Any identifier we already know decides.
-    for inp in cmd.identifiers:
+    # Any identifier we already know decides; the ID number first, as it is the exact key.
+    for inp in sorted(cmd.identifiers, key=lambda i: i.type is not IdentifierType.ID_NUMBER):
         ident = await find_identifier(uow.session, svc.cipher, inp)
         if ident is not None:
             person = await _live(uow.session, ident.person_id)
-            await _attach(uow, svc, person, cmd.identifiers)
-            return Registration(person, "existing")
+            return await _register_existing(uow, svc, person, cmd, birth_date, sex, bool(id_inputs), actor)
 
     if id_inputs:
         # Exact key: create under a savepoint; a concurrent registration of the same number wins the
@@ -230,8 +249,7 @@ async def register(uow: UnitOfWork, svc: Services, cmd: RegisterPerson, *, actor
             if ident is None:
                 raise
             person = await _live(uow.session, ident.person_id)
-            await _attach(uow, svc, person, cmd.identifiers)
-            return Registration(person, "existing")
+            return await _register_existing(uow, svc, person, cmd, birth_date, sex, True, actor)
         await _audit_registration(uow, svc, person, "created", actor)
         return Registration(person, "created")
 
@@ -263,6 +281,30 @@ async def register(uow: UnitOfWork, svc: Services, cmd: RegisterPerson, *, actor
     return Registration(person, "created", result.score if best_id else None)
 
 
+async def _register_existing(
+    uow: UnitOfWork,
+    svc: Services,
+    person: Person,
+    cmd: RegisterPerson,
+    birth_date: dt.date | None,
+    sex: str | None,
+    id_given: bool,
+    actor: str,
+) -> Registration:
+    """A known identifier found ``person``: check the rest agrees, link what is new, write it down."""
+    if id_given:
+        # The birth date and sex came from the ID number: a person on record with others is someone else.
+        if person.birth_date is not None and person.birth_date != birth_date:
+            raise ConflictingDemographics("the birth date on record differs from the one the ID number carries")
+        if person.sex is not None and person.sex != sex:
+            raise ConflictingDemographics("the sex on record differs from the one the ID number carries")
+        person.birth_date = person.birth_date or birth_date
+        person.sex = person.sex or sex
+    added = await _attach(uow, svc, person, cmd.identifiers)
+    await _audit_registration(uow, svc, person, "existing", actor, attached=added)
+    return Registration(person, "existing")
+
+
 def _phone(svc: Services, p: Person) -> str | None:
     return svc.cipher.decrypt(p.phone_enc, "phone") if p.phone_enc else None
 
@@ -286,16 +328,20 @@ async def _candidates(
 
 
 async def _audit_registration(
-    uow: UnitOfWork, svc: Services, person: Person, outcome: str, actor: str, score: float | None = None
+    uow: UnitOfWork,
+    svc: Services,
+    person: Person,
+    outcome: str,
+    actor: str,
+    score: float | None = None,
+    attached: int | None = None,
 ) -> None:
+    details: dict[str, object] = {"outcome": outcome, "score": score}
+    if attached is not None:
+        details["attached"] = attached
     await svc.audit(
         uow,
-        Record(
-            action="identity.register",
-            actor=actor,
-            subject_person_id=person.id,
-            details={"outcome": outcome, "score": score},
-        ),
+        Record(action="identity.register", actor=actor, subject_person_id=person.id, details=details),
     )
 
 
@@ -329,6 +375,8 @@ async def set_credential_status(
         raise UnknownCredential(f"no person holds this {inp.type.value}")
     if status is CredentialStatus.REISSUED and not replacement:
         raise InvalidIdentifier("a reissued card needs the new card number")
+    if replacement and normalise_value(inp.type, replacement) == normalise_value(inp.type, inp.value):
+        raise InvalidIdentifier("the new card number is the old one")
     ident.status = status.value
     ident.status_changed_at = utcnow()
     if replacement:
@@ -367,11 +415,11 @@ async def crossref(
     target_type: IdentifierType,
     target_institution: str = "",
 ) -> tuple[Person, list[tuple[Identifier, str]]]:
-    """Given one identifier, the person's identifiers of the target kind (and member, for local ones)."""
-    ident = await find_identifier(session, svc.cipher, source)
-    if ident is None:
-        raise UnknownCredential(f"no person holds this {source.type.value}")
-    person = await _live(session, ident.person_id)
+    """Given one identifier, the person's identifiers of the target kind (and member, for local ones).
+
+    The source is a presented credential: a lost, cancelled or replaced one is refused as in a lookup.
+    """
+    person = await resolve_credential(session, svc.cipher, source)
     out = []
     for i in person.identifiers:
         if i.type != target_type.value:
@@ -421,8 +469,11 @@ async def unmerge(uow: UnitOfWork, svc: Services, merge_id: str, *, actor: str) 
         raise MergeRefused("this merge was already undone")
     merged = await uow.session.get(Person, record.merged_id)
     assert merged is not None
-    if merged.merged_into_id != record.survivor_id:
-        raise MergeRefused("the merged person has changed since; undo the later merge first")
+    survivor = await uow.session.get(Person, record.survivor_id)
+    assert survivor is not None
+    if merged.merged_into_id != record.survivor_id or survivor.status != PersonStatus.ACTIVE:
+        # e.g. the survivor was merged into a third person since: its identifiers moved on with it
+        raise MergeRefused("the persons have changed since; undo the later merge first")
     for ident_id in record.moved_identifier_ids:
         ident = await uow.session.get(Identifier, ident_id)
         if ident is not None and ident.person_id == record.survivor_id:
@@ -459,4 +510,13 @@ async def resolve_review(
     review.resolved_by = actor
     review.resolved_at = utcnow()
     await uow.session.flush()
+    await svc.audit(
+        uow,
+        Record(
+            action="identity.review_resolved",
+            actor=actor,
+            subject_person_id=review.candidate_id,
+            details={"review": review.id, "person": review.person_id, "state": review.state},
+        ),
+    )
     return review

@@ -1,0 +1,127 @@
+"""Every route, every kind of caller: the answer is what this table says (allowed, 401 or 403).
+
+The table is the specification. A route the application serves that has no row
+here fails the test, so no route can be added without deciding who may call it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from federation.accounts.service import SCOPES, create_api_key
+from tests.conftest import token_for
+
+ALL = {"anonymous", "resident", "librarian", "doctor", "admin", "apikey"}
+PEOPLE = {"resident", "librarian", "doctor", "admin"}
+STAFF = {"librarian", "doctor", "admin"}
+
+EXPECTED: dict[tuple[str, str], set[str]] = {
+    ("GET", "/healthz"): ALL,
+    ("GET", "/readyz"): ALL,
+    ("GET", "/metrics"): ALL,
+    ("GET", "/api/openapi.json"): ALL,
+    ("POST", "/api/v1/auth/token"): ALL,
+    ("POST", "/api/v1/auth/session"): ALL,
+    ("DELETE", "/api/v1/auth/session"): PEOPLE,
+    ("GET", "/api/v1/me"): PEOPLE | {"apikey"},
+    ("POST", "/api/v1/accounts/staff"): {"admin"},
+    ("POST", "/api/v1/accounts/residents"): {"admin", "librarian"},
+    ("GET", "/api/v1/members"): ALL,
+    ("GET", "/api/v1/members/{code}"): ALL,
+    ("POST", "/api/v1/members"): {"admin"},
+    ("POST", "/api/v1/members/{code}/service-points"): {"admin"},
+    ("POST", "/api/v1/identity/checks"): STAFF | {"apikey"},
+    ("POST", "/api/v1/identity/persons"): STAFF | {"apikey"},
+    ("GET", "/api/v1/identity/persons/{person_id}"): STAFF | {"apikey"},
+    ("POST", "/api/v1/identity/lookups"): STAFF | {"apikey"},
+    ("POST", "/api/v1/identity/persons/{person_id}/identifiers"): STAFF | {"apikey"},
+    ("POST", "/api/v1/identity/credential-status"): {"admin", "apikey"},
+    ("POST", "/api/v1/identity/crossrefs"): STAFF | {"apikey"},
+    ("POST", "/api/v1/identity/merges"): {"admin"},
+    ("POST", "/api/v1/identity/merges/{merge_id}/undo"): {"admin"},
+    ("GET", "/api/v1/identity/reviews"): {"admin"},
+    ("POST", "/api/v1/identity/reviews/{review_id}/resolution"): {"admin"},
+    ("GET", "/api/v1/me/person"): {"resident"},
+    ("GET", "/api/v1/me/consents"): {"resident"},
+    ("POST", "/api/v1/me/consents"): {"resident"},
+    ("DELETE", "/api/v1/me/consents/{consent_id}"): {"resident"},
+    ("POST", "/api/v1/consents/checks"): STAFF | {"apikey"},
+    ("GET", "/api/v1/me/access-log"): {"resident"},
+    ("GET", "/api/v1/audit/entries"): {"admin"},
+    ("GET", "/api/v1/audit/verification"): {"admin"},
+    ("GET", "/api/v1/jobs/{job_id}"): STAFF | {"apikey"},
+    ("POST", "/api/v1/jobs"): {"admin"},
+}
+
+
+def served_routes(app) -> list[tuple[str, str]]:
+    out = []
+    for route in app.router.routes():
+        if route.method == "HEAD":
+            continue
+        out.append((route.method, route.resource.canonical))
+    return sorted(set(out))
+
+
+async def callers(client, svc) -> dict[str, dict[str, str]]:
+    from federation.demo import RESIDENTS
+
+    headers = {"anonymous": {}}
+    headers["resident"] = await token_for(client, RESIDENTS[0].id_number)
+    for role, user in (("librarian", "librarian@CQL"), ("doctor", "doctor@SCH1"), ("admin", "admin@federation")):
+        headers[role] = await token_for(client, user)
+    async with svc.db.uow() as uow:
+        _, secret = await create_api_key(uow, svc, "CQH1", sorted(SCOPES), actor="test")
+        await uow.commit()
+    headers["apikey"] = {"Authorization": f"Bearer {secret}"}
+    return headers
+
+
+def test_every_served_route_has_a_row(tmp_path):
+    from federation.app import create_app
+    from tests.conftest import make_settings
+
+    app = create_app(make_settings(tmp_path), run_background=False)
+    served = set(served_routes(app))
+    missing = served - set(EXPECTED)
+    assert not missing, f"routes without an access row in this table: {sorted(missing)}"
+    stale = set(EXPECTED) - served
+    assert not stale, f"rows for routes the application does not serve: {sorted(stale)}"
+
+
+async def test_route_role_table(client, demo):
+    headers = await callers(client, demo)
+    failures = []
+    for method, path in served_routes(client.app):
+        allowed = EXPECTED[(method, path)]
+        url = re.sub(r"\{[^}]+\}", "unknown-id", path)
+        for who, hdrs in headers.items():
+            if (method, path) == ("DELETE", "/api/v1/auth/session"):
+                continue  # checked below: logging out must not spend the tokens the loop still needs
+            kwargs = {"headers": hdrs}
+            if method in ("POST", "PUT", "PATCH"):
+                kwargs["json"] = {}
+            resp = await client.request(method, url, **kwargs)
+            status = resp.status
+            if who in allowed:
+                ok = status not in (401, 403) and status < 500
+            else:
+                ok = status == (401 if who == "anonymous" else 403)
+                if ok and resp.content_type != "application/problem+json":
+                    ok = False
+            if not ok:
+                failures.append(f"{method} {path} as {who}: {status} ({'allowed' if who in allowed else 'denied'})")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("who", ["anonymous", "resident", "librarian", "doctor", "admin", "apikey"])
+async def test_logout_rule(client, demo, who):
+    headers = await callers(client, demo)
+    resp = await client.delete("/api/v1/auth/session", headers=headers[who])
+    allowed = EXPECTED[("DELETE", "/api/v1/auth/session")]
+    if who in allowed:
+        assert resp.status == 204
+    else:
+        assert resp.status == (401 if who == "anonymous" else 403)
