@@ -1,0 +1,1 @@
+"""The union catalogue: MARC ingest, one bibliographic model, work clusters, holdings and search."""
