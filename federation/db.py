@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from sqlalchemy import JSON, DateTime, MetaData, String, TypeDecorator, event
@@ -21,6 +22,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import NullPool
 
 from federation.settings import Settings
+
+log = logging.getLogger(__name__)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -192,8 +195,11 @@ class UnitOfWork:
 
     async def __aenter__(self) -> UnitOfWork:
         self.session = self.db.sessions()
-        await self.session.__aenter__()
-        await self.session.begin()
+        try:
+            await self.session.begin()
+        except BaseException:
+            await self.session.close()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -217,7 +223,20 @@ class UnitOfWork:
         self._committed = True
         events, self._events = self._events, []
         jobs, self._jobs = self._jobs, []
+        # The change is durable now: a doorbell that cannot ring (broker down) costs a delay, not an error,
+        # since the workers also poll for the rows. Raising here would tell the caller a committed change failed.
         if events:
-            await self.db.doorbell.ring_outbox()
+            await self._ring(self.db.doorbell.ring_outbox)
         for job_id in jobs:
-            await self.db.doorbell.ring_job(job_id)
+            await self._ring(self.db.doorbell.ring_job, job_id)
+
+    @staticmethod
+    async def _ring(ring: Callable[..., Awaitable[None]], *args: Any) -> None:
+        try:
+            await ring(*args)
+        except Exception:
+            log.warning(
+                "doorbell %s failed after commit; the workers will find the rows by polling",
+                ring.__name__,
+                exc_info=True,
+            )

@@ -36,15 +36,18 @@ class InProcessRunner:
         self._wake.set()
 
     async def start(self) -> None:
+        self._stopping = False
         await service.requeue_stale(self.svc, everything_running=True)
         self._task = asyncio.create_task(self._loop(), name="twincity-runner")
 
-    async def stop(self) -> None:
+    async def stop(self, *, timeout_s: float = 30.0) -> None:
+        """Finish the job in hand (up to ``timeout_s``, then cancel it: the next start queues it again)."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._task, timeout=30)
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, timeout=timeout_s)
+            self._task = None
 
     async def run_once(self) -> None:
         await outbox.relay(self.svc)
