@@ -1,0 +1,943 @@
+"""The embedded engine: tantivy on a local directory, one sub-directory per index.
+
+Layout
+======
+
+``root/<index>/CURRENT`` names the live version directory ``root/<index>/<version>/``,
+which holds the tantivy files and ``twincity-schema.json`` (our :class:`Schema` and the
+version of the field mapping below).
+:meth:`TantivyEngine.rebuild` builds a new version directory next to the live one,
+then replaces ``CURRENT`` atomically (write, fsync, ``os.replace``) and removes the
+old directory once the searches still running on it are done. Directories that
+``CURRENT`` does not name (a crashed rebuild) are removed by :meth:`open`.
+
+Opening an index whose stored schema differs from the one given starts a new,
+empty version with the new schema (logged as a warning): the caller rebuilds it.
+
+Fields
+======
+
+Every value is analysed in Python (:mod:`search.analysis`) and tantivy only
+splits the token list on spaces: tokens never contain whitespace, so tantivy's
+``whitespace`` tokenizer reproduces our tokens exactly. (That is what a
+``PreTokenizedString`` would do, at a fourteenth of the cost per document.)
+
+=========  ==================================================================================
+TEXT f     ``f``: ``analyze(v)``, frequencies (Term); ``f__phrase``: ``phrase_stream(v)``,
+           positions (Phrase). Several values are several field values; tantivy leaves a
+           position gap between them, so a phrase cannot run across values.
+KEYWORD f  ``f``: the value as is (``raw`` tokenizer), indexed and fast (facets).
+INTEGER f  ``f``: i64, indexed and fast (Range, sort, facets).
+BOOLEAN f  ``f``: bool, indexed and fast.
+STORED f   only in ``_src``.
+=========  ==================================================================================
+
+``_id`` (raw, stored) holds the document id and ``_src`` (stored bytes) the JSON of
+its TEXT and STORED values: the originals for highlighting, and ``Hit.stored``,
+which holds the document's STORED fields. Field names may not start with ``_``
+or contain ``__``.
+
+Queries
+=======
+
+* ``Term(text, f)``: every distinct ``analyze_query`` token must be in ``f`` (a
+  ``Must`` boolean of term queries, scored by BM25). ``Term(text)`` does that in
+  each default TEXT field, weighted by the field's boost, and takes the
+  disjunction (``Should``) of the fields: all tokens of *one* Term must be in
+  the same field. Cross-field matching happens one level up: the parser makes
+  each word of ``红楼梦 曹雪芹`` its own Term and ANDs them, so the title can
+  match one word and the author the other. No token, or no default field:
+  matches nothing.
+* ``Phrase(text, f)``: ``analyze_phrase`` tokens at consecutive positions of
+  ``f__phrase`` (one token: a term query on it); ``Phrase(text)``: the same
+  disjunction over the default fields.
+* ``Exact``: a term on a KEYWORD (the value as a string), INTEGER or BOOLEAN field.
+* ``Range``: an inclusive range on an INTEGER field; no bounds: the field exists.
+* ``And``/``Or``/``Not``: boolean queries; a purely negative group is taken
+  from all documents. ``And(())`` matches everything, ``Or(())`` nothing.
+* filters: ``Must`` clauses wrapped in a constant score of 0, so they never score.
+
+A query tree that names an unknown field, uses a field the wrong way, has
+values of the wrong type, more than :data:`MAX_CLAUSES` leaf queries or nests
+deeper than :data:`MAX_DEPTH`, raises :class:`QueryError`. So do a negative
+offset or limit, and ``offset + limit`` over :data:`MAX_WINDOW`.
+
+Results
+=======
+
+``total`` is exact. Sorting is by score, or by an INTEGER (single-valued) field,
+ascending or descending, documents without the field last; ties are broken by
+tantivy's document order, which is stable for an unchanged index. Facets are
+terms aggregations on the fast fields over the whole result set (query and
+filters), ordered by count descending and then by value ascending; integer
+values are given as decimal strings, booleans as ``"true"``/``"false"``.
+Highlights come from :func:`search.highlight.highlight` on the stored originals
+(tantivy's SnippetGenerator re-tokenises the stored text with the field's
+tokenizer, so it cannot work on our pre-analysed fields).
+
+Writes
+======
+
+All writes of an index go through one :class:`asyncio.Queue`, consumed by one
+writer task that owns the index's only tantivy ``IndexWriter``. The task takes
+everything queued at once and applies it in a single call on the write thread
+pool (a batch), so concurrent upserts share the thread hop. It commits (and
+reloads the searcher) on :meth:`~TantivyEngine.refresh`, every
+``commit_every`` documents, and ``commit_interval`` seconds after the first
+uncommitted write. Analysis happens on the write pool as well, before the
+documents are queued, so :meth:`~TantivyEngine.upsert` raises ``ValueError``
+for a bad document at once. Searches run on a search thread pool (tantivy
+releases the GIL), on the searcher of the last commit. The event loop never
+waits for tantivy.
+
+:meth:`~TantivyEngine.rebuild` writes the new version with its own writer, not
+through the queue (it is a different tantivy index). Writes that arrive while it
+runs go to the live index *and* to a journal; at the swap, the writer task
+replays the journal on the new version, commits it, and switches. So a write
+made during a rebuild is never lost, and wins over the rebuilt document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import tantivy
+from tantivy import Occur
+from tantivy import Query as TQ
+
+from search.analysis import analyze, analyze_phrase, analyze_query, phrase_stream
+from search.engine import Document, Facet, Field, FieldKind, Hit, QueryError, Result, Schema, Sort, SortOrder
+from search.highlight import highlight as highlight_values
+from search.query import And, Exact, MatchAll, Node, Not, Or, Phrase, Range, Term
+
+__all__ = ["MAX_CLAUSES", "MAX_DEPTH", "MAX_WINDOW", "TantivyEngine"]
+
+log = logging.getLogger(__name__)
+
+MAX_WINDOW = 10_000
+"""Most hits a search may page through (``offset + limit``), as Elasticsearch's ``max_result_window``."""
+MAX_CLAUSES = 4096
+"""Most leaf queries (term, phrase, range, ...) one search may compile to."""
+MAX_DEPTH = 256
+"""Deepest query tree, in nodes."""
+MAX_KEYWORD_BYTES = 32766
+"""Longest keyword value (UTF-8), as Lucene's term limit."""
+
+_ID = "_id"
+_SRC = "_src"
+_PHRASE = "__phrase"
+_POINTER = "CURRENT"
+_SCHEMA_FILE = "twincity-schema.json"
+_INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+_VERSION_NAME = re.compile(r"^v[0-9]{20}-[0-9a-f]{8}$")
+_I64 = (-(2**63), 2**63 - 1)
+_FACET_SEGMENT_SIZE = 65_536  # per-segment buckets: counts are exact up to this many distinct values
+
+
+# ------------------------------------------------------------------------------------------------ schema
+
+
+_MAPPING_VERSION = 1  # bump whenever _tantivy_schema or _prepare change what is on disk
+
+
+def _schema_json(schema: Schema) -> str:
+    fields = [dataclasses.asdict(f) for f in schema.fields]
+    return json.dumps({"mapping": _MAPPING_VERSION, "fields": fields}, sort_keys=True, ensure_ascii=False)
+
+
+def _check_schema(schema: Schema) -> None:
+    seen: set[str] = set()
+    for f in schema.fields:
+        if not isinstance(f.name, str) or f.name.startswith("_") or "__" in f.name:
+            raise ValueError(f"field name {f.name!r}: may not start with '_' or contain '__'")
+        if not tantivy.SchemaBuilder.is_valid_field_name(f.name) or "." in f.name:
+            raise ValueError(f"field name {f.name!r} is not valid for tantivy")
+        if f.name in seen:
+            raise ValueError(f"field {f.name!r} declared twice")
+        seen.add(f.name)
+        if f.kind is FieldKind.TEXT and (f.analyzer or "text") not in ("text", "name", "keyword"):
+            raise ValueError(f"field {f.name!r}: unknown analyzer {f.analyzer!r}")
+
+
+def _tantivy_schema(schema: Schema) -> tantivy.Schema:
+    b = tantivy.SchemaBuilder()
+    b.add_text_field(_ID, stored=True, tokenizer_name="raw", index_option="basic")
+    b.add_bytes_field(_SRC, stored=True)
+    for f in schema.fields:
+        if f.kind is FieldKind.TEXT:
+            b.add_text_field(f.name, tokenizer_name="whitespace", index_option="freq")
+            b.add_text_field(f.name + _PHRASE, tokenizer_name="whitespace", index_option="position")
+        elif f.kind is FieldKind.KEYWORD:
+            b.add_text_field(f.name, fast=True, tokenizer_name="raw", index_option="basic")
+        elif f.kind is FieldKind.INTEGER:
+            b.add_integer_field(f.name, indexed=True, fast=True)
+        elif f.kind is FieldKind.BOOLEAN:
+            b.add_boolean_field(f.name, indexed=True, fast=True)
+    return b.build()
+
+
+def _values(f: Field, value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        if not f.multi:
+            raise ValueError(f"field {f.name!r} is single-valued, got a list")
+        return [v for v in value if v is not None]
+    return [value]
+
+
+def _prepare(schema: Schema, fields: dict[str, Field], doc: Document) -> tuple[str, tantivy.Document]:
+    """A tantivy document for ``doc`` (analysis included); ``ValueError`` for a document that does not fit."""
+    if not isinstance(doc.id, str) or not doc.id:
+        raise ValueError(f"document id must be a non-empty string, not {doc.id!r}")
+    out = tantivy.Document()
+    out.add_text(_ID, doc.id)
+    src: dict[str, Any] = {}
+    for name, value in doc.values.items():
+        f = fields.get(name)
+        if f is None:
+            raise ValueError(f"document {doc.id!r}: unknown field {name!r}")
+        if f.kind is FieldKind.STORED:
+            if value is not None:
+                src[name] = value
+            continue
+        values = _values(f, value)
+        if not values:
+            continue
+        for v in values:
+            if f.kind is FieldKind.TEXT:
+                if not isinstance(v, str):
+                    raise ValueError(f"document {doc.id!r}: field {name!r} wants text, got {type(v).__name__}")
+                analyzer = f.analyzer or "text"
+                out.add_text(name, " ".join(analyze(v, analyzer)))
+                out.add_text(name + _PHRASE, " ".join(phrase_stream(v, analyzer)))
+            elif f.kind is FieldKind.KEYWORD:
+                if isinstance(v, int) and not isinstance(v, bool):
+                    v = str(v)
+                if not isinstance(v, str) or len(v.encode()) > MAX_KEYWORD_BYTES:
+                    raise ValueError(f"document {doc.id!r}: field {name!r} wants a string of at most 32766 bytes")
+                out.add_text(name, v)
+            elif f.kind is FieldKind.INTEGER:
+                if not isinstance(v, int) or isinstance(v, bool) or not _I64[0] <= v <= _I64[1]:
+                    raise ValueError(f"document {doc.id!r}: field {name!r} wants a 64-bit integer, got {v!r}")
+                out.add_integer(name, v)
+            elif f.kind is FieldKind.BOOLEAN:
+                if not isinstance(v, bool):
+                    raise ValueError(f"document {doc.id!r}: field {name!r} wants a bool, got {v!r}")
+                out.add_boolean(name, v)
+        if f.kind is FieldKind.TEXT:
+            src[name] = value
+    try:
+        out.add_bytes(_SRC, json.dumps(src, ensure_ascii=False, separators=(",", ":")).encode())
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"document {doc.id!r}: stored values are not JSON: {e}") from None
+    return doc.id, out
+
+
+# ------------------------------------------------------------------------------------------------ queries
+
+
+class _Compiler:
+    """Our query tree → a tantivy query, for one schema; raises :class:`QueryError`."""
+
+    def __init__(self, schema: Schema, tschema: tantivy.Schema) -> None:
+        self.schema = schema
+        self.tschema = tschema
+        self.fields = {f.name: f for f in schema.fields}
+        self.defaults = [f for f in schema.fields if f.kind is FieldKind.TEXT and f.default]
+        self.clauses = 0
+
+    def field(self, name: Any, *kinds: FieldKind, use: str) -> Field:
+        f = self.fields.get(name) if isinstance(name, str) else None
+        if f is None:
+            raise QueryError(f"unknown field {name!r}")
+        if kinds and f.kind not in kinds:
+            raise QueryError(f"{use} needs a {' or '.join(kinds)} field; {name!r} is {f.kind}")
+        return f
+
+    def leaf(self, q: TQ) -> TQ:
+        self.clauses += 1
+        if self.clauses > MAX_CLAUSES:
+            raise QueryError(f"query too large (more than {MAX_CLAUSES} clauses)")
+        return q
+
+    def compile(self, node: Node, depth: int = 0) -> TQ:
+        if depth > MAX_DEPTH:
+            raise QueryError(f"query nested too deeply (more than {MAX_DEPTH} levels)")
+        if isinstance(node, Term | Phrase):
+            return self.text(node)
+        if isinstance(node, Exact):
+            return self.exact(node)
+        if isinstance(node, Range):
+            return self.range(node)
+        if isinstance(node, MatchAll):
+            return TQ.all_query()
+        if isinstance(node, And):
+            items = self.items(node)
+            positive = [self.compile(i, depth + 1) for i in items if not isinstance(i, Not)]
+            negative = [self.compile(i.item, depth + 2) for i in items if isinstance(i, Not)]
+            if not negative and len(positive) == 1:
+                return positive[0]
+            if not positive:
+                positive = [TQ.all_query()]
+            return TQ.boolean_query([(Occur.Must, q) for q in positive] + [(Occur.MustNot, q) for q in negative])
+        if isinstance(node, Or):
+            items = [self.compile(i, depth + 1) for i in self.items(node)]
+            if not items:
+                return TQ.empty_query()
+            return items[0] if len(items) == 1 else TQ.boolean_query([(Occur.Should, q) for q in items])
+        if isinstance(node, Not):
+            inner = self.compile(node.item, depth + 1)
+            return TQ.boolean_query([(Occur.Must, TQ.all_query()), (Occur.MustNot, inner)])
+        raise QueryError(f"not a query node: {type(node).__name__}")
+
+    @staticmethod
+    def items(node: And | Or) -> tuple[Node, ...]:
+        if not isinstance(node.items, tuple | list):
+            raise QueryError(f"{type(node).__name__}.items must be a tuple of nodes")
+        return tuple(node.items)
+
+    def text(self, node: Term | Phrase) -> TQ:
+        kind = type(node).__name__
+        if not isinstance(node.text, str):
+            raise QueryError(f"{kind} text must be a string, not {type(node.text).__name__}")
+        fields = self.defaults if node.field is None else [self.field(node.field, FieldKind.TEXT, use=kind)]
+        alternatives: list[TQ] = []
+        for f in fields:
+            analyzer = f.analyzer or "text"
+            if isinstance(node, Term):
+                tokens = list(dict.fromkeys(analyze_query(node.text, analyzer)))
+                if not tokens:
+                    continue
+                terms = [self.leaf(TQ.term_query(self.tschema, f.name, t, "freq")) for t in tokens]
+                q = terms[0] if len(terms) == 1 else TQ.boolean_query([(Occur.Must, t) for t in terms])
+            else:
+                tokens = analyze_phrase(node.text, analyzer)
+                if not tokens:
+                    continue
+                self.clauses += len(tokens) - 1
+                if len(tokens) == 1:
+                    q = self.leaf(TQ.term_query(self.tschema, f.name + _PHRASE, tokens[0], "freq"))
+                else:
+                    q = self.leaf(TQ.phrase_query(self.tschema, f.name + _PHRASE, tokens))
+            if f.boost != 1.0:
+                q = TQ.boost_query(q, float(f.boost))
+            alternatives.append(q)
+        if not alternatives:
+            return TQ.empty_query()
+        if len(alternatives) == 1:
+            return alternatives[0]
+        return TQ.boolean_query([(Occur.Should, q) for q in alternatives])
+
+    def exact(self, node: Exact) -> TQ:
+        f = self.field(node.field, FieldKind.KEYWORD, FieldKind.INTEGER, FieldKind.BOOLEAN, use="Exact")
+        v = node.value
+        if f.kind is FieldKind.KEYWORD:
+            if isinstance(v, int) and not isinstance(v, bool):
+                v = str(v)
+            if not isinstance(v, str):
+                raise QueryError(f"Exact on {f.name!r} needs a string, not {type(v).__name__}")
+        elif f.kind is FieldKind.INTEGER:
+            v = _integer(v, f.name)
+            if not _I64[0] <= v <= _I64[1]:
+                return self.leaf(TQ.empty_query())
+        elif not isinstance(v, bool):
+            raise QueryError(f"Exact on {f.name!r} needs a bool, not {type(v).__name__}")
+        return self.leaf(TQ.term_query(self.tschema, f.name, v, "basic"))
+
+    def range(self, node: Range) -> TQ:
+        f = self.field(node.field, FieldKind.INTEGER, use="Range")
+        lo = None if node.gte is None else _integer(node.gte, f.name, math.ceil)
+        hi = None if node.lte is None else _integer(node.lte, f.name, math.floor)
+        if (
+            (lo is not None and lo > _I64[1])
+            or (hi is not None and hi < _I64[0])
+            or (lo is not None and hi is not None and lo > hi)
+        ):
+            return self.leaf(TQ.empty_query())
+        lo = None if lo is None or lo <= _I64[0] else lo
+        hi = None if hi is None or hi >= _I64[1] else hi
+        if lo is None and hi is None:
+            return self.leaf(TQ.exists_query(f.name))
+        return self.leaf(TQ.range_query(self.tschema, f.name, tantivy.FieldType.Integer, lo, hi))
+
+
+def _integer(v: Any, field: str, rounding: Callable[[float], int] | None = None) -> int:
+    if isinstance(v, bool):
+        raise QueryError(f"{field!r} needs an integer, not a bool")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and math.isfinite(v) and (rounding is not None or v.is_integer()):
+        return int(rounding(v) if rounding is not None else v)
+    if isinstance(v, str):
+        with contextlib.suppress(ValueError):
+            return int(v.strip())
+    raise QueryError(f"{field!r} needs an integer, not {v!r}")
+
+
+# ------------------------------------------------------------------------------------------------ state
+
+
+@dataclasses.dataclass(eq=False)
+class _Version:
+    """One version directory: its tantivy index, writer and current searcher."""
+
+    path: Path
+    index: tantivy.Index
+    writer: Any  # tantivy.IndexWriter; None once released
+    searcher: tantivy.Searcher
+    active: int = 0  # searches running on it
+    retired: bool = False
+    drained: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
+@dataclasses.dataclass(eq=False)
+class _Op:
+    kind: str  # upsert | delete | refresh | tick | journal | unjournal | swap | close
+    payload: Any = None
+    future: asyncio.Future[Any] | None = None
+
+
+@dataclasses.dataclass(eq=False)
+class _Index:
+    name: str
+    dir: Path
+    schema: Schema
+    schema_json: str
+    tschema: tantivy.Schema
+    fields: dict[str, Field]
+    version: _Version
+    queue: asyncio.Queue[_Op] = dataclasses.field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+    dirty: int = 0  # writes since the last commit
+    tick: asyncio.TimerHandle | None = None
+    journal: list[tuple[str, Any]] | None = None
+    rebuild_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    closed: bool = False
+
+
+def _new_version_name() -> str:
+    return f"v{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+
+
+def _write_pointer(index_dir: Path, version: str) -> None:
+    tmp = index_dir / (_POINTER + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(version + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, index_dir / _POINTER)
+    fd = os.open(index_dir, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _apply(writer: Any, kind: str, payload: Any) -> None:
+    if kind == "upsert":
+        for doc_id, tdoc in payload:
+            writer.delete_documents_by_term(_ID, doc_id)
+            writer.add_document(tdoc)
+    else:
+        for doc_id in payload:
+            writer.delete_documents_by_term(_ID, doc_id)
+
+
+# ------------------------------------------------------------------------------------------------ engine
+
+
+class TantivyEngine:
+    """The :class:`~search.engine.Engine` on tantivy; see the module documentation."""
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        writer_heap: int = 50_000_000,
+        rebuild_heap: int = 200_000_000,
+        commit_every: int = 10_000,
+        commit_interval: float = 1.0,
+        search_threads: int | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.writer_heap = writer_heap
+        self.rebuild_heap = rebuild_heap
+        self.commit_every = commit_every
+        self.commit_interval = commit_interval
+        self._indexes: dict[str, _Index] = {}
+        self._open_lock: asyncio.Lock | None = None
+        self._write_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tantivy-write")
+        self._search_pool = ThreadPoolExecutor(
+            max_workers=search_threads or min(8, (os.cpu_count() or 2) + 2), thread_name_prefix="tantivy-search"
+        )
+        self._closed = False
+
+    # -------------------------------------------------------------------------------------- helpers
+
+    async def _write_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._write_pool, fn, *args)
+
+    def _state(self, index: str) -> _Index:
+        if self._closed:
+            raise RuntimeError("engine is closed")
+        st = self._indexes.get(index)
+        if st is None:
+            raise KeyError(f"index {index!r} is not open")
+        return st
+
+    async def _call(self, st: _Index, kind: str, payload: Any = None) -> Any:
+        if st.closed:
+            raise RuntimeError(f"index {st.name!r} is closed")
+        future = asyncio.get_running_loop().create_future()
+        st.queue.put_nowait(_Op(kind, payload, future))
+        return await future
+
+    # -------------------------------------------------------------------------------------- open
+
+    async def open(self, index: str, schema: Schema) -> None:
+        if not isinstance(index, str) or not _INDEX_NAME.match(index):
+            raise ValueError(f"index name {index!r}: lower-case letters, digits, '-' and '_' only")
+        _check_schema(schema)
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._closed:
+                raise RuntimeError("engine is closed")
+            st = self._indexes.get(index)
+            wanted = _schema_json(schema)
+            if st is not None:
+                if st.schema_json != wanted:
+                    raise ValueError(f"index {index!r} is already open with another schema")
+                return
+            st = await self._write_thread(self._load, index, schema, wanted)
+            st.task = asyncio.create_task(self._writer(st), name=f"tantivy-writer-{index}")
+            self._indexes[index] = st
+
+    def _load(self, name: str, schema: Schema, wanted: str) -> _Index:
+        # load OpenCC and pypinyin now: their first use holds the GIL for a few hundred milliseconds
+        analyze("紅樓夢 warm-up", "name")
+        index_dir = self.root / name
+        index_dir.mkdir(parents=True, exist_ok=True)
+        tschema = _tantivy_schema(schema)
+        current: str | None = None
+        pointer = index_dir / _POINTER
+        if pointer.exists():
+            current = pointer.read_text(encoding="utf-8").strip() or None
+            if current is not None and not _VERSION_NAME.match(current):
+                current = None
+            schema_file = index_dir / current / _SCHEMA_FILE if current else None
+            if schema_file is None or not schema_file.exists():
+                log.warning("index %s: %s names no usable version; starting empty", name, current)
+                current = None
+            elif schema_file.read_text(encoding="utf-8") != wanted:
+                log.warning("index %s: schema changed; starting a new empty version (rebuild it)", name)
+                current = None
+        if current is None:
+            current = _new_version_name()
+            path = index_dir / current
+            path.mkdir()
+            tindex = tantivy.Index(tschema, str(path), reuse=False)
+            (path / _SCHEMA_FILE).write_text(wanted, encoding="utf-8")
+            _write_pointer(index_dir, current)
+        else:
+            path = index_dir / current
+            tindex = tantivy.Index(tschema, str(path), reuse=True)
+        for child in index_dir.iterdir():  # leftovers of a crashed rebuild or an old schema
+            if child.is_dir() and child.name != current:
+                shutil.rmtree(child, ignore_errors=True)
+        writer = tindex.writer(self.writer_heap, 1)
+        tindex.reload()
+        version = _Version(path, tindex, writer, tindex.searcher())
+        return _Index(name, index_dir, schema, wanted, tschema, {f.name: f for f in schema.fields}, version)
+
+    # -------------------------------------------------------------------------------------- writes
+
+    def _prepare_all(self, st: _Index, docs: Sequence[Document]) -> list[tuple[str, tantivy.Document]]:
+        return [_prepare(st.schema, st.fields, d) for d in docs]
+
+    async def upsert(self, index: str, docs: Sequence[Document]) -> None:
+        st = self._state(index)
+        if not docs:
+            return
+        prepared = await self._write_thread(self._prepare_all, st, list(docs))
+        await self._call(st, "upsert", prepared)
+
+    async def delete(self, index: str, ids: Sequence[str]) -> None:
+        st = self._state(index)
+        ids = list(ids)
+        if any(not isinstance(i, str) for i in ids):
+            raise ValueError("document ids are strings")
+        if ids:
+            await self._call(st, "delete", ids)
+
+    async def refresh(self, index: str) -> None:
+        await self._call(self._state(index), "refresh")
+
+    async def _writer(self, st: _Index) -> None:
+        """The one consumer of ``st.queue``: applies writes in batches, commits, swaps versions."""
+        loop = asyncio.get_running_loop()
+        stop = False
+        while not stop:
+            ops = [await st.queue.get()]
+            while not st.queue.empty():
+                ops.append(st.queue.get_nowait())
+            writes: list[_Op] = []
+            for op in ops:
+                if stop:
+                    _settle(op.future, None, RuntimeError(f"index {st.name!r} is closed"))
+                elif op.kind in ("upsert", "delete"):
+                    writes.append(op)
+                else:
+                    await self._flush(st, writes)
+                    writes = []
+                    stop = await self._control(st, op)
+            await self._flush(st, writes)
+            if stop:
+                break
+            try:
+                if st.dirty >= self.commit_every:
+                    await self._commit(st)
+                elif st.dirty and st.tick is None:
+                    st.tick = loop.call_later(self.commit_interval, st.queue.put_nowait, _Op("tick"))
+            except Exception:
+                log.exception("index %s: commit failed", st.name)
+        while not st.queue.empty():  # anything that raced with close
+            _settle(st.queue.get_nowait().future, None, RuntimeError(f"index {st.name!r} is closed"))
+
+    async def _flush(self, st: _Index, writes: list[_Op]) -> None:
+        if not writes:
+            return
+
+        def run() -> list[BaseException | None]:
+            errors: list[BaseException | None] = []
+            for op in writes:
+                try:
+                    _apply(st.version.writer, op.kind, op.payload)
+                    errors.append(None)
+                except Exception as e:  # handed to the caller
+                    errors.append(e)
+            return errors
+
+        try:
+            errors = await self._write_thread(run)
+        except BaseException as e:  # the pool is gone, a panic, ...
+            errors = [e] * len(writes)
+        for op, error in zip(writes, errors, strict=True):
+            if error is None:
+                st.dirty += len(op.payload)
+                if st.journal is not None:
+                    st.journal.append((op.kind, op.payload))
+            _settle(op.future, None, error)
+
+    async def _commit(self, st: _Index) -> None:
+        if st.tick is not None:
+            st.tick.cancel()
+            st.tick = None
+        if not st.dirty:
+            return
+        version = st.version
+
+        def run() -> tantivy.Searcher:
+            version.writer.commit()
+            version.index.reload()
+            return version.index.searcher()
+
+        version.searcher = await self._write_thread(run)
+        st.dirty = 0
+
+    async def _control(self, st: _Index, op: _Op) -> bool:
+        """Handle a non-write op; True when the writer task should stop."""
+        try:
+            if op.kind == "tick":
+                st.tick = None
+                try:
+                    await self._commit(st)
+                except Exception:
+                    log.exception("index %s: commit failed", st.name)
+            elif op.kind == "refresh":
+                await self._commit(st)
+            elif op.kind == "journal":
+                st.journal = []
+            elif op.kind == "unjournal":
+                st.journal = None
+            elif op.kind == "swap":
+                _settle(op.future, await self._swap(st, op.payload))
+                return False
+            elif op.kind == "close":
+                await self._commit(st)
+                await self._release(st.version)
+                st.closed = True
+                _settle(op.future, None)
+                return True
+        except BaseException as e:
+            _settle(op.future, None, e)
+            return op.kind == "close"
+        _settle(op.future, None)
+        return False
+
+    async def _swap(self, st: _Index, new: _Version) -> _Version:
+        """Replay the journal on ``new``, commit it, point ``CURRENT`` at it and make it live; the old version."""
+        journal = st.journal or []
+
+        def run() -> tantivy.Searcher:
+            for kind, payload in journal:
+                _apply(new.writer, kind, payload)
+            new.writer.commit()
+            new.index.reload()
+            searcher = new.index.searcher()
+            _write_pointer(st.dir, new.path.name)
+            return searcher
+
+        new.searcher = await self._write_thread(run)
+        old = st.version
+        st.version = new
+        st.journal = None
+        st.dirty = 0
+        if st.tick is not None:
+            st.tick.cancel()
+            st.tick = None
+        return old
+
+    async def _release(self, version: _Version) -> None:
+        """Let the version's writer finish its merges and go (its lock file too)."""
+        writer, version.writer = version.writer, None
+        if writer is not None:
+            await self._write_thread(writer.wait_merging_threads)
+
+    # -------------------------------------------------------------------------------------- rebuild
+
+    async def rebuild(self, index: str, docs: AsyncIterable[Sequence[Document]]) -> None:
+        st = self._state(index)
+        async with st.rebuild_lock:
+            new = await self._write_thread(self._create_version, st)
+            await self._call(st, "journal")
+            swapped = False
+            try:
+                async for batch in docs:
+                    if not batch:
+                        continue
+                    prepared = await self._write_thread(self._prepare_all, st, list(batch))
+                    await self._write_thread(_apply, new.writer, "upsert", prepared)
+                await self._write_thread(self._seal, new)
+                old = await self._call(st, "swap", new)
+                swapped = True
+            finally:
+                if not swapped:
+                    if not st.closed:
+                        with contextlib.suppress(Exception):
+                            await self._call(st, "unjournal")
+                    await asyncio.shield(self._discard(new))
+        await self._retire(old)
+
+    def _create_version(self, st: _Index) -> _Version:
+        path = st.dir / _new_version_name()
+        path.mkdir()
+        (path / _SCHEMA_FILE).write_text(st.schema_json, encoding="utf-8")
+        tindex = tantivy.Index(st.tschema, str(path), reuse=False)
+        return _Version(path, tindex, tindex.writer(self.rebuild_heap, 0), tindex.searcher())
+
+    def _seal(self, new: _Version) -> None:
+        """Commit the bulk load, let its merges finish, and give the version a live-sized writer."""
+        new.writer.commit()
+        new.writer.wait_merging_threads()
+        new.writer = new.index.writer(self.writer_heap, 1)
+
+    async def _discard(self, version: _Version) -> None:
+        def run() -> None:
+            writer, version.writer = version.writer, None
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.rollback()
+                with contextlib.suppress(Exception):
+                    writer.wait_merging_threads()
+            shutil.rmtree(version.path, ignore_errors=True)
+
+        await self._write_thread(run)
+
+    async def _retire(self, old: _Version) -> None:
+        """Remove an old version once no search runs on it any more."""
+        old.retired = True
+        if old.active:
+            await old.drained.wait()
+        await self._discard(old)
+
+    # -------------------------------------------------------------------------------------- reads
+
+    async def count(self, index: str) -> int:
+        return self._state(index).version.searcher.num_docs
+
+    async def search(
+        self,
+        index: str,
+        query: Node,
+        *,
+        filters: Sequence[Node] = (),
+        facets: Sequence[Facet] = (),
+        sort: Sort = Sort(),
+        offset: int = 0,
+        limit: int = 20,
+        highlight: Sequence[str] = (),
+    ) -> Result:
+        st = self._state(index)
+        if not isinstance(offset, int) or not isinstance(limit, int) or offset < 0 or limit < 0:
+            raise QueryError("offset and limit must be non-negative integers")
+        if offset + limit > MAX_WINDOW:
+            raise QueryError(f"offset + limit may not exceed {MAX_WINDOW}")
+        version = st.version
+        version.active += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._search_pool,
+                self._search,
+                st,
+                version.searcher,
+                query,
+                tuple(filters),
+                tuple(facets),
+                sort,
+                offset,
+                limit,
+                tuple(highlight),
+            )
+        finally:
+            version.active -= 1
+            if version.retired and not version.active:
+                version.drained.set()
+
+    def _search(
+        self,
+        st: _Index,
+        searcher: tantivy.Searcher,
+        query: Node,
+        filters: tuple[Node, ...],
+        facets: tuple[Facet, ...],
+        sort: Sort,
+        offset: int,
+        limit: int,
+        highlight: tuple[str, ...],
+    ) -> Result:
+        compiler = _Compiler(st.schema, st.tschema)
+        try:
+            q = compiler.compile(query)
+            if filters:
+                clauses = [(Occur.Must, q)]
+                clauses += [(Occur.Must, TQ.const_score_query(compiler.compile(f), 0.0)) for f in filters]
+                q = TQ.boolean_query(clauses)
+            order_field, order = self._sort(st, sort)
+            for name in highlight:
+                compiler.field(name, FieldKind.TEXT, use="highlight")
+            aggs = self._aggregations(compiler, facets)
+            kwargs: dict[str, Any] = {"count": True, "offset": offset}
+            if order_field is not None:
+                kwargs.update(order_by_field=order_field, order=order)
+            found = searcher.search(q, max(limit, 1), **kwargs)
+            facet_result = searcher.aggregate(q, aggs) if aggs else {}
+        except QueryError:
+            raise
+        except RecursionError:
+            raise QueryError("query nested too deeply") from None
+        except (ValueError, TypeError) as e:
+            raise QueryError(f"tantivy refused the query: {e}") from None
+        except BaseException as e:
+            if type(e).__name__ == "PanicException":  # pyo3's, a BaseException: never let one escape as such
+                raise QueryError(f"tantivy refused the query: {e}") from None
+            raise
+        hits: list[Hit] = []
+        stored_fields = [f.name for f in st.schema.fields if f.kind is FieldKind.STORED]
+        for key, address in found.hits[:limit]:
+            doc = searcher.doc(address)
+            doc_id = doc.get_first(_ID)
+            src = json.loads(doc.get_first(_SRC) or b"{}")
+            stored = {name: src[name] for name in stored_fields if name in src}
+            marks = highlight_values(st.schema, query, src, highlight) if highlight else {}
+            score = float(key) if order_field is None else 0.0
+            hits.append(Hit(id=doc_id, score=score, stored=stored, highlights=marks))
+        return Result(total=found.count, hits=hits, facets=self._facets(st, facets, facet_result))
+
+    def _sort(self, st: _Index, sort: Sort) -> tuple[str | None, tantivy.Order]:
+        if not isinstance(sort, Sort) or sort.order == SortOrder.RELEVANCE:
+            if not isinstance(sort, Sort):
+                raise QueryError(f"sort must be a Sort, not {type(sort).__name__}")
+            return None, tantivy.Order.Desc
+        if sort.order not in (SortOrder.FIELD_ASC, SortOrder.FIELD_DESC):
+            raise QueryError(f"unknown sort order {sort.order!r}")
+        f = _Compiler(st.schema, st.tschema).field(sort.field, FieldKind.INTEGER, use="sort")
+        if f.multi:
+            raise QueryError(f"cannot sort by the multi-valued field {f.name!r}")
+        return f.name, tantivy.Order.Asc if sort.order == SortOrder.FIELD_ASC else tantivy.Order.Desc
+
+    @staticmethod
+    def _aggregations(compiler: _Compiler, facets: tuple[Facet, ...]) -> dict[str, Any]:
+        aggs: dict[str, Any] = {}
+        for i, facet in enumerate(facets):
+            if not isinstance(facet, Facet):
+                raise QueryError(f"facets must be Facet, not {type(facet).__name__}")
+            f = compiler.field(facet.field, FieldKind.KEYWORD, FieldKind.INTEGER, FieldKind.BOOLEAN, use="facet")
+            if not isinstance(facet.size, int) or isinstance(facet.size, bool) or facet.size < 0:
+                raise QueryError(f"facet size must be a non-negative integer, not {facet.size!r}")
+            if facet.size:
+                # fetch more than asked so that ties at the cut are ordered by value, as Elasticsearch does
+                size = min(_FACET_SEGMENT_SIZE, max(2 * facet.size, facet.size + 100))
+                aggs[f"f{i}"] = {"terms": {"field": f.name, "size": size, "segment_size": _FACET_SEGMENT_SIZE}}
+        return aggs
+
+    @staticmethod
+    def _facets(st: _Index, facets: tuple[Facet, ...], raw: dict[str, Any]) -> dict[str, list[tuple[str, int]]]:
+        out: dict[str, list[tuple[str, int]]] = {}
+        for i, facet in enumerate(facets):
+            kind = st.fields[facet.field].kind
+            buckets = raw.get(f"f{i}", {}).get("buckets", [])
+            rows: list[tuple[int, Any, str]] = []
+            for b in buckets:
+                key = b["key"]
+                if kind is FieldKind.BOOLEAN:
+                    label = b.get("key_as_string") or ("true" if key else "false")
+                    rows.append((-int(b["doc_count"]), int(bool(key)), label))
+                elif kind is FieldKind.INTEGER:
+                    rows.append((-int(b["doc_count"]), int(key), str(int(key))))
+                else:
+                    rows.append((-int(b["doc_count"]), str(key), str(key)))
+            rows.sort(key=lambda r: (r[0], r[1]))
+            out[facet.field] = [(label, -neg) for neg, _, label in rows[: facet.size]]
+        return out
+
+    # -------------------------------------------------------------------------------------- close
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        for st in list(self._indexes.values()):
+            if st.closed or st.task is None:
+                continue
+            with contextlib.suppress(Exception):
+                await self._call(st, "close")
+            with contextlib.suppress(Exception):
+                await st.task
+        self._closed = True
+        self._indexes.clear()
+        self._write_pool.shutdown(wait=False)
+        self._search_pool.shutdown(wait=False)
+
+
+def _settle(future: asyncio.Future[Any] | None, result: Any, error: BaseException | None = None) -> None:
+    if future is None or future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
