@@ -179,8 +179,10 @@ def _tantivy_schema(schema: Schema) -> tantivy.Schema:
     b.add_bytes_field(_SRC, stored=True)
     for f in schema.fields:
         if f.kind is FieldKind.TEXT:
-            b.add_text_field(f.name, tokenizer_name="whitespace", index_option="freq")
-            b.add_text_field(f.name + _PHRASE, tokenizer_name="whitespace", index_option="position")
+            # the keyword analyzer's one token may hold spaces ("new york"): index it untouched
+            tokenizer = "raw" if f.analyzer == "keyword" else "whitespace"
+            b.add_text_field(f.name, tokenizer_name=tokenizer, index_option="freq")
+            b.add_text_field(f.name + _PHRASE, tokenizer_name=tokenizer, index_option="position")
         elif f.kind is FieldKind.KEYWORD:
             b.add_text_field(f.name, fast=True, tokenizer_name="raw", index_option="basic")
         elif f.kind is FieldKind.INTEGER:

@@ -773,3 +773,16 @@ def test_corpus_is_sane() -> None:
             if not f.multi:
                 assert not isinstance(d.values.get(f.name), list) or f.kind is FieldKind.STORED
         assert all(isinstance(v, str) for v in as_list(d.values["library"]))
+
+
+async def test_keyword_analysed_text_keeps_spaces(engine: Engine) -> None:
+    from search.engine import Document, Field, FieldKind, Schema
+    from search.query import Phrase, Term
+
+    schema = Schema(fields=(Field("code", FieldKind.TEXT, analyzer="keyword", default=True),))
+    await engine.open("kw", schema)
+    await engine.upsert("kw", [Document("a", {"code": "New York"}), Document("b", {"code": "York"})])
+    await engine.refresh("kw")
+    assert ids(await engine.search("kw", Term("new york", "code"))) == ["a"]
+    assert ids(await engine.search("kw", Phrase("NEW YORK", "code"))) == ["a"]
+    assert ids(await engine.search("kw", Term("york", "code"))) == ["b"]
