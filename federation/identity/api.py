@@ -12,7 +12,7 @@ from sqlalchemy import select
 from federation.app import principal, services
 from federation.audit.service import Record
 from federation.identity import service
-from federation.identity.idnumber import InvalidIdNumber, parse_id_number
+from federation.identity.idnumber import InvalidIdNumber, mask_id_numbers_in_text, parse_id_number
 from federation.identity.models import CredentialStatus, IdentifierType, MatchReview, Person
 from federation.web.routing import RESIDENT, Routes, scopes, staff
 from federation.web.schema import Input, Output
@@ -261,7 +261,8 @@ async def lookup(request: web.Request, body: LookupIn) -> PersonOut:
                 actor=who.actor,
                 actor_institution=who.institution,
                 subject_person_id=person.id,
-                purpose=body.purpose,
+                # free text from the caller: keep no number in it (the audit trail masks its fields too)
+                purpose=mask_id_numbers_in_text(body.purpose),
                 details={"type": body.identifier.type.value},
             ),
         )

@@ -93,6 +93,11 @@ def mask(type_: str, value: str) -> str:
     return "*" * (len(value) - 4) + value[-4:]
 
 
+def _free_text(text: str) -> str:
+    """Free text stored in clear (a reason, a card kind, a member code) never keeps an ID number in clear."""
+    return mask_id_numbers_in_text(text)
+
+
 def _context(type_: str, institution: str) -> str:
     return f"identifier:{type_}:{institution}"
 
@@ -101,7 +106,7 @@ def _institution_for(inp: IdentifierInput) -> str:
     if inp.type is IdentifierType.LOCAL:
         if not inp.institution:
             raise InvalidIdentifier("a local identifier needs the member institution that issued it")
-        return inp.institution.upper()
+        return _free_text(inp.institution.upper())
     return ""
 
 
@@ -113,7 +118,7 @@ def new_identifier(cipher: FieldCipher, person_id: str, inp: IdentifierInput) ->
         person_id=person_id,
         type=inp.type.value,
         institution_code=inst,
-        kind=inp.kind,
+        kind=_free_text(inp.kind) if inp.kind else inp.kind,
         value_index=cipher.blind_index(value, ctx),
         value_enc=cipher.encrypt(value, ctx),
         masked=mask(inp.type.value, value),
@@ -203,7 +208,7 @@ def _new_person(svc: Services, cmd: RegisterPerson, birth_date: dt.date | None, 
         sex=sex,
         phone_enc=svc.cipher.encrypt(phone, "phone") if phone else None,
         phone_index=svc.cipher.blind_index(phone, "phone") if phone else None,
-        home_institution=cmd.home_institution,
+        home_institution=_free_text(cmd.home_institution) if cmd.home_institution else None,
     )
 
 
@@ -229,55 +234,64 @@ async def register(uow: UnitOfWork, svc: Services, cmd: RegisterPerson, *, actor
         birth_date, sex = parsed.birth_date, parsed.sex
 
     # Any identifier we already know decides; the ID number first, as it is the exact key.
+    person = await _known_person(uow, svc, cmd)
+    if person is not None:
+        return await _register_existing(uow, svc, person, cmd, birth_date, sex, bool(id_inputs), actor)
+
+    # Create (or link) under a savepoint: a concurrent registration holding one of the same identifiers
+    # wins the unique constraint, and we return its person. When the winner committed after our lookup but
+    # before our insert, _attach sees its identifier (read committed) and says IdentifierTaken instead.
+    # (On SQLite writers are serialised at BEGIN IMMEDIATE, so this is the PostgreSQL path.)
+    try:
+        async with uow.session.begin_nested():
+            reg = await _create_or_match(uow, svc, cmd, birth_date, sex, bool(id_inputs))
+    except (IntegrityError, IdentifierTaken):
+        person = await _known_person(uow, svc, cmd)
+        if person is None:
+            raise
+        return await _register_existing(uow, svc, person, cmd, birth_date, sex, bool(id_inputs), actor)
+    await _audit_registration(uow, svc, reg.person, reg.outcome, actor, score=reg.score)
+    return reg
+
+
+async def _known_person(uow: UnitOfWork, svc: Services, cmd: RegisterPerson) -> Person | None:
     for inp in sorted(cmd.identifiers, key=lambda i: i.type is not IdentifierType.ID_NUMBER):
         ident = await find_identifier(uow.session, svc.cipher, inp)
         if ident is not None:
-            person = await _live(uow.session, ident.person_id)
-            return await _register_existing(uow, svc, person, cmd, birth_date, sex, bool(id_inputs), actor)
+            return await _live(uow.session, ident.person_id)
+    return None
 
-    if id_inputs:
-        # Exact key: create under a savepoint; a concurrent registration of the same number wins the
-        # unique constraint and we return its person.
-        try:
-            async with uow.session.begin_nested():
-                person = _new_person(svc, cmd, birth_date, sex)
-                uow.session.add(person)
-                await uow.session.flush()
-                await _attach(uow, svc, person, cmd.identifiers)
-        except IntegrityError:
-            ident = await find_identifier(uow.session, svc.cipher, id_inputs[0])
-            if ident is None:
-                raise
-            person = await _live(uow.session, ident.person_id)
-            return await _register_existing(uow, svc, person, cmd, birth_date, sex, True, actor)
-        await _audit_registration(uow, svc, person, "created", actor)
-        return Registration(person, "created")
 
-    demo = _demographics(cmd.name, birth_date, sex, cmd.phone)
-    candidates = await _candidates(uow.session, svc, demo)
-    best_id, result = matching.best_match(
-        demo,
-        [(p.id, _demographics(p.name, p.birth_date, p.sex, _phone(svc, p))) for p in candidates],
-    )
-    if best_id is not None and result.band is matching.Band.LINK:
-        person = await _live(uow.session, best_id)
-        await _attach(uow, svc, person, cmd.identifiers)
-        await _audit_registration(uow, svc, person, "linked", actor, score=result.score)
-        return Registration(person, "linked", result.score)
+async def _create_or_match(
+    uow: UnitOfWork, svc: Services, cmd: RegisterPerson, birth_date: dt.date | None, sex: str | None, exact: bool
+) -> Registration:
+    """A new person for an unknown ID number; without one, the scored match decides."""
+    best_id, result = None, None
+    if not exact:
+        demo = _demographics(cmd.name, birth_date, sex, cmd.phone)
+        candidates = await _candidates(uow.session, svc, demo)
+        best_id, result = matching.best_match(
+            demo,
+            [(p.id, _demographics(p.name, p.birth_date, p.sex, _phone(svc, p))) for p in candidates],
+        )
+        if best_id is not None and result.band is matching.Band.LINK:
+            person = await _live(uow.session, best_id)
+            await _attach(uow, svc, person, cmd.identifiers)
+            return Registration(person, "linked", result.score)
 
     person = _new_person(svc, cmd, birth_date, sex)
     uow.session.add(person)
     await uow.session.flush()
     await _attach(uow, svc, person, cmd.identifiers)
+    if result is None:
+        return Registration(person, "created")
     if best_id is not None and result.band is matching.Band.REVIEW:
         review = MatchReview(
             person_id=person.id, candidate_id=best_id, score=result.score, reasons=list(result.reasons)
         )
         uow.session.add(review)
         await uow.session.flush()
-        await _audit_registration(uow, svc, person, "review", actor, score=result.score)
         return Registration(person, "review", result.score, review.id)
-    await _audit_registration(uow, svc, person, "created", actor)
     return Registration(person, "created", result.score if best_id else None)
 
 
@@ -293,6 +307,11 @@ async def _register_existing(
 ) -> Registration:
     """A known identifier found ``person``: check the rest agrees, link what is new, write it down."""
     if id_given:
+        number = next(i for i in cmd.identifiers if i.type is IdentifierType.ID_NUMBER)
+        if await find_identifier(uow.session, svc.cipher, number) is None and await _has_id_number(
+            uow.session, person.id
+        ):
+            raise IdentifierTaken("the other identifiers belong to a person with a different ID number")
         # The birth date and sex came from the ID number: a person on record with others is someone else.
         if person.birth_date is not None and person.birth_date != birth_date:
             raise ConflictingDemographics("the birth date on record differs from the one the ID number carries")
@@ -445,6 +464,7 @@ async def merge(uow: UnitOfWork, svc: Services, survivor_id: str, merged_id: str
         ident.person_id = survivor.id
     merged.status = PersonStatus.MERGED.value
     merged.merged_into_id = survivor.id
+    reason = _free_text(reason)
     record = Merge(survivor_id=survivor.id, merged_id=merged.id, moved_identifier_ids=moved, reason=reason, actor=actor)
     uow.session.add(record)
     await uow.session.flush()
