@@ -42,6 +42,8 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 VERSION = "0.1.0"
+# a catalogue query of 10,000 characters must reach the handler (and get a clear answer), not die in the parser
+SERVER_LIMITS = {"max_line_size": 65536, "max_field_size": 16384}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

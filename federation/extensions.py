@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from typing import Any
 
 from federation.services import Services
 from federation.settings import Settings
@@ -22,9 +23,19 @@ class Registry:
     routes: list[Routes] = dataclasses.field(default_factory=list)
     service_hooks: list[ServicesHook] = dataclasses.field(default_factory=list)
     names: list[str] = dataclasses.field(default_factory=list)
+    commands: list[Any] = dataclasses.field(default_factory=list)
+    scopes: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def add_routes(self, routes: Routes) -> None:
         self.routes.append(routes)
+
+    def add_command(self, command: Any) -> None:
+        """A click command or group added to the ``twincity`` command line."""
+        self.commands.append(command)
+
+    def add_scope(self, name: str, description: str) -> None:
+        """An operation API keys can be scoped to."""
+        self.scopes[name] = description
 
     def on_services(self, hook: ServicesHook) -> None:
         """Called with the process's services: register job kinds, event handlers, clients."""
@@ -39,6 +50,9 @@ def load(settings: Settings) -> Registry:
             continue
         ep.load()(registry)
         registry.names.append(ep.name)
+    from federation.accounts.service import SCOPES
+
+    SCOPES.update(registry.scopes)
     return registry
 
 

@@ -23,6 +23,7 @@ class Services:
     audit_key: AuditKey
     event_handlers: dict[str, list[EventHandler]] = dataclasses.field(default_factory=dict)
     job_handlers: dict[str, JobHandler] = dataclasses.field(default_factory=dict)
+    search_engine: Any = None  # a search.engine.Engine; built from the settings on first use
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -45,5 +46,25 @@ class Services:
             raise ValueError(f"job kind {kind} registered twice")
         self.job_handlers[kind] = handler
 
+    @property
+    def search(self) -> Any:
+        if self.search_engine is None:
+            self.search_engine = _search_engine(self.settings)
+        return self.search_engine
+
     async def close(self) -> None:
+        if self.search_engine is not None:
+            await self.search_engine.close()
         await self.db.dispose()
+
+
+def _search_engine(settings: Settings) -> Any:
+    from federation.settings import SearchEngine
+
+    if settings.search_engine is SearchEngine.ELASTICSEARCH:
+        from search.elastic_engine import ElasticEngine
+
+        return ElasticEngine(settings.elasticsearch_url or "http://127.0.0.1:9200")
+    from search.tantivy_engine import TantivyEngine
+
+    return TantivyEngine(settings.data_dir / "search")

@@ -6,4 +6,14 @@ from typing import Any
 
 
 def register(registry: Any) -> None:
-    """Mount the library routes and jobs (the catalogue and circulation add theirs here)."""
+    """Mount the catalogue's routes, jobs, event handlers, scopes and commands."""
+    from library.catalog import api, models, oai, sru, tasks
+    from library.catalog.cli import catalog
+
+    _ = models  # the tables join the schema's metadata
+    registry.add_routes(api.routes)
+    registry.add_routes(oai.routes)
+    registry.add_routes(sru.routes)
+    registry.on_services(tasks.register)
+    registry.add_command(catalog)
+    registry.add_scope("catalog.write", "load a member library's MARC records")

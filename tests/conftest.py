@@ -93,8 +93,12 @@ async def svc(settings: Settings) -> AsyncIterator[Services]:
 
 @pytest.fixture
 async def client(settings: Settings, svc: Services) -> AsyncIterator[TestClient]:
+    from federation.app import SERVER_LIMITS
+
     app = create_app(settings, svc=svc)
-    async with TestClient(TestServer(app)) as c:
+    server = TestServer(app)
+    await server.start_server(**SERVER_LIMITS)  # the test client would start it without them
+    async with TestClient(server) as c:
         yield c
 
 

@@ -53,6 +53,8 @@ class BibRecord:
     items: tuple[Item, ...] = ()
     deleted: bool = False                     # leader/05 = d
     version: str | None = None                # 005, for "a newer version replaces the old one"
+    title_romanised: str | None = None        # MARC21 245 when romanised beside a vernacular 880; CNMARC 200 $9
+    date_entered: str | None = None           # YYYY-MM-DD: MARC21 008/00-05, UNIMARC 100 $a/0-7
 
     @property
     def first_author(self) -> str | None:

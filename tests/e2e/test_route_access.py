@@ -53,6 +53,15 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/audit/verification"): {"admin"},
     ("GET", "/api/v1/jobs/{job_id}"): STAFF | {"apikey"},
     ("POST", "/api/v1/jobs"): {"admin"},
+    ("GET", "/api/v1/catalog/search"): ALL,
+    ("GET", "/api/v1/catalog/works/{work_id}"): ALL,
+    ("GET", "/api/v1/catalog/works/{work_id}/cluster-log"): {"librarian", "admin"},
+    ("POST", "/api/v1/catalog/records/{record_id}/split"): {"admin"},
+    ("GET", "/api/v1/catalog/records/{record_id}/export"): ALL,
+    ("POST", "/api/v1/catalog/imports"): {"librarian", "admin", "apikey"},
+    ("GET", "/oai"): ALL,
+    ("POST", "/oai"): ALL,
+    ("GET", "/sru"): ALL,
 }
 
 

@@ -1,0 +1,162 @@
+"""``twincity catalog``: load MARC files, search, rebuild the index."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _services() -> Any:
+    from federation import logs
+    from federation.extensions import build_services
+    from federation.settings import load_settings
+
+    settings = load_settings()
+    logs.setup("WARNING", json_lines=settings.log_json)
+    return build_services(settings)
+
+
+@click.group()
+def catalog() -> None:
+    """The union catalogue."""
+
+
+@catalog.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--library", required=True, help="the member library's code, e.g. CQL")
+@click.option(
+    "--format",
+    "fmt",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "marc21", "marcxml", "marcjson", "unimarc"]),
+)
+@click.option(
+    "--encoding",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "utf-8", "marc-8", "gbk", "gb18030", "gb2312", "iso-8859-1"]),
+)
+@click.option("--holdings", default=None, help="holdings layout preset (e.g. marc21-852, cnmarc-905)")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="write the full report as JSON")
+def ingest(
+    files: tuple[Path, ...], library: str, fmt: str, encoding: str, holdings: str | None, report: Path | None
+) -> None:
+    """Load MARC files into the catalogue, with progress and a closing summary."""
+    from library.catalog.holdings import PRESETS
+    from library.catalog.tasks import IngestReport, ingest_file
+
+    if holdings and holdings not in PRESETS:
+        raise click.BadParameter(f"known layouts: {', '.join(sorted(PRESETS))}", param_hint="--holdings")
+
+    async def go() -> list[tuple[Path, IngestReport]]:
+        svc = _services()
+        out = []
+        try:
+            from federation.members import service as members
+
+            async with svc.db.reader() as s:
+                await members.get(s, library)
+            for path in files:
+                size = path.stat().st_size
+                with click.progressbar(
+                    length=max(size, 1),
+                    label=path.name,
+                    file=sys.stderr,
+                    show_pos=False,
+                    show_percent=False,
+                    show_eta=False,
+                ) as bar:
+
+                    async def progress(rep: IngestReport, bar: Any = bar, name: str = path.name) -> None:
+                        rate = rep.seen / rep.seconds if rep.seconds else 0
+                        bar.label = f"{name}: {rep.seen:,} records, {rate:,.0f}/s"
+                        bar.render_progress()
+
+                    rep = await ingest_file(
+                        svc,
+                        path,
+                        library=library,
+                        fmt=fmt,
+                        encoding=encoding,
+                        holdings=holdings,
+                        actor="cli",
+                        progress=progress,
+                    )
+                    bar.update(size)
+                out.append((path, rep))
+        finally:
+            await svc.close()
+        return out
+
+    from federation.errors import DomainError
+
+    try:
+        results = asyncio.run(go())
+    except DomainError as e:
+        raise click.ClickException(e.detail) from None
+    rejected = 0
+    for path, rep in results:
+        d = rep.as_dict()
+        rejected += rep.rejected
+        click.echo(
+            f"{path}: {d['added']} added, {d['updated']} updated, {d['unchanged']} unchanged, "
+            f"{d['rejected']} rejected, {d['records_per_second']:,.0f} records/s"
+        )
+        for r in rep.rejections[:20]:
+            click.echo(f"  rejected record #{r['position']} at byte {r['offset']}: {r['reason']}")
+        if rep.rejected > 20:
+            click.echo(f"  ... and {rep.rejected - 20} more (see --report)")
+    if report:
+        report.write_text(json.dumps({str(p): r.as_dict() for p, r in results}, ensure_ascii=False, indent=2))
+
+
+@catalog.command()
+@click.argument("query")
+@click.option("--library", "libraries", multiple=True, help="only works held by this library (repeat)")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100))
+@click.option("--json", "as_json", is_flag=True, help="print the API's result objects")
+def search(query: str, libraries: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Search the union catalogue."""
+    from federation.errors import DomainError
+    from library.catalog import service
+
+    async def go() -> Any:
+        svc = _services()
+        try:
+            return await service.search(svc, service.SearchRequest(q=query, libraries=libraries, limit=limit))
+        finally:
+            await svc.close()
+
+    try:
+        result = asyncio.run(go())
+    except DomainError as e:
+        raise click.ClickException(e.detail) from None
+    hits = [service.hit_view(h) for h in result.hits]
+    if as_json:
+        click.echo(json.dumps({"total": result.total, "items": hits}, ensure_ascii=False))
+        return
+    click.echo(f"{result.total} works")
+    for h in hits:
+        who = ", ".join(h["authors"][:2])
+        click.echo(f"{h['title']} / {who} ({h['year'] or 'n.d.'})  [{' '.join(h['libraries'])}]  {h['id']}")
+
+
+@catalog.command()
+def reindex() -> None:
+    """Rebuild the search index from the database (searches keep answering until the swap)."""
+    from library.catalog.tasks import rebuild_index
+
+    async def go() -> int:
+        svc = _services()
+        try:
+            return await rebuild_index(svc)
+        finally:
+            await svc.close()
+
+    click.echo(f"{asyncio.run(go())} works indexed")
