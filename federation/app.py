@@ -57,7 +57,16 @@ def principal(request: web.Request) -> Principal:
 
 
 def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The caller's address; behind a trusted reverse proxy, the last hop that proxy saw."""
+    remote = request.remote or "unknown"
+    trusted = request.app[SETTINGS].trusted_proxies
+    if remote in trusted:
+        forwarded = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",") if a.strip()]
+        # walk back past our own proxies; the first address they did not add is the client
+        for address in reversed(forwarded):
+            if address not in trusted:
+                return address[:64]
+    return remote
 
 
 def _route_label(request: web.Request) -> str:
@@ -175,7 +184,9 @@ async def authorise(request: web.Request, handler: Handler) -> web.StreamRespons
                 who = ANONYMOUS
             if who.via_session and request.method not in SAFE_METHODS:
                 sent = request.headers.get("X-CSRF-Token", "")
-                if not sent or not secrets.compare_digest(sent, session.get("csrf", "")):
+                expected = str(session.get("csrf", ""))
+                # compare bytes: compare_digest refuses non-ASCII str, and a header can carry anything
+                if not sent or not secrets.compare_digest(sent.encode("utf-8", "replace"), expected.encode()):
                     raise CsrfFailed("send the X-CSRF-Token header your session was given")
     request[PRINCIPAL] = who
     if not op.access.allows(who):

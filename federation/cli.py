@@ -9,13 +9,20 @@ from typing import Any
 
 import click
 
-from federation.settings import load_settings
+from federation.settings import Settings, load_settings
 
 
 def _settings() -> Any:
-    from federation import logs
+    from pydantic import ValidationError
 
-    settings = load_settings()
+    from federation import logs
+    from federation.settings import MissingSecrets
+
+    try:
+        settings = load_settings()
+    except (MissingSecrets, ValidationError, FileNotFoundError) as e:
+        # a configuration mistake is told in a sentence (never with a secret's value), not a traceback
+        raise click.ClickException(f"configuration: {e}") from None
     logs.setup(settings.log_level, json_lines=settings.log_json)
     return settings
 
@@ -26,7 +33,44 @@ def _services(settings: Any) -> Any:
     return build_services(settings)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _run(coro: Any) -> Any:
+    """Run a command's database work; a database that is missing, unreachable or not migrated is a one-line
+    error (exit 1), not a traceback."""
+    from sqlalchemy.exc import DBAPIError
+
+    from federation.identity.idnumber import mask_id_numbers_in_text
+
+    try:
+        return asyncio.run(coro)
+    except DBAPIError as e:
+        first = str(e.orig).strip().splitlines()[0] if e.orig is not None else type(e).__name__
+        hint = ""
+        if "no such table" in first or "does not exist" in first:
+            hint = "; has `twincity db upgrade` been run?"
+        raise click.ClickException(f"database error: {mask_id_numbers_in_text(first)}{hint}") from None
+    except OSError as e:
+        raise click.ClickException(f"cannot reach the database: {e}") from None
+
+
+class _Main(click.Group):
+    """The core's commands plus those the installed extensions add (``twincity catalog ...``)."""
+
+    def _extension_commands(self) -> dict[str, click.Command]:
+        if not hasattr(self, "_ext"):
+            from federation.extensions import load
+
+            # which extensions are enabled is all it needs: no secrets (so --help works before they exist)
+            self._ext = {c.name: c for c in load(Settings()).commands}
+        return self._ext
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._extension_commands()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return super().get_command(ctx, name) or self._extension_commands().get(name)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """twincity: the Chengdu–Chongqing federation service."""
 
@@ -42,8 +86,11 @@ def run(host: str | None, port: int | None) -> None:
 
     settings = _settings()
     app = create_app(settings)
+    from federation.app import SERVER_LIMITS
+
     web.run_app(
         app,
+        handler_args=SERVER_LIMITS,
         host=host or settings.host,
         port=port or settings.port,
         shutdown_timeout=30,
@@ -101,19 +148,21 @@ def demo() -> None:
 
 @demo.command("load")
 def demo_load() -> None:
-    """Load the demo members, accounts and residents (idempotent)."""
+    """Load the demo members, accounts and residents, and each extension's demo data (idempotent)."""
     from federation import demo as demo_world
+    from federation.extensions import build_services, load
 
     settings = _settings()
 
     async def go() -> dict[str, int]:
-        svc = _services(settings)
+        registry = load(settings)
+        svc = build_services(settings, registry)
         try:
-            return await demo_world.load(svc)
+            return await demo_world.load(svc, registry.demo_loaders)
         finally:
             await svc.close()
 
-    counts = asyncio.run(go())
+    counts = _run(go())
     click.echo("demo world loaded: " + ", ".join(f"{v} new {k}" for k, v in counts.items()))
 
 
@@ -137,7 +186,7 @@ def audit_verify() -> None:
         finally:
             await svc.close()
 
-    result = asyncio.run(go())
+    result = _run(go())
     if result.ok:
         click.echo(f"audit trail intact: {result.checked} entries verified")
         return
@@ -221,7 +270,7 @@ def apikey_create(member: str, scopes: tuple[str, ...], name: str) -> None:
     from federation.errors import DomainError
 
     try:
-        secret = asyncio.run(go())
+        secret = _run(go())
     except DomainError as e:
         raise click.ClickException(e.detail) from None
     click.echo(secret)

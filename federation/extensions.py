@@ -7,7 +7,7 @@ Each extension is an entry point in the ``twincity.extensions`` group naming a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -16,6 +16,7 @@ from federation.settings import Settings
 from federation.web.routing import Routes
 
 ServicesHook = Callable[[Services], None]
+DemoLoader = Callable[[Services], Awaitable[dict[str, int]]]
 
 
 @dataclasses.dataclass
@@ -25,6 +26,7 @@ class Registry:
     names: list[str] = dataclasses.field(default_factory=list)
     commands: list[Any] = dataclasses.field(default_factory=list)
     scopes: dict[str, str] = dataclasses.field(default_factory=dict)
+    demo_loaders: list[DemoLoader] = dataclasses.field(default_factory=list)
 
     def add_routes(self, routes: Routes) -> None:
         self.routes.append(routes)
@@ -40,6 +42,11 @@ class Registry:
     def on_services(self, hook: ServicesHook) -> None:
         """Called with the process's services: register job kinds, event handlers, clients."""
         self.service_hooks.append(hook)
+
+    def on_demo(self, loader: DemoLoader) -> None:
+        """Called by ``twincity demo load`` after the core's demo world is in: load the extension's demo data
+        (idempotently) and return counts of what was new, e.g. ``{"catalogue records": 6000}``."""
+        self.demo_loaders.append(loader)
 
 
 def load(settings: Settings) -> Registry:
@@ -60,7 +67,10 @@ def build_services(settings: Settings, registry: Registry | None = None) -> Serv
     """Services of one process, with every extension's jobs and event handlers registered."""
     from federation import bootstrap
 
+    from federation.accounts.service import configure_passwords
+
     registry = registry or load(settings)
+    configure_passwords(settings.password_time_cost, settings.password_memory_kib)
     svc = Services.build(settings)
     bootstrap.register_core(svc)
     for hook in registry.service_hooks:

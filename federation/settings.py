@@ -8,6 +8,7 @@ production refuses to start without them.
 from __future__ import annotations
 
 import base64
+import binascii
 import enum
 import json
 import logging
@@ -16,7 +17,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,6 +28,7 @@ from pydantic_settings import (
 log = logging.getLogger(__name__)
 
 SECRET_NAMES = ("data_key", "index_key", "session_key", "token_key")
+SECRET_BYTES = 32
 
 
 class Environment(enum.StrEnum):
@@ -45,7 +47,10 @@ class MissingSecrets(RuntimeError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TWINCITY_", extra="forbid", env_nested_delimiter="__")
+    # hide_input_in_errors: a malformed secret must not be echoed into a log by its validation error
+    model_config = SettingsConfigDict(
+        env_prefix="TWINCITY_", extra="forbid", env_nested_delimiter="__", hide_input_in_errors=True
+    )
 
     env: Environment = Environment.DEVELOPMENT
     data_dir: Path = Path("./var")
@@ -66,6 +71,11 @@ class Settings(BaseSettings):
     access_token_ttl_s: int = 3600
     session_ttl_s: int = 8 * 3600
     # login throttling: failures before backoff starts, before a temporary lock, and how long a lock lasts
+    # addresses of our own reverse proxies: behind them the client is read from X-Forwarded-For
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # argon2 cost of new password hashes (the library's defaults); tests lower it
+    password_time_cost: int = Field(default=3, ge=1, le=20)
+    password_memory_kib: int = Field(default=65536, ge=64, le=4 * 1024 * 1024)
     login_backoff_after: int = 3
     login_lock_after: int = 10
     login_lock_s: int = 900
@@ -78,6 +88,13 @@ class Settings(BaseSettings):
     index_key: SecretStr | None = None
     session_key: SecretStr | None = None
     token_key: SecretStr | None = None
+
+    @field_validator(*SECRET_NAMES)
+    @classmethod
+    def _secret_shape(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if v is not None:
+            _decode_secret(v.get_secret_value(), str(info.field_name))
+        return v
 
     @field_validator("database_url")
     @classmethod
@@ -100,6 +117,9 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml_file = os.environ.get("TWINCITY_CONFIG")
         if toml_file:
+            # a file that is named but missing is a mistake, not an empty configuration
+            if not Path(toml_file).is_file():
+                raise FileNotFoundError(f"TWINCITY_CONFIG names {toml_file}, which is not a file")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
 
@@ -117,11 +137,50 @@ class Settings(BaseSettings):
         value = getattr(self, name)
         if value is None:
             raise MissingSecrets(f"secret {name} is not set")
-        return base64.urlsafe_b64decode(value.get_secret_value())
+        return _decode_secret(value.get_secret_value(), name)
+
+
+def _decode_secret(value: str, name: str) -> bytes:
+    """32 bytes from url-safe base64; the padding may be left off (``secrets.token_urlsafe(32)`` omits it)."""
+    text = value.strip()
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != SECRET_BYTES:
+        # the message names the variable, never the value
+        raise ValueError(f"TWINCITY_{name.upper()} must be {SECRET_BYTES} random bytes in url-safe base64")
+    return raw
+
+
+def new_secret() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
 def _secrets_file(data_dir: Path) -> Path:
     return data_dir / "secrets.json"
+
+
+def _write_private(path: Path, text: str, *, exclusive: bool) -> bool:
+    """Write ``text`` readable by the owner only from the first byte, atomically.
+
+    With ``exclusive``, an existing file is left alone and False returned.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        if not exclusive:
+            tmp.replace(path)
+            return True
+        try:
+            os.link(tmp, path)  # fails when the file exists, and a reader never sees it half written
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -138,15 +197,35 @@ def load_settings(**overrides: Any) -> Settings:
         names = ", ".join(f"TWINCITY_{n.upper()}" for n in missing)
         raise MissingSecrets(f"production needs its secrets set: {names}")
     path = _secrets_file(settings.data_dir)
-    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stored = _read_secrets(path)
     created = [n for n in missing if n not in stored]
     if created:
-        for name in created:
-            stored[name] = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(stored, indent=2))
-        tmp.chmod(0o600)
-        tmp.replace(path)
-        log.warning("generated secrets %s into %s; set TWINCITY_* secrets in production", ", ".join(created), path)
+        first = not stored
+        stored.update({name: new_secret() for name in created})
+        # Two processes starting at once on a fresh directory: the first to create the file wins, the other
+        # reads what it wrote, so they never run with different keys.
+        if not _write_private(path, json.dumps(stored, indent=2), exclusive=first):
+            stored = _read_secrets(path)
+        else:
+            log.warning("generated secrets %s into %s; set TWINCITY_* secrets in production", ", ".join(created), path)
+    for name in missing:
+        if name not in stored:
+            raise MissingSecrets(f"{path} lacks {name}")
+        try:
+            _decode_secret(stored[name], name)
+        except ValueError:
+            raise MissingSecrets(f"{path}: {name} is not {SECRET_BYTES} bytes in url-safe base64") from None
     return settings.model_copy(update={n: SecretStr(stored[n]) for n in missing})
+
+
+def _read_secrets(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise MissingSecrets(f"{path} is not valid JSON ({e.msg}); fix or remove it") from None
+    if not isinstance(stored, dict):
+        raise MissingSecrets(f"{path} must hold a JSON object of secrets")
+    return {str(k): str(v) for k, v in stored.items()}

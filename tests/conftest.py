@@ -81,6 +81,8 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    # cheap password hashing: the suite logs in thousands of times; production keeps argon2's defaults
+    overrides = {"password_time_cost": 1, "password_memory_kib": 1024, **overrides}
     return load_settings(env="test", data_dir=tmp_path / "var", log_json=False, **overrides)
 
 

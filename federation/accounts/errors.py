@@ -36,3 +36,7 @@ class AccountNotFound(NotFound):
 
 class UnknownScope(InvalidInput):
     code = "accounts.unknown_scope"
+
+
+class ApiKeyNotFound(NotFound):
+    code = "accounts.api_key_not_found"

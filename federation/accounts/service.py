@@ -8,21 +8,28 @@ The counters are rows, so every process of a deployment sees the same ones.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
+import unicodedata
 from collections.abc import Sequence
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.accounts.errors import (
     AccountExists,
+    AccountNotFound,
+    ApiKeyNotFound,
     BadCredentials,
     InvalidToken,
     LoginThrottled,
@@ -31,7 +38,7 @@ from federation.accounts.errors import (
 from federation.accounts.models import Account, ApiKey, LoginThrottle
 from federation.audit.service import Record
 from federation.db import UnitOfWork, utcnow
-from federation.identity.idnumber import looks_like_id_number, mask_id_number
+from federation.identity.idnumber import InvalidIdNumber, looks_like_id_number, mask_id_number, parse_id_number
 from federation.identity.models import IdentifierType
 from federation.identity.service import IdentifierInput, find_identifier
 from federation.services import Services
@@ -50,6 +57,13 @@ SCOPES: dict[str, str] = {
 }
 
 
+def configure_passwords(time_cost: int, memory_kib: int) -> None:
+    """Set the argon2 cost for new hashes (the composition root calls this; existing hashes carry their own)."""
+    global _hasher, _DUMMY_HASH
+    _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+    _DUMMY_HASH = _hasher.hash("no such account")
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
@@ -61,6 +75,11 @@ def _verify_password(stored: str, password: str) -> bool:
         return False
 
 
+async def _hash_off_loop(password: str) -> str:
+    # argon2 takes tens of milliseconds of CPU: off the event loop, so other requests keep being served
+    return await asyncio.to_thread(hash_password, password)
+
+
 @dataclasses.dataclass(frozen=True)
 class TokenGrant:
     access_token: str
@@ -68,14 +87,57 @@ class TokenGrant:
     account: Account
 
 
+def _login_name(username: str) -> str:
+    """One spelling per account: an ID number in any of its forms (15 or 18 characters, spaced, full-width,
+    lower-case x) is one name, so writing it differently does not buy more attempts."""
+    name = username.strip()
+    if looks_like_id_number(name):
+        try:
+            return parse_id_number(name).value
+        except InvalidIdNumber:
+            return "".join(unicodedata.normalize("NFKC", name).split()).upper()
+    return name.casefold()
+
+
 def _throttle_key(svc: Services, kind: str, value: str) -> str:
     # attempted usernames may be ID numbers: keep only a keyed digest
-    return f"{kind}:{svc.cipher.blind_index(value.strip().casefold(), 'login-throttle')[:40]}"
+    return f"{kind}:{svc.cipher.blind_index(value, 'login-throttle')[:40]}"
+
+
+def _throttle_keys(svc: Services, username: str, client: str) -> list[str]:
+    return [_throttle_key(svc, "user", _login_name(username)), _throttle_key(svc, "addr", client.strip().casefold())]
+
+
+async def _locked_rows(
+    session: AsyncSession, keys: Sequence[str], now: dt.datetime, *, create: bool
+) -> dict[str, LoginThrottle]:
+    """The throttle rows of ``keys``, locked until the transaction ends (PostgreSQL; SQLite has one writer).
+
+    Concurrent attempts on one account or address queue here, so none slips past the check and no failure
+    is lost; ``create`` inserts missing rows first, without failing when a concurrent attempt just did.
+    """
+    if create:
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        for key in sorted(keys):
+            await session.execute(
+                insert(LoginThrottle)
+                .values(key=key, failures=0, window_started_at=now)
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+    q = (
+        select(LoginThrottle)
+        .where(LoginThrottle.key.in_(list(keys)))
+        .order_by(LoginThrottle.key)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {row.key: row for row in (await session.execute(q)).scalars()}
 
 
 async def _check_throttle(session: AsyncSession, keys: Sequence[str], now: dt.datetime) -> None:
+    rows = await _locked_rows(session, keys, now, create=False)
     for key in keys:
-        row = await session.get(LoginThrottle, key)
+        row = rows.get(key)
         if row is None:
             continue
         if row.locked_until and row.locked_until > now:
@@ -86,17 +148,13 @@ async def _check_throttle(session: AsyncSession, keys: Sequence[str], now: dt.da
             raise LoginThrottled("too many failed logins; wait before trying again", retry_after=wait)
 
 
-async def _record_failure(session: AsyncSession, svc: Services, key: str, now: dt.datetime) -> bool:
+def _record_failure(svc: Services, row: LoginThrottle, now: dt.datetime) -> bool:
     """Count one failure; returns True when this failure locked the key."""
     s = svc.settings
-    row = await session.get(LoginThrottle, key)
-    if row is None:
-        row = LoginThrottle(key=key, failures=0, window_started_at=now)
-        session.add(row)
-    elif (now - row.window_started_at).total_seconds() > s.login_window_s and not (
+    if (now - row.window_started_at).total_seconds() > s.login_window_s and not (
         row.locked_until and row.locked_until > now
     ):
-        row.failures, row.window_started_at, row.locked_until = 0, now, None
+        row.failures, row.window_started_at, row.locked_until, row.next_allowed_at = 0, now, None, None
     row.failures += 1
     if row.failures >= s.login_lock_after:
         row.locked_until = now + dt.timedelta(seconds=s.login_lock_s)
@@ -119,14 +177,21 @@ async def _find_account(session: AsyncSession, svc: Services, username: str) -> 
     return (await session.execute(select(Account).where(Account.username == username))).scalar_one_or_none()
 
 
+_DIGIT_RUN = re.compile(r"[0-9\uff10-\uff19]{8,}[Xx\uff38\uff58]?")
+
+
 def _shown(username: str) -> str:
-    return mask_id_number(username) if looks_like_id_number(username) else username[:200]
+    """The attempted username as the audit trail may keep it: an ID number masked, even a mistyped one or one
+    inside other text (which the checksum-based masking would miss), and never long."""
+    if looks_like_id_number(username):
+        return mask_id_number(username)
+    return _DIGIT_RUN.sub(lambda m: mask_id_number(m.group(0)), username)[:100]
 
 
 async def login(svc: Services, username: str, password: str, client: str) -> Account:
     """Check a password under the throttle; every failure and lock goes to the audit trail."""
     now = utcnow()
-    keys = [_throttle_key(svc, "user", username), _throttle_key(svc, "addr", client)]
+    keys = _throttle_keys(svc, username, client)
     async with svc.db.uow() as uow:
         try:
             await _check_throttle(uow.session, keys, now)
@@ -143,7 +208,8 @@ async def login(svc: Services, username: str, password: str, client: str) -> Acc
             await uow.commit()
             raise
         account = await _find_account(uow.session, svc, username)
-        ok = _verify_password(account.password_hash if account else _DUMMY_HASH, password)
+        stored = account.password_hash if account else _DUMMY_HASH
+        ok = await asyncio.to_thread(_verify_password, stored, password)
         if account is not None and ok and account.active:
             throttle = await uow.session.get(LoginThrottle, keys[0])
             if throttle is not None:
@@ -159,7 +225,10 @@ async def login(svc: Services, username: str, password: str, client: str) -> Acc
             )
             await uow.commit()
             return account
-        locked = [await _record_failure(uow.session, svc, k, now) for k in keys]
+        # the wait counts from when the failure is known, however long the password check took
+        failed_at = utcnow()
+        rows = await _locked_rows(uow.session, keys, failed_at, create=True)
+        locked = [_record_failure(svc, rows[k], failed_at) for k in keys]
         subject = account.person_id if account else None
         await svc.audit(
             uow,
@@ -221,7 +290,13 @@ async def account_principal(svc: Services, account_id: str, *, via_session: bool
     return principal_for(account, via_session=via_session)
 
 
+_MAX_TOKEN_CHARS = 4096
+
+
 async def principal_from_bearer(svc: Services, token: str) -> Principal:
+    # a header may carry any bytes: anything but printable ASCII is no token of ours (and would not encode)
+    if len(token) > _MAX_TOKEN_CHARS or not token.isascii() or not token.isprintable():
+        raise InvalidToken("the access token is invalid or expired")
     if token.startswith(API_KEY_PREFIX + "_"):
         return await _api_key_principal(svc, token)
     try:
@@ -300,7 +375,7 @@ async def create_staff(
         username=username,
         kind="staff",
         display_name=display_name or username,
-        password_hash=hash_password(password),
+        password_hash=await _hash_off_loop(password),
         institution_code=institution.upper(),
         roles=list(roles),
     )
@@ -318,8 +393,46 @@ async def create_resident(uow: UnitOfWork, person_id: str, password: str, displa
         kind="resident",
         display_name=display_name,
         person_id=person_id,
-        password_hash=hash_password(password),
+        password_hash=await _hash_off_loop(password),
     )
     uow.session.add(account)
     await uow.session.flush()
+    return account
+
+
+async def revoke_api_key(uow: UnitOfWork, svc: Services, prefix: str, *, actor: str) -> ApiKey:
+    """Stop a key at once (every process checks the row on each request); revoking twice is harmless."""
+    key = (await uow.session.execute(select(ApiKey).where(ApiKey.prefix == prefix))).scalar_one_or_none()
+    if key is None:
+        raise ApiKeyNotFound(f"no API key {prefix}")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        await svc.audit(
+            uow,
+            Record(
+                action="apikey.revoke",
+                actor=actor,
+                actor_institution=key.member_code,
+                details={"prefix": key.prefix},
+            ),
+        )
+    return key
+
+
+async def set_active(uow: UnitOfWork, svc: Services, account_id: str, active: bool, *, actor: str) -> Account:
+    """Disable or re-enable an account; a disabled account's tokens and sessions stop working at once."""
+    account = await uow.session.get(Account, account_id)
+    if account is None:
+        raise AccountNotFound(f"no account {account_id}")
+    if account.active != active:
+        account.active = active
+        await svc.audit(
+            uow,
+            Record(
+                action="accounts.enable" if active else "accounts.disable",
+                actor=actor,
+                subject_person_id=account.person_id,
+                details={"account": account.id},
+            ),
+        )
     return account

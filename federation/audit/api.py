@@ -36,7 +36,7 @@ class EntryList(Output):
 
 class PageQuery(Input):
     limit: int = Field(default=50, ge=1, le=500)
-    before: int | None = Field(default=None, ge=1, description="only entries older than this sequence number")
+    before: int | None = Field(default=None, ge=1, le=2**53, description="only entries older than this sequence number")
 
 
 class AdminQuery(PageQuery):

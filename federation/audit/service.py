@@ -38,10 +38,19 @@ def _clean(value: Any) -> Any:
     if isinstance(value, str):
         return mask_id_numbers_in_text(value)
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {mask_id_numbers_in_text(str(k)): _clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value
+
+
+def _text(value: str | None, limit: int) -> str | None:
+    """Free text from outside (a caller's name, an address, a stated purpose): masked, and cut to its column
+    so an over-long value is not refused by PostgreSQL after SQLite took it."""
+    if value is None:
+        return None
+    cleaned = mask_id_numbers_in_text(value)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
 def _canonical(e: AuditEntry) -> bytes:
@@ -67,7 +76,8 @@ def seal(key: AuditKey, e: AuditEntry) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Record:
-    """What to write down. ``details`` never holds a clear ID number: strings are masked on the way in."""
+    """What to write down. No clear ID number is kept: ``details`` and the free-text fields are masked on the
+    way in."""
 
     action: str
     actor: str
@@ -90,13 +100,13 @@ async def append(session: AsyncSession, key: AuditKey, record: Record) -> AuditE
     entry = AuditEntry(
         seq=(last.seq + 1) if last else 1,
         at=now,
-        actor=record.actor,
-        actor_institution=record.actor_institution,
+        actor=_text(record.actor, 200),
+        actor_institution=_text(record.actor_institution, 32),
         action=record.action,
         subject_person_id=record.subject_person_id,
-        purpose=record.purpose,
+        purpose=_text(record.purpose, 40),
         outcome=record.outcome,
-        client_address=record.client_address,
+        client_address=_text(record.client_address, 64),
         details=_clean(record.details),
         prev_hash=last.hash if last else GENESIS,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
 from aiohttp import web
 from pydantic import AwareDatetime, Field
@@ -17,9 +18,12 @@ from federation.web.schema import Input, Output
 routes = Routes("consent")
 
 
+MemberCode = Annotated[str, Field(min_length=1, max_length=32)]
+
+
 class ConsentIn(Input):
     purpose: Purpose
-    members: list[str] | None = Field(
+    members: list[MemberCode] | None = Field(
         default=None, max_length=400, description="member codes; omit to grant to every member"
     )
     expires_at: AwareDatetime | None = None
@@ -40,7 +44,8 @@ class ConsentList(Output):
 
 
 class CheckIn(Input):
-    person_id: str = Field(min_length=1, max_length=64)
+    # as long as a person id can be (the audit trail records it)
+    person_id: str = Field(min_length=1, max_length=32)
     purpose: Purpose
     institution: str | None = Field(
         default=None, max_length=32, description="the member asking; defaults to the caller's own"

@@ -13,6 +13,7 @@ from federation.audit.service import Record
 from federation.consent.models import Consent
 from federation.db import UnitOfWork, utcnow
 from federation.errors import InvalidInput, NotFound
+from federation.members.models import Institution
 from federation.services import Services
 
 
@@ -47,11 +48,17 @@ async def grant(
         raise InvalidConsent("the expiry must be in the future")
     if members is not None and not members:
         raise InvalidConsent("name at least one member, or grant to all")
+    if members:
+        named = {m.strip().upper() for m in members}
+        known = set((await uow.session.execute(select(Institution.code).where(Institution.code.in_(named)))).scalars())
+        if named - known:
+            # a mistyped code would make a consent nobody can use
+            raise InvalidConsent(f"no member(s) {', '.join(sorted(named - known))}", unknown=sorted(named - known))
     consent = Consent(
         person_id=person_id,
         purpose=purpose.value,
         all_members=members is None,
-        members=sorted({m.upper() for m in members or ()}),
+        members=sorted({m.strip().upper() for m in members or ()}),
         expires_at=expires_at,
         granted_by=actor,
     )

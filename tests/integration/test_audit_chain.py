@@ -1,0 +1,269 @@
+"""The audit trail's hash chain: verification passes on an untouched trail and names the first entry that was edited,
+removed or forged by hand in the database; the database itself refuses updates and deletes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Sequence
+
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
+
+from federation import demo as demo_world
+from federation.audit.models import AuditEntry
+from federation.audit.service import Record, verify
+from federation.services import Services
+from tests.conftest import token_for
+
+WANG = next(r for r in demo_world.RESIDENTS if r.name == "王芳")
+LI = next(r for r in demo_world.RESIDENTS if r.name == "李娜")
+
+SQLITE_TRIGGERS = {
+    "audit_entries_no_update": "CREATE TRIGGER audit_entries_no_update BEFORE UPDATE ON audit_entries "
+    "BEGIN SELECT RAISE(ABORT, 'audit_entries is append-only'); END",
+    "audit_entries_no_delete": "CREATE TRIGGER audit_entries_no_delete BEFORE DELETE ON audit_entries "
+    "BEGIN SELECT RAISE(ABORT, 'audit_entries is append-only'); END",
+}
+
+
+async def append(svc: Services, n: int) -> list[int]:
+    async with svc.db.uow() as uow:
+        for i in range(n):
+            details = {"i": i, "note": f"entry {i}", "nested": {"list": [1, "two", None, 2.5]}, "中": "文"}
+            await svc.audit(uow, Record(action="test.event", actor="staff:tester@CQL", details=details))
+        await uow.commit()
+    async with svc.db.reader() as s:
+        return list((await s.execute(select(AuditEntry.seq).order_by(AuditEntry.seq))).scalars())
+
+
+async def check(svc: Services):  # noqa: ANN201
+    async with svc.db.reader() as s:
+        return await verify(s, svc.audit_key)
+
+
+async def by_hand(svc: Services, statements: Sequence[tuple[str, dict]]) -> None:
+    """Run SQL the way someone with database access would, with the append-only triggers out of the way."""
+    async with svc.db.engine.begin() as conn:
+        if svc.db.is_sqlite:
+            for name in SQLITE_TRIGGERS:
+                await conn.execute(text(f"DROP TRIGGER {name}"))
+        else:
+            await conn.execute(text("ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only"))
+        for sql, params in statements:
+            await conn.execute(text(sql), params)
+        if svc.db.is_sqlite:
+            for ddl in SQLITE_TRIGGERS.values():
+                await conn.execute(text(ddl))
+        else:
+            await conn.execute(text("ALTER TABLE audit_entries ENABLE TRIGGER audit_entries_append_only"))
+
+
+async def test_untouched_trail_verifies(svc: Services) -> None:
+    assert (await check(svc)).ok  # an empty trail too
+    seqs = await append(svc, 6)
+    assert seqs == [1, 2, 3, 4, 5, 6]
+    result = await check(svc)
+    assert (result.ok, result.checked, result.first_broken_seq, result.reason) == (True, 6, None, None)
+    # appends in later transactions continue the chain
+    await append(svc, 3)
+    assert (await check(svc)).checked == 9
+    async with svc.db.reader() as s:
+        rows = list((await s.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars())
+    assert rows[0].prev_hash == "0" * 64
+    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+
+
+async def test_edited_details_name_the_entry(svc: Services) -> None:
+    await append(svc, 6)
+    await by_hand(svc, [("UPDATE audit_entries SET details = :d WHERE seq = 4", {"d": json.dumps({"i": 99})})])
+    result = await check(svc)
+    assert not result.ok
+    assert result.first_broken_seq == 4
+    assert "edited" in (result.reason or "")
+    assert result.checked == 3
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("actor", "staff:someone-else@CQL"),
+        ("action", "test.other"),
+        ("outcome", "refused"),
+        ("subject_person_id", "f" * 32),
+        ("client_address", "10.0.0.1"),
+    ],
+)
+async def test_any_edited_column_names_the_entry(svc: Services, column: str, value: str) -> None:
+    await append(svc, 4)
+    await by_hand(svc, [(f"UPDATE audit_entries SET {column} = :v WHERE seq = 2", {"v": value})])  # noqa: S608
+    result = await check(svc)
+    assert (result.ok, result.first_broken_seq) == (False, 2)
+    assert "edited" in (result.reason or "")
+
+
+async def test_edited_link_names_the_entry(svc: Services) -> None:
+    await append(svc, 4)
+    await by_hand(svc, [("UPDATE audit_entries SET prev_hash = :h WHERE seq = 3", {"h": "a" * 64})])
+    result = await check(svc)
+    assert (result.ok, result.first_broken_seq) == (False, 3)
+    assert "link" in (result.reason or "")
+
+
+async def test_deleted_middle_entry_is_named(svc: Services) -> None:
+    await append(svc, 6)
+    await by_hand(svc, [("DELETE FROM audit_entries WHERE seq = 3", {})])
+    result = await check(svc)
+    assert not result.ok
+    assert result.first_broken_seq == 3
+    assert "missing" in (result.reason or "")
+    assert "3" in (result.reason or "")
+    assert result.checked == 2
+
+
+async def test_deleted_first_entry_is_named(svc: Services) -> None:
+    await append(svc, 3)
+    await by_hand(svc, [("DELETE FROM audit_entries WHERE seq = 1", {})])
+    result = await check(svc)
+    assert (result.ok, result.first_broken_seq, result.checked) == (False, 1, 0)
+
+
+async def test_entry_forged_without_the_key_is_named(svc: Services) -> None:
+    await append(svc, 3)
+    async with svc.db.reader() as s:
+        last = (await s.execute(select(AuditEntry).where(AuditEntry.seq == 3))).scalar_one()
+    # a well-formed row chained to the last one, sealed with a guessed key
+    forged = hmac.new(b"guess", b"anything", hashlib.sha256).hexdigest()
+    await by_hand(
+        svc,
+        [
+            (
+                "INSERT INTO audit_entries (seq, at, actor, actor_institution, action, subject_person_id, purpose,"
+                " outcome, client_address, details, prev_hash, hash) VALUES (4, :at, 'staff:x@CQL', NULL,"
+                " 'test.event', NULL, NULL, 'ok', NULL, :d, :prev, :hash)",
+                {"at": last.at, "d": json.dumps({}), "prev": last.hash, "hash": forged},
+            )
+        ],
+    )
+    result = await check(svc)
+    assert (result.ok, result.first_broken_seq) == (False, 4)
+
+
+async def test_database_refuses_update_and_delete(svc: Services) -> None:
+    await append(svc, 3)
+    for sql in ("UPDATE audit_entries SET actor = 'x' WHERE seq = 2", "DELETE FROM audit_entries WHERE seq = 2"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with svc.db.engine.begin() as conn:
+                await conn.execute(text(sql))
+    # the ORM meets the same refusal
+    async with svc.db.uow() as uow:
+        entry = await uow.session.get(AuditEntry, 1)
+        assert entry is not None
+        entry.actor = "staff:someone@CQL"
+        with pytest.raises(DBAPIError, match="append-only"):
+            await uow.commit()
+    result = await check(svc)
+    assert (result.ok, result.checked) == (True, 3)
+
+
+async def test_id_numbers_never_reach_the_trail_in_clear(svc: Services) -> None:
+    number = WANG.id_number
+    async with svc.db.uow() as uow:
+        await svc.audit(
+            uow,
+            Record(
+                action="test.event",
+                actor=f"login:{number}",
+                purpose=f"p {number}",
+                details={"text": f"looked up {number}", "list": [number], number: "as a key"},
+            ),
+        )
+        await uow.commit()
+    async with svc.db.reader() as s:
+        raw = repr((await s.execute(text("SELECT * FROM audit_entries"))).all())
+    assert number not in raw
+    assert f"{number[:6]}********{number[-4:]}" in raw
+    assert (await check(svc)).ok
+
+
+async def test_over_long_free_text_is_cut_to_fit(svc: Services) -> None:
+    async with svc.db.uow() as uow:
+        await svc.audit(uow, Record(action="test.event", actor="x" * 500, client_address="y" * 200))
+        await uow.commit()
+    async with svc.db.reader() as s:
+        stored = (await s.execute(select(AuditEntry))).scalar_one()
+    assert len(stored.actor) == 200
+    assert len(stored.client_address or "") == 64
+    assert (await check(svc)).ok
+
+
+async def test_admin_verification_over_http(client: TestClient, demo: Services) -> None:
+    admin = await token_for(client, "admin@federation")
+    body = await (await client.get("/api/v1/audit/verification", headers=admin)).json()
+    assert body["ok"] is True
+    assert body["checked"] > 0
+    target = body["checked"] // 2
+    await by_hand(demo, [("UPDATE audit_entries SET outcome = 'edited' WHERE seq = :s", {"s": target})])
+    body = await (await client.get("/api/v1/audit/verification", headers=admin)).json()
+    assert (body["ok"], body["first_broken_seq"]) == (False, target)
+    assert "edited" in body["reason"]
+
+
+async def person_id(client: TestClient, headers: dict[str, str]) -> str:
+    return (await (await client.get("/api/v1/me", headers=headers)).json())["person_id"]
+
+
+async def test_access_log_lists_only_entries_about_me(client: TestClient, demo: Services) -> None:
+    wang = await token_for(client, WANG.id_number)
+    li = await token_for(client, LI.id_number)
+    wang_id, li_id = await person_id(client, wang), await person_id(client, li)
+    doctor = await token_for(client, "doctor@SCH1")
+    for who in (WANG, LI, WANG):
+        resp = await client.post(
+            "/api/v1/identity/lookups",
+            json={"identifier": {"type": "id_number", "value": who.id_number}, "purpose": "treatment"},
+            headers=doctor,
+        )
+        assert resp.status == 200, await resp.text()
+
+    resp = await client.get("/api/v1/me/access-log", headers=wang)
+    assert resp.status == 200
+    items = (await resp.json())["items"]
+    lookups = [e for e in items if e["action"] == "identity.lookup"]
+    assert [(e["actor"], e["actor_institution"], e["purpose"]) for e in lookups] == [
+        ("staff:doctor@SCH1", "SCH1", "treatment")
+    ] * 2
+    assert [e["seq"] for e in items] == sorted((e["seq"] for e in items), reverse=True)
+
+    async with demo.db.reader() as s:
+        subjects = dict((await s.execute(select(AuditEntry.seq, AuditEntry.subject_person_id))).all())
+    assert {subjects[e["seq"]] for e in items} == {wang_id}
+    li_items = (await (await client.get("/api/v1/me/access-log", headers=li)).json())["items"]
+    assert {subjects[e["seq"]] for e in li_items} == {li_id}
+    assert len([e for e in li_items if e["action"] == "identity.lookup"]) == 1
+    assert not {e["seq"] for e in items} & {e["seq"] for e in li_items}
+    # nothing in the log shows the number in clear
+    assert WANG.id_number not in json.dumps(items, ensure_ascii=False)
+
+
+async def test_access_log_pages(client: TestClient, demo: Services) -> None:
+    wang = await token_for(client, WANG.id_number)
+    doctor = await token_for(client, "doctor@CQH1")
+    for _ in range(3):
+        await client.post(
+            "/api/v1/identity/lookups",
+            json={"identifier": {"type": "id_number", "value": WANG.id_number}},
+            headers=doctor,
+        )
+    everything = (await (await client.get("/api/v1/me/access-log?limit=500", headers=wang)).json())["items"]
+    page = await (await client.get("/api/v1/me/access-log?limit=2", headers=wang)).json()
+    assert [e["seq"] for e in page["items"]] == [e["seq"] for e in everything[:2]]
+    assert page["next_before"] == everything[1]["seq"]
+    rest = await (
+        await client.get(f"/api/v1/me/access-log?limit=500&before={page['next_before']}", headers=wang)
+    ).json()
+    assert [e["seq"] for e in rest["items"]] == [e["seq"] for e in everything[2:]]
+    assert rest["next_before"] is None
