@@ -66,7 +66,6 @@ def load(settings: Settings) -> Registry:
 def build_services(settings: Settings, registry: Registry | None = None) -> Services:
     """Services of one process, with every extension's jobs and event handlers registered."""
     from federation import bootstrap
-
     from federation.accounts.service import configure_passwords
 
     registry = registry or load(settings)

@@ -1,4 +1,4 @@
-"""The client address the login throttle uses: the peer, or behind our own proxies the first address they did not add."""
+"""The address the login throttle uses: the peer, or behind our proxies the first address they did not add."""
 
 from __future__ import annotations
 
