@@ -2,6 +2,11 @@
 
 Loading is idempotent: members are upserted, persons found by ID number,
 accounts created only when missing. Every demo password is ``demo-password``.
+
+Extensions add their own demo data (the union catalogue's records, say) through
+``Registry.on_demo``; ``twincity demo load`` passes those loaders to ``load``,
+which runs them after the core's world is committed. Without them (the tests'
+``demo`` fixture) only the core's world is loaded, which is fast.
 """
 
 from __future__ import annotations
@@ -9,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -20,7 +27,11 @@ from federation.identity import service as identity
 from federation.identity.idnumber import check_digit
 from federation.identity.models import IdentifierType
 from federation.members import service as members
+from federation.members.models import Institution
 from federation.services import Services
+
+if TYPE_CHECKING:
+    from federation.extensions import DemoLoader
 
 log = logging.getLogger(__name__)
 PASSWORD = "demo-password"
@@ -79,9 +90,19 @@ def staff_accounts() -> list[tuple[str, str, list[str]]]:
     return out
 
 
-async def load(svc: Services) -> dict[str, int]:
+async def load(svc: Services, extensions: Sequence[DemoLoader] = ()) -> dict[str, int]:
+    """Load the core's demo world, then each extension's demo data; returns counts of what was new."""
+    counts = await _load_core(svc)
+    for loader in extensions:
+        for name, count in (await loader(svc)).items():
+            counts[name] = counts.get(name, 0) + count
+    return counts
+
+
+async def _load_core(svc: Services) -> dict[str, int]:
     counts = {"members": 0, "persons": 0, "accounts": 0, "consents": 0}
     async with svc.db.uow() as uow:
+        known = {code for (code,) in await uow.session.execute(select(Institution.code))}
         since = dt.date(2021, 1, 4)
         for code, name, province, city in LIBRARIES:
             await members.upsert(
@@ -89,7 +110,6 @@ async def load(svc: Services) -> dict[str, int]:
             )
             await members.add_service_point(uow, code, f"{code}-MAIN", f"{name} 总馆", is_main=True)
             await members.add_service_point(uow, code, f"{code}-B1", f"{name} 第一分馆")
-            counts["members"] += 1
         for code, name, province, city, level, ownership in HOSPITALS:
             await members.upsert(
                 uow,
@@ -98,9 +118,9 @@ async def load(svc: Services) -> dict[str, int]:
                 ),
             )
             await members.add_service_point(uow, code, f"{code}-MAIN", f"{name} 门诊部", is_main=True)
-            counts["members"] += 1
         await members.upsert(uow, members.NewInstitution(FEDERATION[0], FEDERATION[1], "federation"))
-        counts["members"] += 1
+        all_codes = {c for c, *_ in LIBRARIES} | {c for c, *_ in HOSPITALS} | {FEDERATION[0]}
+        counts["members"] = len(all_codes - known)
 
         for username, institution, roles in staff_accounts():
             exists = (await uow.session.execute(select(Account.id).where(Account.username == username))).first()

@@ -7,7 +7,7 @@ from typing import Any
 
 def register(registry: Any) -> None:
     """Mount the catalogue's routes, jobs, event handlers, scopes and commands."""
-    from library.catalog import api, models, oai, sru, tasks
+    from library.catalog import api, demo, models, oai, sru, tasks
     from library.catalog.cli import catalog
 
     _ = models  # the tables join the schema's metadata
@@ -17,3 +17,5 @@ def register(registry: Any) -> None:
     registry.on_services(tasks.register)
     registry.add_command(catalog)
     registry.add_scope("catalog.write", "load a member library's MARC records")
+    registry.on_demo(demo.load)
+

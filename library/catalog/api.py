@@ -301,22 +301,32 @@ async def export_record(request: web.Request, query: ExportQuery) -> web.Respons
     response=JobAccepted,
     status=202,
     summary="Upload a MARC file (multipart: file, library, format, encoding, holdings); it loads as a job",
-    errors=(403, 415),
+    errors=(403, 415, 422),
 )
 async def create_import(request: web.Request) -> JobAccepted:
+    from federation.members.errors import MemberNotFound
+    from federation.members.service import get as get_member
+    from federation.web.routing import UnsupportedMediaType
+
     svc = services(request)
     who = principal(request)
     if not request.content_type.startswith("multipart/"):
-        raise BadImport("send multipart/form-data with a 'file' part")
+        raise UnsupportedMediaType("send multipart/form-data with a 'file' part")
     upload_dir = svc.settings.data_dir / "uploads"
     upload_dir.mkdir(parents=True, exist_ok=True)
     target = upload_dir / f"{uuid.uuid4().hex}.marc"
     fields: dict[str, str] = {}
     size = 0
+    got_file = False
     reader = await request.multipart()
     try:
         async for part in reader:
             if part.name == "file":
+                if got_file:
+                    raise BadImport("send one file per import")
+                got_file = True
+                # the fields sent before the file are checked now, not after gigabytes were written
+                _import_params(fields, who)
                 with target.open("wb") as out:
                     while chunk := await part.read_chunk(1 << 20):
                         size += len(chunk)
@@ -327,41 +337,47 @@ async def create_import(request: web.Request) -> JobAccepted:
                 fields[part.name] = (await part.text())[:40].strip()
             else:
                 raise BadImport(f"unknown form field {part.name!r}")
-    except Exception:
+        if size == 0:
+            raise BadImport("no file, or an empty one, was sent")
+        params = _import_params(fields, who)
+        async with svc.db.reader() as s:
+            try:
+                member = await get_member(s, params["library"])
+            except MemberNotFound:
+                raise BadImport(f"no member library {params['library']}") from None
+        if member.kind != "library":
+            raise BadImport(f"{member.code} is not a library")
+    except BaseException:
         target.unlink(missing_ok=True)
         raise
-    if size == 0:
-        target.unlink(missing_ok=True)
-        raise BadImport("no file, or an empty one, was sent")
-    library = (fields.get("library") or who.institution or "").upper()
-    if not library:
-        target.unlink(missing_ok=True)
-        raise BadImport("name the library the records belong to")
-    if not who.is_admin and who.institution != library:
-        target.unlink(missing_ok=True)
-        raise Forbidden("a library loads only its own records")
-    params = {
-        "path": str(target),
-        "library": library,
-        "format": fields.get("format", "auto") or "auto",
-        "encoding": fields.get("encoding", "auto") or "auto",
-        "holdings": fields.get("holdings") or None,
-        "actor": who.actor,
-        "delete_after": True,
-    }
-    from library.catalog.holdings import PRESETS
-    from library.catalog.marc import Encoding, Format
-
-    try:
-        Format(params["format"])
-        Encoding(params["encoding"])
-    except ValueError as e:
-        target.unlink(missing_ok=True)
-        raise BadImport(str(e)) from None
-    if params["holdings"] and params["holdings"] not in PRESETS:
-        target.unlink(missing_ok=True)
-        raise BadImport(f"unknown holdings layout; known: {', '.join(sorted(PRESETS))}")
+    params.update(path=str(target), actor=who.actor, delete_after=True)
     async with svc.db.uow() as uow:
         job = await jobs.enqueue(uow, "catalog.ingest", params, created_by=who.actor)
         await uow.commit()
     return JobAccepted(job_id=job.id, state=job.state)
+
+
+def _import_params(fields: dict[str, str], who: Any) -> dict[str, Any]:
+    """The job's parameters from the form fields (those sent so far); refuses what cannot be loaded."""
+    from library.catalog.holdings import PRESETS
+    from library.catalog.marc import Encoding, Format
+
+    library = (fields.get("library") or who.institution or "").upper()
+    if not library:
+        raise BadImport("name the library the records belong to")
+    if not who.is_admin and who.institution != library:
+        raise Forbidden("a library loads only its own records")
+    params: dict[str, Any] = {
+        "library": library,
+        "format": fields.get("format") or "auto",
+        "encoding": fields.get("encoding") or "auto",
+        "holdings": fields.get("holdings") or None,
+    }
+    try:
+        Format(params["format"])
+        Encoding(params["encoding"])
+    except ValueError as e:
+        raise BadImport(str(e)) from None
+    if params["holdings"] and params["holdings"] not in PRESETS:
+        raise BadImport(f"unknown holdings layout; known: {', '.join(sorted(PRESETS))}")
+    return params

@@ -12,13 +12,39 @@ import click
 
 
 def _services() -> Any:
+    from pydantic import ValidationError
+
     from federation import logs
     from federation.extensions import build_services
-    from federation.settings import load_settings
+    from federation.settings import MissingSecrets, load_settings
 
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except (MissingSecrets, ValidationError, FileNotFoundError) as e:
+        raise click.ClickException(f"configuration: {e}") from None
     logs.setup("WARNING", json_lines=settings.log_json)
     return build_services(settings)
+
+
+def _run(coro: Any) -> Any:
+    """Run the command's work; a domain refusal, or a database that is missing, unreachable or not migrated,
+    is a one-line error (exit 1), not a traceback."""
+    from sqlalchemy.exc import DBAPIError
+
+    from federation.errors import DomainError
+
+    try:
+        return asyncio.run(coro)
+    except DomainError as e:
+        raise click.ClickException(e.detail) from None
+    except DBAPIError as e:
+        first = str(e.orig).strip().splitlines()[0] if e.orig is not None else type(e).__name__
+        hint = "; has `twincity db upgrade` been run?" if "no such table" in first or "does not exist" in first else ""
+        raise click.ClickException(f"database error: {first}{hint}") from None
+    except ConnectionError as e:
+        raise click.ClickException(f"cannot reach the database: {e}") from None
+    except OSError as e:  # a file that went away, a full disk, an index directory we may not write
+        raise click.ClickException(str(e)) from None
 
 
 @click.group()
@@ -94,16 +120,9 @@ def ingest(
             await svc.close()
         return out
 
-    from federation.errors import DomainError
-
-    try:
-        results = asyncio.run(go())
-    except DomainError as e:
-        raise click.ClickException(e.detail) from None
-    rejected = 0
+    results = _run(go())
     for path, rep in results:
         d = rep.as_dict()
-        rejected += rep.rejected
         click.echo(
             f"{path}: {d['added']} added, {d['updated']} updated, {d['unchanged']} unchanged, "
             f"{d['rejected']} rejected, {d['records_per_second']:,.0f} records/s"
@@ -123,7 +142,6 @@ def ingest(
 @click.option("--json", "as_json", is_flag=True, help="print the API's result objects")
 def search(query: str, libraries: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Search the union catalogue."""
-    from federation.errors import DomainError
     from library.catalog import service
 
     async def go() -> Any:
@@ -133,10 +151,7 @@ def search(query: str, libraries: tuple[str, ...], limit: int, as_json: bool) ->
         finally:
             await svc.close()
 
-    try:
-        result = asyncio.run(go())
-    except DomainError as e:
-        raise click.ClickException(e.detail) from None
+    result = _run(go())
     hits = [service.hit_view(h) for h in result.hits]
     if as_json:
         click.echo(json.dumps({"total": result.total, "items": hits}, ensure_ascii=False))
@@ -159,4 +174,4 @@ def reindex() -> None:
         finally:
             await svc.close()
 
-    click.echo(f"{asyncio.run(go())} works indexed")
+    click.echo(f"{_run(go())} works indexed")

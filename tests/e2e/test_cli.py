@@ -183,9 +183,6 @@ def test_demo_load_is_idempotent(world: World) -> None:
     assert (loaded["persons"], loaded["accounts"], loaded["institutions"], loaded["consents"]) == (12, 19, 7, 6)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="federation/demo.py counts every upserted member as new, so a second load says '7 new members'"
-)
 def test_second_demo_load_reports_no_new_members(world: World) -> None:
     second = world[1][2]
     assert "0 new members" in second.stdout
