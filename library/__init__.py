@@ -6,7 +6,7 @@ from typing import Any
 
 
 def register(registry: Any) -> None:
-    """Mount the catalogue's routes, jobs, event handlers, scopes and commands."""
+    """Mount the catalogue's and circulation's routes, jobs, event handlers, scopes and commands."""
     from library.catalog import api, demo, models, oai, sru, tasks
     from library.catalog.cli import catalog
 
@@ -19,3 +19,8 @@ def register(registry: Any) -> None:
     registry.add_scope("catalog.write", "load a member library's MARC records")
     registry.on_demo(demo.load)
 
+    from library.circulation import api as circulation_api
+    from library.circulation import models as circulation_models
+
+    _ = circulation_models
+    registry.add_routes(circulation_api.routes)

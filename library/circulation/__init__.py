@@ -1,0 +1,1 @@
+"""Circulation across member libraries: readers, loans, returns anywhere, transits, renewals."""

@@ -1,0 +1,248 @@
+"""Circulation over HTTP: checkouts and check-ins at any member library's desk, transits, renewals, my loans.
+
+Every write takes an optional ``Idempotency-Key`` header (see ``idempotency``). Credentials travel in bodies,
+never in URLs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from aiohttp import web
+from pydantic import Field
+
+from federation.app import principal, services
+from federation.web.routing import RESIDENT, Principal, Routes, staff
+from federation.web.schema import Input, Output
+from library.circulation import idempotency, service
+from library.circulation.models import ItemState, Loan
+
+routes = Routes("circulation")
+
+DESK = staff("librarian")
+RENEW = staff("librarian") | RESIDENT
+
+
+class CredentialIn(Input):
+    type: Literal["social_security_card", "id_number", "library_card"]
+    value: str = Field(min_length=1, max_length=64)
+    institution: str = Field(
+        default="",
+        max_length=32,
+        description="the issuing library, for a library_card; without it every member library's cards are searched",
+    )
+
+
+class CheckoutIn(Input):
+    item_barcode: str = Field(min_length=1, max_length=64)
+    credential: CredentialIn
+    service_point: str = Field(min_length=1, max_length=40)
+    item_library: str | None = Field(default=None, max_length=32, description="only when the barcode is ambiguous")
+
+
+class CheckinIn(Input):
+    item_barcode: str = Field(min_length=1, max_length=64)
+    service_point: str = Field(min_length=1, max_length=40)
+    item_library: str | None = Field(default=None, max_length=32)
+
+
+class ReceiptIn(Input):
+    service_point: str | None = Field(default=None, max_length=40, description="default: the transit's destination")
+
+
+class TransitQuery(Input):
+    service_point: str = Field(min_length=1, max_length=40)
+    direction: Literal["incoming", "outgoing"] = "incoming"
+
+
+class LoanOut(Output):
+    id: str
+    item_id: str
+    barcode: str
+    owner_library: str
+    library: str
+    reader_id: str
+    state: str
+    checkout_service_point: str
+    checked_out_at: dt.datetime
+    due_at: dt.datetime
+    renewals: int
+    returned_at: dt.datetime | None
+    checkin_service_point: str | None
+    title: str | None = None
+
+
+class ItemOut(Output):
+    item_id: str
+    barcode: str
+    library: str
+    status: str
+    current_library: str | None
+    current_service_point: str | None
+
+
+class TransitOut(Output):
+    id: str
+    item_id: str
+    barcode: str
+    loan_id: str | None
+    reason: str
+    from_library: str
+    from_service_point: str
+    to_library: str
+    to_service_point: str
+    state: str
+    created_at: dt.datetime
+    received_at: dt.datetime | None
+    received_service_point: str | None
+
+
+class CheckinOut(Output):
+    action: Literal["shelve", "transit", "hold_shelf"]
+    destination: str
+    loan: LoanOut | None
+    transit: TransitOut | None
+    item: ItemOut
+
+
+class ReceiptOut(Output):
+    transit: TransitOut
+    item: ItemOut
+
+
+class TransitList(Output):
+    items: list[TransitOut]
+
+
+class LoanList(Output):
+    items: list[LoanOut]
+
+
+def loan_out(loan: Loan, title: str | None = None) -> LoanOut:
+    out = LoanOut.model_validate(loan)
+    out.title = title
+    return out
+
+
+def _staff(who: Principal) -> service.Staff:
+    return service.Staff(actor=who.actor, library=who.institution)
+
+
+@routes.post(
+    "/api/v1/circulation/checkouts",
+    access=DESK,
+    body=CheckoutIn,
+    response=LoanOut,
+    status=201,
+    summary="Lend a copy at a desk to a reader recognised by any credential (first use registers the reader)",
+    errors=(403, 404, 409),
+)
+async def create_checkout(request: web.Request, body: CheckoutIn) -> web.Response:
+    svc, who = services(request), principal(request)
+    cmd = service.Checkout(
+        item_barcode=body.item_barcode,
+        credential=service.Credential(body.credential.type, body.credential.value, body.credential.institution),
+        service_point=body.service_point,
+        item_library=body.item_library,
+    )
+
+    async def work(uow):  # noqa: ANN001, ANN202
+        return loan_out(await service.checkout(uow, svc, cmd, _staff(who)))
+
+    return await idempotency.run(request, svc, who, body, work, 201)
+
+
+@routes.post(
+    "/api/v1/circulation/checkins",
+    access=DESK,
+    body=CheckinIn,
+    response=CheckinOut,
+    summary="Take a copy back at any desk: shelve it here or send it home",
+    errors=(403, 404, 409),
+)
+async def create_checkin(request: web.Request, body: CheckinIn) -> web.Response:
+    svc, who = services(request), principal(request)
+    cmd = service.Checkin(
+        item_barcode=body.item_barcode, service_point=body.service_point, item_library=body.item_library
+    )
+
+    async def work(uow):  # noqa: ANN001, ANN202
+        r = await service.checkin(uow, svc, cmd, _staff(who))
+        return CheckinOut(
+            action=r.action,
+            destination=r.destination,
+            loan=loan_out(r.loan) if r.loan else None,
+            transit=TransitOut.model_validate(r.transit) if r.transit else None,
+            item=item_out(r.item),
+        )
+
+    return await idempotency.run(request, svc, who, body, work, 200)
+
+
+def item_out(state: ItemState) -> ItemOut:
+    return ItemOut.model_validate(state)
+
+
+@routes.get(
+    "/api/v1/circulation/transits",
+    access=DESK,
+    query=TransitQuery,
+    response=TransitList,
+    summary="Open transits arriving at or leaving from one of your library's service points",
+    errors=(403, 404),
+)
+async def list_transits(request: web.Request, query: TransitQuery) -> TransitList:
+    svc, who = services(request), principal(request)
+    async with svc.db.reader() as s:
+        at = await service.desk(s, query.service_point, _staff(who))
+        rows = await service.transits_at(s, at, query.direction)
+    return TransitList(items=[TransitOut.model_validate(t) for t in rows])
+
+
+@routes.post(
+    "/api/v1/circulation/transits/{transit_id}/receipt",
+    access=DESK,
+    body=ReceiptIn,
+    response=ReceiptOut,
+    summary="Receive a copy at its transit's destination library: it is available there",
+    errors=(403, 404, 409),
+)
+async def receive_transit(request: web.Request, body: ReceiptIn) -> web.Response:
+    svc, who = services(request), principal(request)
+    cmd = service.Receipt(transit_id=request.match_info["transit_id"], service_point=body.service_point)
+
+    async def work(uow):  # noqa: ANN001, ANN202
+        transit, state = await service.receive(uow, svc, cmd, _staff(who))
+        return ReceiptOut(transit=TransitOut.model_validate(transit), item=item_out(state))
+
+    return await idempotency.run(request, svc, who, body, work, 200)
+
+
+@routes.post(
+    "/api/v1/circulation/loans/{loan_id}/renewals",
+    access=RENEW,
+    response=LoanOut,
+    summary="Renew a loan (staff: any loan; a resident: their own) within the lending library's renewals",
+    errors=(404, 409),
+)
+async def renew_loan(request: web.Request) -> web.Response:
+    svc, who = services(request), principal(request)
+    # a resident sees only their own loans: any other id is "not found" (an account without a person owns none)
+    person_id = (who.person_id or "") if who.kind == "resident" else None
+    cmd = service.Renewal(loan_id=request.match_info["loan_id"], person_id=person_id)
+
+    async def work(uow):  # noqa: ANN001, ANN202
+        return loan_out(await service.renew(uow, svc, cmd, _staff(who)))
+
+    return await idempotency.run(request, svc, who, None, work, 200)
+
+
+@routes.get("/api/v1/me/loans", access=RESIDENT, response=LoanList, summary="My active loans in every library")
+async def my_loans(request: web.Request) -> LoanList:
+    svc, who = services(request), principal(request)
+    if not who.person_id:
+        return LoanList(items=[])
+    async with svc.db.reader() as s:
+        rows = await service.loans_of(s, who.person_id)
+    return LoanList(items=[loan_out(loan, title) for loan, title in rows])

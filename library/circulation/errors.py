@@ -1,0 +1,120 @@
+"""Errors of circulation, each with a stable code."""
+
+from __future__ import annotations
+
+from federation.errors import Conflict, Forbidden, InvalidInput, NotFound
+
+
+class ItemNotFound(NotFound):
+    code = "circulation.item_not_found"
+    title = "No such item"
+
+
+class AmbiguousBarcode(Conflict):
+    code = "circulation.ambiguous_barcode"
+    title = "Several libraries hold a copy with this barcode"
+
+
+class ServicePointNotFound(NotFound):
+    code = "circulation.unknown_service_point"
+    title = "No such service point"
+
+
+class NotALibrary(InvalidInput):
+    code = "circulation.not_a_library"
+    title = "The service point is not a library's"
+
+
+class WrongLibrary(Forbidden):
+    code = "circulation.wrong_library"
+    title = "The service point belongs to another library"
+
+
+class ItemUnavailable(Conflict):
+    code = "circulation.item_unavailable"
+    title = "The item cannot be lent now"
+
+
+class ItemNotHere(Conflict):
+    code = "circulation.item_not_here"
+    title = "The item is not at this library"
+
+
+class NotOnLoan(Conflict):
+    code = "circulation.not_on_loan"
+    title = "The item is not on loan and needs no check-in here"
+
+
+class ItemInTransit(Conflict):
+    code = "circulation.item_in_transit"
+    title = "The item is in transit: receive it instead"
+
+
+class ReaderBlocked(Conflict):
+    code = "circulation.reader_blocked"
+    title = "The reader is blocked at this library"
+
+
+class LimitReached(Conflict):
+    code = "circulation.limit_reached"
+    title = "The reader has as many loans as allowed"
+
+
+class LoanNotFound(NotFound):
+    code = "circulation.loan_not_found"
+    title = "No such loan"
+
+
+class LoanNotActive(Conflict):
+    code = "circulation.loan_not_active"
+    title = "The loan is closed"
+
+
+class RenewalLimit(Conflict):
+    code = "circulation.renewal_limit"
+    title = "No renewals left"
+
+
+class TransitNotFound(NotFound):
+    code = "circulation.transit_not_found"
+    title = "No such transit"
+
+
+class TransitClosed(Conflict):
+    code = "circulation.transit_closed"
+    title = "The transit was already received"
+
+
+class NotDestination(Conflict):
+    code = "circulation.not_destination"
+    title = "This is not the transit's destination"
+
+
+class NotHeldForReader(Conflict):
+    code = "circulation.not_held_for_reader"
+    title = "The item on the hold shelf waits for another reader"
+
+
+class TransitionRefused(Conflict):
+    code = "circulation.transition_refused"
+    title = "The item's state does not allow this"
+
+
+class AmbiguousCard(InvalidInput):
+    code = "circulation.ambiguous_card"
+    title = "Several libraries issued this card number: name the institution"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    code = "idempotency.key_reused"
+    title = "This Idempotency-Key was used for another request"
+
+
+class BadIdempotencyKey(InvalidInput):
+    code = "idempotency.bad_key"
+    title = "The Idempotency-Key header must have 1 to 200 visible characters"
+
+
+class IdempotencyInFlight(Conflict):
+    code = "idempotency.in_flight"
+    title = "A request with this Idempotency-Key is still running: retry shortly"

@@ -1,0 +1,168 @@
+"""Circulation's tables: readers per library, item circulation state, loans, transits, policies, idempotency keys.
+
+Items are the catalogue's (``catalog_items``); circulation keeps its own row per copy that ever circulated
+(``circ_item_state``: status, where the copy is now, a version) and mirrors the status onto the catalogue's item
+so the search index follows. No foreign key points into the catalogue: a record reload may drop an item whose
+loan history circulation keeps (loans carry the barcode and owning library for that reason).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from federation.db import Base, id_column, utcnow
+
+ANY = "*"  # a policy row's wildcard for reader category or item type
+
+
+class Reader(Base):
+    """A person's registration at one library, made on first use; ``active_loans`` counts without COUNT(*)."""
+
+    __tablename__ = "circ_readers"
+    __table_args__ = (UniqueConstraint("person_id", "library"),)
+
+    id: Mapped[str] = id_column()
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.id"), index=True)
+    library: Mapped[str] = mapped_column(String(32))
+    category: Mapped[str] = mapped_column(String(10))  # adult, child, senior
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+    block_reason: Mapped[str | None] = mapped_column(String(300))
+    active_loans: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Borrower(Base):
+    """A person's loans across every library, for the federation-wide limit (one row per person)."""
+
+    __tablename__ = "circ_borrowers"
+
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.id"), primary_key=True)
+    active_loans: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ItemState(Base):
+    """Where a copy is in circulation. Changed only by a conditional UPDATE on ``status`` (see ``states``)."""
+
+    __tablename__ = "circ_item_state"
+
+    item_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    library: Mapped[str] = mapped_column(String(32))  # the owner
+    barcode: Mapped[str] = mapped_column(String(64))
+    work_id: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(20))
+    current_library: Mapped[str | None] = mapped_column(String(32))
+    current_service_point: Mapped[str | None] = mapped_column(String(40))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Loan(Base):
+    __tablename__ = "circ_loans"
+    __table_args__ = (
+        # the second guard of the invariant: one active loan per item, whatever the code above does
+        Index(
+            "uq_circ_loans_active_item",
+            "item_id",
+            unique=True,
+            sqlite_where=text("state = 'active'"),
+            postgresql_where=text("state = 'active'"),
+        ),
+        Index("ix_circ_loans_person_state", "person_id", "state"),
+    )
+
+    id: Mapped[str] = id_column()
+    item_id: Mapped[str] = mapped_column(String(32), index=True)
+    barcode: Mapped[str] = mapped_column(String(64))
+    owner_library: Mapped[str] = mapped_column(String(32))
+    library: Mapped[str] = mapped_column(String(32))  # the lending library
+    reader_id: Mapped[str] = mapped_column(ForeignKey("circ_readers.id"), index=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.id"))
+    state: Mapped[str] = mapped_column(String(12), default="active")
+    checkout_service_point: Mapped[str] = mapped_column(String(40))
+    checked_out_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    due_at: Mapped[dt.datetime]
+    renewals: Mapped[int] = mapped_column(Integer, default=0)
+    returned_at: Mapped[dt.datetime | None]
+    checkin_service_point: Mapped[str | None] = mapped_column(String(40))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Transit(Base):
+    __tablename__ = "circ_transits"
+    __table_args__ = (
+        Index(
+            "uq_circ_transits_open_item",
+            "item_id",
+            unique=True,
+            sqlite_where=text("state = 'in_transit'"),
+            postgresql_where=text("state = 'in_transit'"),
+        ),
+        Index("ix_circ_transits_to_state", "to_service_point", "state"),
+        Index("ix_circ_transits_from_state", "from_service_point", "state"),
+    )
+
+    id: Mapped[str] = id_column()
+    item_id: Mapped[str] = mapped_column(String(32))
+    barcode: Mapped[str] = mapped_column(String(64))
+    loan_id: Mapped[str | None] = mapped_column(ForeignKey("circ_loans.id"))
+    reason: Mapped[str] = mapped_column(String(20))  # return_home; later: hold
+    from_library: Mapped[str] = mapped_column(String(32))
+    from_service_point: Mapped[str] = mapped_column(String(40))
+    to_library: Mapped[str] = mapped_column(String(32))
+    to_service_point: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(12), default="in_transit")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    received_at: Mapped[dt.datetime | None]
+    received_service_point: Mapped[str | None] = mapped_column(String(40))
+
+
+class LoanPolicy(Base):
+    """One lending library's rule for a reader category and item type (``*`` for any); the most specific wins."""
+
+    __tablename__ = "circ_loan_policies"
+    __table_args__ = (UniqueConstraint("library", "reader_category", "item_type"),)
+
+    id: Mapped[str] = id_column()
+    library: Mapped[str] = mapped_column(String(32))
+    reader_category: Mapped[str] = mapped_column(String(10), default=ANY)
+    item_type: Mapped[str] = mapped_column(String(32), default=ANY)
+    loan_days: Mapped[int] = mapped_column(Integer)
+    max_renewals: Mapped[int] = mapped_column(Integer)
+    max_loans: Mapped[int | None] = mapped_column(Integer)  # at this library; None: only the federation's limit
+
+
+class LibraryPolicy(Base):
+    """A library's collection-wide settings: whether its copies float (stay where they are returned)."""
+
+    __tablename__ = "circ_library_policies"
+
+    library: Mapped[str] = mapped_column(String(32), primary_key=True)
+    floating: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class FederationPolicy(Base):
+    """The federation-wide limits (one row, id ``federation``) and the defaults where no library rule matches."""
+
+    __tablename__ = "circ_federation_policy"
+
+    id: Mapped[str] = mapped_column(String(20), primary_key=True, default="federation")
+    max_total_loans: Mapped[int] = mapped_column(Integer, default=8)
+    loan_days: Mapped[int] = mapped_column(Integer, default=30)
+    max_renewals: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class IdempotencyKey(Base):
+    """A write's first answer, stored in the transaction that made the change, replayed for a repeated key."""
+
+    __tablename__ = "circ_idempotency_keys"
+
+    principal: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer, default=0)
+    body: Mapped[dict[str, Any] | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)

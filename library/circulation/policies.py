@@ -1,0 +1,106 @@
+"""Loan rules as data: rows per lending library x reader category x item type, and the federation's limits.
+
+The most specific matching row wins (exact category and item type before ``*``); where no library row matches,
+the federation row gives the loan period and renewals. A missing federation row means the built-in defaults
+below (the migration seeds the same values), so a database truncated between tests still lends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from library.circulation.models import ANY, FederationPolicy, LibraryPolicy, LoanPolicy
+
+DEFAULT_MAX_TOTAL_LOANS = 8
+DEFAULT_LOAN_DAYS = 30
+DEFAULT_MAX_RENEWALS = 1
+
+# reader categories by age on the day of registration: (category, from age, to age exclusive)
+CATEGORY_AGES: tuple[tuple[str, int, int], ...] = (("child", 0, 14), ("adult", 14, 60), ("senior", 60, 200))
+CATEGORIES = tuple(c for c, _, _ in CATEGORY_AGES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    loan_days: int
+    max_renewals: int
+    max_loans: int | None  # at the lending library
+    max_total_loans: int  # across every library
+
+
+def category_for(birth_date: dt.date | None, today: dt.date) -> str:
+    if birth_date is None:
+        return "adult"
+    age = today.year - birth_date.year - ((today.month, today.day) < (birth_date.month, birth_date.day))
+    for category, low, high in CATEGORY_AGES:
+        if low <= age < high:
+            return category
+    return "adult"
+
+
+async def federation(session: AsyncSession) -> FederationPolicy:
+    row = await session.get(FederationPolicy, "federation")
+    if row is None:
+        return FederationPolicy(
+            id="federation",
+            max_total_loans=DEFAULT_MAX_TOTAL_LOANS,
+            loan_days=DEFAULT_LOAN_DAYS,
+            max_renewals=DEFAULT_MAX_RENEWALS,
+        )
+    return row
+
+
+def _specificity(row: LoanPolicy) -> int:
+    return (row.reader_category != ANY) * 2 + (row.item_type != ANY)
+
+
+async def resolve(session: AsyncSession, library: str, category: str, item_type: str | None) -> Policy:
+    """The rule for lending a copy of ``item_type`` to a reader of ``category`` at ``library``."""
+    fed = await federation(session)
+    q = select(LoanPolicy).where(
+        LoanPolicy.library == library,
+        LoanPolicy.reader_category.in_((category, ANY)),
+        LoanPolicy.item_type.in_((item_type or ANY, ANY)),
+    )
+    rows = sorted((await session.execute(q)).scalars(), key=_specificity, reverse=True)
+    if not rows:
+        return Policy(fed.loan_days, fed.max_renewals, None, fed.max_total_loans)
+    best = rows[0]
+    return Policy(best.loan_days, best.max_renewals, best.max_loans, fed.max_total_loans)
+
+
+async def floats(session: AsyncSession, library: str) -> bool:
+    """Whether ``library``'s copies stay where they are returned instead of travelling home."""
+    row = await session.get(LibraryPolicy, library)
+    return bool(row and row.floating)
+
+
+async def set_federation(
+    session: AsyncSession,
+    *,
+    max_total_loans: int | None = None,
+    loan_days: int | None = None,
+    max_renewals: int | None = None,
+) -> FederationPolicy:
+    """Change the federation row (created with the defaults when missing); the caller commits."""
+    row = await session.get(FederationPolicy, "federation")
+    if row is None:
+        row = FederationPolicy(
+            id="federation",
+            max_total_loans=DEFAULT_MAX_TOTAL_LOANS,
+            loan_days=DEFAULT_LOAN_DAYS,
+            max_renewals=DEFAULT_MAX_RENEWALS,
+        )
+        session.add(row)
+    if max_total_loans is not None:
+        row.max_total_loans = max_total_loans
+    if loan_days is not None:
+        row.loan_days = loan_days
+    if max_renewals is not None:
+        row.max_renewals = max_renewals
+    await session.flush()
+    return row

@@ -1,0 +1,591 @@
+"""Circulation's commands: check out, check in anywhere, receive a transit, renew; and the reads the API needs.
+
+Each command is a plain function over a unit of work: it gathers facts, fires the state table (``states``),
+persists each change with one conditional UPDATE, writes the audit entry and raises the events in the same
+transaction. It never commits: the caller does, so the idempotency record (``api``) commits with the change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from federation.audit.service import Record
+from federation.db import UnitOfWork, new_id, utcnow
+from federation.identity import service as identity
+from federation.identity.errors import UnknownCredential
+from federation.identity.models import IdentifierType, Person
+from federation.members.models import Institution, InstitutionKind, ServicePoint
+from federation.services import Services
+from library.catalog.items import set_item_status
+from library.catalog.models import ItemRow, Work
+from library.circulation import errors, policies, states
+from library.circulation.models import Borrower, ItemState, Loan, Reader, Transit
+
+CREDENTIAL_TYPES = ("social_security_card", "id_number", "library_card")
+# circulation's item states in the catalogue's vocabulary (``library.catalog.items.STATUSES``)
+CATALOG_STATUS = {states.ON_HOLD_SHELF: "on_hold"}
+FROM_CATALOG_STATUS = {"on_hold": states.ON_HOLD_SHELF}
+
+
+# --- commands and results ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Credential:
+    """A card or number presented at the desk. ``library_card`` without ``institution`` is looked up at every
+    member library (a card number names one library's card; two matches are refused as ambiguous)."""
+
+    type: str
+    value: str
+    institution: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Staff:
+    actor: str
+    library: str | None  # the staff member's institution
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkout:
+    item_barcode: str
+    credential: Credential
+    service_point: str
+    item_library: str | None = None  # only when two libraries use the same barcode
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkin:
+    item_barcode: str
+    service_point: str
+    item_library: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Receipt:
+    transit_id: str
+    service_point: str | None = None  # default: the transit's destination
+
+
+@dataclasses.dataclass(frozen=True)
+class Renewal:
+    loan_id: str
+    person_id: str | None = None  # set when a resident renews: only their own loans exist for them
+
+
+@dataclasses.dataclass(frozen=True)
+class Desk:
+    code: str
+    library: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckinResult:
+    action: str  # shelve, transit, hold_shelf
+    destination: str  # the service point the copy stays at or travels to
+    loan: Loan | None
+    transit: Transit | None
+    item: ItemState
+
+
+# Requests (holds) will route a returned copy to a waiting reader: given the copy, the service point it should go
+# to and the reader it is for, or None. Until requests exist nothing waits.
+HoldRouter = Callable[[AsyncSession, ItemState], Awaitable[tuple[str, str] | None]]
+
+
+async def no_holds(session: AsyncSession, item: ItemState) -> tuple[str, str] | None:
+    return None
+
+
+# --- lookups ----------------------------------------------------------------------------------------------------
+
+
+async def desk(session: AsyncSession, code: str, staff: Staff | None = None) -> Desk:
+    """The service point ``code`` as a circulation desk; refused for another library's desk than the staff's."""
+    q = (
+        select(ServicePoint.code, Institution.code, Institution.kind)
+        .join(Institution, ServicePoint.institution_id == Institution.id)
+        .where(ServicePoint.code == code.strip().upper())
+    )
+    row = (await session.execute(q)).first()
+    if row is None:
+        raise errors.ServicePointNotFound(f"no service point {code}")
+    sp_code, library, kind = row
+    if kind != InstitutionKind.LIBRARY:
+        raise errors.NotALibrary(f"{sp_code} is not a library's service point")
+    if staff is not None and staff.library != library:
+        raise errors.WrongLibrary(f"{sp_code} belongs to {library}; you work for {staff.library or 'no library'}")
+    return Desk(sp_code, library)
+
+
+async def main_service_point(session: AsyncSession, library: str) -> str:
+    q = (
+        select(ServicePoint.code)
+        .join(Institution, ServicePoint.institution_id == Institution.id)
+        .where(Institution.code == library)
+        .order_by(ServicePoint.is_main.desc(), ServicePoint.code)
+        .limit(1)
+    )
+    code = (await session.execute(q)).scalar_one_or_none()
+    if code is None:
+        raise errors.ServicePointNotFound(f"{library} has no service point to send the copy to")
+    return code
+
+
+async def find_item(session: AsyncSession, barcode: str, desk: Desk, item_library: str | None = None) -> ItemRow:
+    """The copy with this barcode: the desk library's own first, then one circulating at the desk's library."""
+    q = select(ItemRow).where(ItemRow.barcode == barcode.strip())
+    if item_library:
+        q = q.where(ItemRow.library == item_library.strip().upper())
+    rows = list((await session.execute(q)).scalars())
+    if not rows:
+        raise errors.ItemNotFound(f"no copy with barcode {barcode}")
+    if len(rows) == 1:
+        return rows[0]
+    own = [r for r in rows if r.library == desk.library]
+    if len(own) == 1:
+        return own[0]
+    here = (
+        await session.execute(
+            select(ItemState.item_id).where(
+                ItemState.item_id.in_([r.id for r in rows]), ItemState.current_library == desk.library
+            )
+        )
+    ).scalars()
+    ids = set(here)
+    found = [r for r in rows if r.id in ids]
+    if len(found) == 1:
+        return found[0]
+    raise errors.AmbiguousBarcode(
+        f"{len(rows)} libraries hold a copy with barcode {barcode}: send item_library",
+        libraries=sorted(r.library for r in rows),
+    )
+
+
+def _insert(session: AsyncSession, model: Any) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model)
+
+
+async def item_state(session: AsyncSession, item: ItemRow) -> ItemState:
+    """Circulation's row for the copy, made on its first circulation from the catalogue's status and location."""
+    first = _insert(session, ItemState).values(
+        item_id=item.id,
+        library=item.library,
+        barcode=item.barcode,
+        work_id=item.work_id,
+        status=FROM_CATALOG_STATUS.get(item.status, item.status),
+        current_library=item.library,
+        current_service_point=item.location,
+        version=1,
+        updated_at=utcnow(),
+    )
+    await session.execute(first.on_conflict_do_nothing(index_elements=["item_id"]))
+    q = select(ItemState).where(ItemState.item_id == item.id).execution_options(populate_existing=True)
+    return (await session.execute(q)).scalar_one()
+
+
+async def recognise(session: AsyncSession, svc: Services, cred: Credential) -> Person:
+    """The person a credential belongs to; the identity layer's errors (unknown, lost, cancelled) pass unchanged."""
+    if cred.type == "library_card":
+        if cred.institution:
+            inp = identity.IdentifierInput(IdentifierType.LOCAL, cred.value, cred.institution, "library_card")
+            return await identity.resolve_credential(session, svc.cipher, inp)
+        return await _any_library_card(session, svc, cred.value)
+    return await identity.resolve_credential(
+        session, svc.cipher, identity.IdentifierInput(IdentifierType(cred.type), cred.value)
+    )
+
+
+async def _any_library_card(session: AsyncSession, svc: Services, value: str) -> Person:
+    libraries = (
+        await session.execute(
+            select(Institution.code).where(Institution.kind == InstitutionKind.LIBRARY).order_by(Institution.code)
+        )
+    ).scalars()
+    found: list[Person] = []
+    for code in libraries:
+        inp = identity.IdentifierInput(IdentifierType.LOCAL, value, code, "library_card")
+        if await identity.find_identifier(session, svc.cipher, inp) is None:
+            continue
+        found.append(await identity.resolve_credential(session, svc.cipher, inp))  # refuses a lost card
+    if not found:
+        raise UnknownCredential("no person holds this library_card")
+    if len({p.id for p in found}) > 1:
+        raise errors.AmbiguousCard("several libraries issued this card number to different people: send institution")
+    return found[0]
+
+
+async def reader(session: AsyncSession, person: Person, library: str, *, today: dt.date | None = None) -> Reader:
+    """The person's reader record at ``library``, made on first use (two desks at once still make one)."""
+    today = today or utcnow().date()
+    first = _insert(session, Reader).values(
+        id=new_id(),
+        person_id=person.id,
+        library=library,
+        category=policies.category_for(person.birth_date, today),
+        blocked=False,
+        active_loans=0,
+        created_at=utcnow(),
+    )
+    await session.execute(first.on_conflict_do_nothing(index_elements=["person_id", "library"]))
+    q = (
+        select(Reader)
+        .where(Reader.person_id == person.id, Reader.library == library)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(q)).scalar_one()
+
+
+# --- persisting transitions -------------------------------------------------------------------------------------
+
+
+async def _move_item(
+    uow: UnitOfWork, state: ItemState, t: states.Transition, *, library: str | None, service_point: str | None
+) -> None:
+    """Persist an item transition with one conditional UPDATE; a concurrent change makes it refuse, not double."""
+    result = await uow.session.execute(
+        update(ItemState)
+        .where(ItemState.item_id == state.item_id, ItemState.status == t.source)
+        .values(
+            status=t.destination,
+            version=ItemState.version + 1,
+            current_library=library,
+            current_service_point=service_point,
+            updated_at=t.at,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        refusal = errors.ItemUnavailable if t.trigger == "checkout" else errors.TransitionRefused
+        raise refusal("another desk changed this copy a moment ago", state="changed")
+    # the catalogue's copy follows, with a catalog.works_changed event so the search index does too
+    await set_item_status(uow, state.library, state.barcode, CATALOG_STATUS.get(t.destination, t.destination))
+    _emit(uow, t)
+
+
+def _emit(uow: UnitOfWork, t: states.Transition) -> None:
+    for ev in t.events:
+        uow.emit(ev.topic, **ev.payload)
+
+
+async def _count(uow: UnitOfWork, reader_id: str, person_id: str, delta: int, policy: policies.Policy | None) -> None:
+    """Move the reader's and the person's loan counters together; with a policy, refuse beyond its limits."""
+    q = update(Reader).where(Reader.id == reader_id)
+    if policy is not None and policy.max_loans is not None:
+        q = q.where(Reader.active_loans < policy.max_loans)
+    res = await uow.session.execute(
+        q.values(active_loans=Reader.active_loans + delta).execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:
+        raise errors.LimitReached(f"{policy.max_loans if policy else 0} loans at this library already", scope="library")
+    await uow.session.execute(
+        _insert(uow.session, Borrower)
+        .values(person_id=person_id, active_loans=0)
+        .on_conflict_do_nothing(index_elements=["person_id"])
+    )
+    q2 = update(Borrower).where(Borrower.person_id == person_id)
+    if policy is not None:
+        q2 = q2.where(Borrower.active_loans < policy.max_total_loans)
+    res = await uow.session.execute(
+        q2.values(active_loans=Borrower.active_loans + delta).execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:
+        raise errors.LimitReached(
+            f"{policy.max_total_loans if policy else 0} loans across the federation already", scope="federation"
+        )
+
+
+async def _audit(
+    uow: UnitOfWork, svc: Services, what: str, staff: Staff, person_id: str | None, **details: Any
+) -> None:
+    await svc.audit(
+        uow,
+        Record(
+            action=what,
+            actor=staff.actor,
+            actor_institution=staff.library,
+            subject_person_id=person_id,
+            details=details,
+        ),
+    )
+
+
+# --- commands ---------------------------------------------------------------------------------------------------
+
+
+async def checkout(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff) -> Loan:
+    """Lend a copy at a desk to the person whose credential is presented."""
+    s = uow.session
+    at = await desk(s, cmd.service_point, staff)
+    item = await find_item(s, cmd.item_barcode, at, cmd.item_library)
+    state = await item_state(s, item)
+    now = utcnow()
+    # the copy first: most refused scans (already lent, elsewhere) are decided before the reader is looked up
+    facts = states.Facts(desk_library=at.library, current_library=state.current_library)
+    held = state.status == states.ON_HOLD_SHELF  # the hold shelf's guard needs the reader: fired below
+    if not held:
+        t = states.fire("item", item.id, state.status, "checkout", facts, at=now)
+    person = await recognise(s, svc, cmd.credential)
+    rdr = await reader(s, person, at.library)
+    if rdr.blocked:
+        raise errors.ReaderBlocked(f"blocked at {at.library}: {rdr.block_reason or 'ask the library'}")
+    if held:
+        t = states.fire("item", item.id, state.status, "checkout", dataclasses.replace(facts, reader_id=rdr.id), at=now)
+    policy = await policies.resolve(s, at.library, rdr.category, item.item_type)
+    await _move_item(uow, state, t, library=at.library, service_point=at.code)
+    await _count(uow, rdr.id, person.id, +1, policy)
+    loan = Loan(
+        item_id=item.id,
+        barcode=item.barcode,
+        owner_library=item.library,
+        library=at.library,
+        reader_id=rdr.id,
+        person_id=person.id,
+        state=states.ACTIVE,
+        checkout_service_point=at.code,
+        checked_out_at=now,
+        due_at=now + dt.timedelta(days=policy.loan_days),
+        renewals=0,
+    )
+    s.add(loan)
+    try:
+        async with s.begin_nested():
+            await s.flush()
+    except IntegrityError:
+        # the partial unique index: another active loan of this copy exists
+        raise errors.ItemUnavailable("the copy is already on loan") from None
+    uow.emit(
+        "circulation.checked_out",
+        loan_id=loan.id,
+        item_id=item.id,
+        work_id=item.work_id,
+        person_id=person.id,
+        library=at.library,
+        service_point=at.code,
+    )
+    await _audit(
+        uow,
+        svc,
+        "circulation.checkout",
+        staff,
+        person.id,
+        loan=loan.id,
+        item=item.id,
+        barcode=item.barcode,
+        owner=item.library,
+        service_point=at.code,
+        due_at=loan.due_at.isoformat(),
+    )
+    return loan
+
+
+async def checkin(
+    uow: UnitOfWork, svc: Services, cmd: Checkin, staff: Staff, holds: HoldRouter = no_holds
+) -> CheckinResult:
+    """Take a copy back at any desk: shelve it here, or send it home (or, later, to a waiting reader)."""
+    s = uow.session
+    at = await desk(s, cmd.service_point, staff)
+    item = await find_item(s, cmd.item_barcode, at, cmd.item_library)
+    state = await item_state(s, item)
+    now = utcnow()
+    loan = (
+        await s.execute(select(Loan).where(Loan.item_id == item.id, Loan.state == states.ACTIVE))
+    ).scalar_one_or_none()
+
+    hold = await holds(s, state)
+    if hold is not None and hold[0] == at.code:
+        action, trigger, destination = "hold_shelf", "checkin_hold", at.code
+    elif hold is not None:
+        action, trigger, destination = "transit", "checkin_transit", hold[0]
+    elif item.library == at.library or await policies.floats(s, item.library):
+        action, trigger, destination = "shelve", "checkin", at.code
+    else:
+        action, trigger, destination = "transit", "checkin_transit", await main_service_point(s, item.library)
+
+    t = states.fire("item", item.id, state.status, trigger, states.Facts(desk_library=at.library), at=now)
+    await _move_item(uow, state, t, library=at.library, service_point=at.code)
+
+    if loan is not None:
+        lt = states.fire("loan", loan.id, loan.state, "checkin", states.Facts(), at=now)
+        res = await s.execute(
+            update(Loan)
+            .where(Loan.id == loan.id, Loan.state == lt.source)
+            .values(state=lt.destination, returned_at=now, checkin_service_point=at.code, version=Loan.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:
+            raise errors.LoanNotActive("the loan was closed a moment ago")
+        await _count(uow, loan.reader_id, loan.person_id, -1, None)
+        _emit(uow, lt)
+        await s.refresh(loan)
+
+    transit = None
+    if action == "transit":
+        dest_library = (await desk(s, destination)).library
+        transit = Transit(
+            item_id=item.id,
+            barcode=item.barcode,
+            loan_id=loan.id if loan else None,
+            reason="hold" if hold is not None else "return_home",
+            from_library=at.library,
+            from_service_point=at.code,
+            to_library=dest_library,
+            to_service_point=destination,
+            state=states.IN_TRANSIT,
+            created_at=now,
+        )
+        s.add(transit)
+        await s.flush()
+        uow.emit("circulation.transit_started", transit_id=transit.id, item_id=item.id, to_service_point=destination)
+
+    person_id = loan.person_id if loan else None
+    uow.emit(
+        "circulation.checked_in",
+        item_id=item.id,
+        work_id=item.work_id,
+        loan_id=loan.id if loan else None,
+        person_id=person_id,
+        action=action,
+        destination=destination,
+    )
+    await _audit(
+        uow,
+        svc,
+        "circulation.checkin",
+        staff,
+        person_id,
+        loan=loan.id if loan else None,
+        item=item.id,
+        barcode=item.barcode,
+        owner=item.library,
+        service_point=at.code,
+        action=action,
+        destination=destination,
+        transit=transit.id if transit else None,
+    )
+    fresh = await item_state(s, item)
+    return CheckinResult(action, destination, loan, transit, fresh)
+
+
+async def receive(uow: UnitOfWork, svc: Services, cmd: Receipt, staff: Staff) -> tuple[Transit, ItemState]:
+    """The copy arrived at the transit's destination library: it is available there."""
+    s = uow.session
+    transit = await s.get(Transit, cmd.transit_id)
+    if transit is None:
+        raise errors.TransitNotFound(f"no transit {cmd.transit_id}")
+    at = await desk(s, cmd.service_point or transit.to_service_point, staff)
+    now = utcnow()
+    facts = states.Facts(desk_library=at.library, destination_library=transit.to_library)
+    tt = states.fire("transit", transit.id, transit.state, "receive", facts, at=now)
+    state = (await s.execute(select(ItemState).where(ItemState.item_id == transit.item_id))).scalar_one()
+    it = states.fire("item", state.item_id, state.status, "receive", facts, at=now)
+    res = await s.execute(
+        update(Transit)
+        .where(Transit.id == transit.id, Transit.state == tt.source)
+        .values(state=tt.destination, received_at=now, received_service_point=at.code)
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:
+        raise errors.TransitClosed("the transit was received a moment ago")
+    await _move_item(uow, state, it, library=at.library, service_point=at.code)
+    _emit(uow, tt)
+    await s.refresh(transit)
+    person_id = None
+    if transit.loan_id:
+        person_id = (await s.execute(select(Loan.person_id).where(Loan.id == transit.loan_id))).scalar_one()
+    work_id = state.work_id
+    uow.emit("circulation.transit_received", transit_id=transit.id, item_id=state.item_id, work_id=work_id)
+    await _audit(
+        uow,
+        svc,
+        "circulation.transit_receipt",
+        staff,
+        person_id,
+        transit=transit.id,
+        item=state.item_id,
+        barcode=state.barcode,
+        service_point=at.code,
+    )
+    fresh = (
+        await s.execute(
+            select(ItemState).where(ItemState.item_id == state.item_id).execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    return transit, fresh
+
+
+async def renew(uow: UnitOfWork, svc: Services, cmd: Renewal, staff: Staff) -> Loan:
+    """Extend a loan by the policy's period from today; staff renew any loan, a resident only their own."""
+    s = uow.session
+    loan = await s.get(Loan, cmd.loan_id)
+    if loan is None or (cmd.person_id is not None and loan.person_id != cmd.person_id):
+        raise errors.LoanNotFound(f"no loan {cmd.loan_id}")
+    rdr = await s.get(Reader, loan.reader_id)
+    assert rdr is not None
+    item_type = (await s.execute(select(ItemRow.item_type).where(ItemRow.id == loan.item_id))).scalar_one_or_none()
+    policy = await policies.resolve(s, loan.library, rdr.category, item_type)
+    now = utcnow()
+    facts = states.Facts(renewals=loan.renewals, max_renewals=policy.max_renewals)
+    t = states.fire("loan", loan.id, loan.state, "renew", facts, at=now)
+    due = now + dt.timedelta(days=policy.loan_days)
+    res = await s.execute(
+        update(Loan)
+        .where(Loan.id == loan.id, Loan.state == t.source, Loan.renewals == loan.renewals)
+        .values(renewals=Loan.renewals + 1, due_at=due, version=Loan.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:
+        raise errors.RenewalLimit("the loan was renewed or returned a moment ago")
+    await s.refresh(loan)
+    _emit(uow, t)
+    uow.emit("circulation.renewed", loan_id=loan.id, person_id=loan.person_id, due_at=due.isoformat())
+    await _audit(
+        uow,
+        svc,
+        "circulation.renewal",
+        staff,
+        loan.person_id,
+        loan=loan.id,
+        item=loan.item_id,
+        renewals=loan.renewals,
+        due_at=due.isoformat(),
+    )
+    return loan
+
+
+# --- reads ------------------------------------------------------------------------------------------------------
+
+
+async def loans_of(session: AsyncSession, person_id: str) -> list[tuple[Loan, str | None]]:
+    """A person's active loans at every library, with each work's title, earliest due first."""
+    q = (
+        select(Loan, Work.title)
+        .outerjoin(ItemRow, ItemRow.id == Loan.item_id)
+        .outerjoin(Work, Work.id == ItemRow.work_id)
+        .where(Loan.person_id == person_id, Loan.state == states.ACTIVE)
+        .order_by(Loan.due_at, Loan.id)
+    )
+    return [(loan, title) for loan, title in (await session.execute(q)).all()]
+
+
+async def transits_at(session: AsyncSession, at: Desk, direction: str, limit: int = 500) -> list[Transit]:
+    """Open transits arriving at (incoming) or leaving from (outgoing) a service point, oldest first."""
+    column = Transit.to_service_point if direction == "incoming" else Transit.from_service_point
+    q = (
+        select(Transit)
+        .where(column == at.code, Transit.state == states.IN_TRANSIT)
+        .order_by(Transit.created_at, Transit.id)
+        .limit(limit)
+    )
+    return list((await session.execute(q)).scalars())
