@@ -267,3 +267,15 @@ async def test_access_log_pages(client: TestClient, demo: Services) -> None:
     ).json()
     assert [e["seq"] for e in rest["items"]] == [e["seq"] for e in everything[2:]]
     assert rest["next_before"] is None
+
+
+def test_our_hex_ids_are_never_mistaken_for_id_numbers():
+    from federation.audit.service import _clean
+    from federation.identity.idnumber import check_digit
+
+    first17 = next(f"1101051949123100{i}" for i in range(10) if check_digit(f"1101051949123100{i}") != "X")
+    number = first17 + check_digit(first17)
+    hex_id = "ab" + number.lower() + "cdef0123456a"
+    assert len(hex_id) == 32
+    assert _clean({"loan": hex_id}) == {"loan": hex_id}
+    assert number not in str(_clean({"note": f"reader {number}"}))
