@@ -21,6 +21,13 @@ def register(registry: Any) -> None:
 
     from library.circulation import api as circulation_api
     from library.circulation import models as circulation_models
+    from library.circulation import requests as circulation_requests
 
     _ = circulation_models
     registry.add_routes(circulation_api.routes)
+    registry.on_services(circulation_requests.register)
+    from library.circulation import demo as circulation_demo
+    from library.circulation import reports_api
+
+    registry.add_routes(reports_api.routes)
+    registry.on_demo(circulation_demo.load)  # after the catalogue's loader: it lends the demo catalogue's copies

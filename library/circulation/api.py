@@ -15,8 +15,8 @@ from pydantic import Field
 from federation.app import principal, services
 from federation.web.routing import RESIDENT, Principal, Routes, staff
 from federation.web.schema import Input, Output
-from library.circulation import idempotency, service
-from library.circulation.models import ItemState, Loan
+from library.circulation import errors, idempotency, requests, service
+from library.circulation.models import ItemState, Loan, Request
 
 routes = Routes("circulation")
 
@@ -148,7 +148,7 @@ async def create_checkout(request: web.Request, body: CheckoutIn) -> web.Respons
     )
 
     async def work(uow):  # noqa: ANN001, ANN202
-        return loan_out(await service.checkout(uow, svc, cmd, _staff(who)))
+        return loan_out(await requests.checkout(uow, svc, cmd, _staff(who)))
 
     return await idempotency.run(request, svc, who, body, work, 201)
 
@@ -158,7 +158,7 @@ async def create_checkout(request: web.Request, body: CheckoutIn) -> web.Respons
     access=DESK,
     body=CheckinIn,
     response=CheckinOut,
-    summary="Take a copy back at any desk: shelve it here or send it home",
+    summary="Take a copy back (or pull one for a request) at any desk: shelve it, hold it, or send it on",
     errors=(403, 404, 409),
 )
 async def create_checkin(request: web.Request, body: CheckinIn) -> web.Response:
@@ -168,7 +168,7 @@ async def create_checkin(request: web.Request, body: CheckinIn) -> web.Response:
     )
 
     async def work(uow):  # noqa: ANN001, ANN202
-        r = await service.checkin(uow, svc, cmd, _staff(who))
+        r = await requests.checkin(uow, svc, cmd, _staff(who))
         return CheckinOut(
             action=r.action,
             destination=r.destination,
@@ -213,7 +213,7 @@ async def receive_transit(request: web.Request, body: ReceiptIn) -> web.Response
     cmd = service.Receipt(transit_id=request.match_info["transit_id"], service_point=body.service_point)
 
     async def work(uow):  # noqa: ANN001, ANN202
-        transit, state = await service.receive(uow, svc, cmd, _staff(who))
+        transit, state = await requests.receive(uow, svc, cmd, _staff(who))
         return ReceiptOut(transit=TransitOut.model_validate(transit), item=item_out(state))
 
     return await idempotency.run(request, svc, who, body, work, 200)
@@ -233,7 +233,7 @@ async def renew_loan(request: web.Request) -> web.Response:
     cmd = service.Renewal(loan_id=request.match_info["loan_id"], person_id=person_id)
 
     async def work(uow):  # noqa: ANN001, ANN202
-        return loan_out(await service.renew(uow, svc, cmd, _staff(who)))
+        return loan_out(await requests.renew(uow, svc, cmd, _staff(who)))
 
     return await idempotency.run(request, svc, who, None, work, 200)
 
@@ -246,3 +246,156 @@ async def my_loans(request: web.Request) -> LoanList:
     async with svc.db.reader() as s:
         rows = await service.loans_of(s, who.person_id)
     return LoanList(items=[loan_out(loan, title) for loan, title in rows])
+
+
+# --- requests (holds) -------------------------------------------------------------------------------------------
+
+REQUESTER = staff("librarian") | RESIDENT
+
+
+class RequestIn(Input):
+    work_id: str | None = Field(default=None, max_length=32, description="any copy of this work")
+    item_barcode: str | None = Field(default=None, max_length=64, description="or this one copy")
+    item_library: str | None = Field(default=None, max_length=32, description="the copy's library, for item_barcode")
+    pickup_service_point: str = Field(min_length=1, max_length=40)
+    credential: CredentialIn | None = Field(default=None, description="staff: the reader's; a resident sends none")
+
+
+class RequestOut(Output):
+    id: str
+    work_id: str
+    requested_item_id: str | None
+    item_id: str | None
+    pickup_library: str
+    pickup_service_point: str
+    state: str
+    created_at: dt.datetime
+    targeted_at: dt.datetime | None
+    ready_at: dt.datetime | None
+    hold_until: dt.datetime | None
+    closed_at: dt.datetime | None
+    transit_id: str | None
+    loan_id: str | None
+    title: str | None = None
+
+
+class RequestList(Output):
+    items: list[RequestOut]
+
+
+class PullQuery(Input):
+    service_point: str = Field(min_length=1, max_length=40)
+
+
+class PullOut(Output):
+    request_id: str
+    item_id: str
+    barcode: str
+    owner_library: str
+    current_service_point: str | None
+    work_id: str
+    title: str | None
+    pickup_library: str
+    pickup_service_point: str
+    targeted_at: dt.datetime | None
+
+
+class PullList(Output):
+    items: list[PullOut]
+
+
+def request_out(req: Request, title: str | None = None) -> RequestOut:
+    out = RequestOut.model_validate(req)
+    out.title = title
+    return out
+
+
+@routes.post(
+    "/api/v1/circulation/requests",
+    access=REQUESTER,
+    body=RequestIn,
+    response=RequestOut,
+    status=201,
+    summary="Request a work or a copy for pickup at any member library (staff: for a reader; a resident: for "
+    "themself); an available copy is targeted at once, else the request waits",
+    errors=(403, 404, 409),
+)
+async def create_request(request: web.Request, body: RequestIn) -> web.Response:
+    svc, who = services(request), principal(request)
+    if not body.work_id and not body.item_barcode:
+        raise errors.WorkNotFound("send work_id or item_barcode")
+    resident = who.kind == "resident"
+    cred = body.credential
+    cmd = requests.Place(
+        pickup_service_point=body.pickup_service_point,
+        work_id=body.work_id,
+        item_barcode=body.item_barcode,
+        item_library=body.item_library,
+        credential=service.Credential(cred.type, cred.value, cred.institution) if cred and not resident else None,
+    )
+
+    async def work(uow):  # noqa: ANN001, ANN202
+        person = (who.person_id or "") if resident else None
+        return request_out(await requests.place(uow, svc, cmd, _staff(who), person))
+
+    return await idempotency.run(request, svc, who, body, work, 201)
+
+
+@routes.delete(
+    "/api/v1/circulation/requests/{request_id}",
+    access=REQUESTER,
+    response=RequestOut,
+    summary="Cancel a request at any stage (staff: any; a resident: their own); the copy goes on where it should",
+    errors=(404, 409),
+)
+async def cancel_request(request: web.Request) -> web.Response:
+    svc, who = services(request), principal(request)
+    person_id = (who.person_id or "") if who.kind == "resident" else None
+    rid = request.match_info["request_id"]
+
+    async def work(uow):  # noqa: ANN001, ANN202
+        return request_out(await requests.cancel(uow, svc, rid, _staff(who), person_id))
+
+    return await idempotency.run(request, svc, who, None, work, 200)
+
+
+@routes.get(
+    "/api/v1/circulation/pull-list",
+    access=DESK,
+    query=PullQuery,
+    response=PullList,
+    summary="Copies at your library targeted for requests: take them from the shelf and check them in",
+    errors=(403, 404),
+)
+async def get_pull_list(request: web.Request, query: PullQuery) -> PullList:
+    svc, who = services(request), principal(request)
+    async with svc.db.reader() as s:
+        at = await service.desk(s, query.service_point, _staff(who))
+        rows = await requests.pull_list(s, at)
+    return PullList(
+        items=[
+            PullOut(
+                request_id=r.id,
+                item_id=i.item_id,
+                barcode=i.barcode,
+                owner_library=i.library,
+                current_service_point=i.current_service_point,
+                work_id=r.work_id,
+                title=title,
+                pickup_library=r.pickup_library,
+                pickup_service_point=r.pickup_service_point,
+                targeted_at=r.targeted_at,
+            )
+            for r, i, title in rows
+        ]
+    )
+
+
+@routes.get("/api/v1/me/requests", access=RESIDENT, response=RequestList, summary="My requests in every library")
+async def my_requests(request: web.Request) -> RequestList:
+    svc, who = services(request), principal(request)
+    if not who.person_id:
+        return RequestList(items=[])
+    async with svc.db.reader() as s:
+        rows = await requests.requests_of(s, who.person_id)
+    return RequestList(items=[request_out(r, t) for r, t in rows])

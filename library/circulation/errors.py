@@ -118,3 +118,38 @@ class BadIdempotencyKey(InvalidInput):
 class IdempotencyInFlight(Conflict):
     code = "idempotency.in_flight"
     title = "A request with this Idempotency-Key is still running: retry shortly"
+
+
+class RequestNotFound(NotFound):
+    code = "circulation.request_not_found"
+    title = "No such request"
+
+
+class RequestClosed(Conflict):
+    code = "circulation.request_closed"
+    title = "The request is already fulfilled, cancelled or expired"
+
+
+class AlreadyRequested(Conflict):
+    code = "circulation.already_requested"
+    title = "The reader already has an open request for this work"
+
+
+class WorkNotFound(NotFound):
+    code = "circulation.work_not_found"
+    title = "No such work"
+
+
+class CredentialRequired(InvalidInput):
+    code = "circulation.credential_required"
+    title = "Staff placing a request name the reader by a credential"
+
+
+class RenewalBlockedByRequest(Conflict):
+    code = "circulation.renewal_blocked_by_request"
+    title = "Another reader is waiting for this work"
+
+
+class HoldNotExpired(Conflict):
+    code = "circulation.hold_not_expired"
+    title = "The copy's time on the hold shelf has not run out"

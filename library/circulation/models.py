@@ -142,6 +142,51 @@ class LibraryPolicy(Base):
 
     library: Mapped[str] = mapped_column(String(32), primary_key=True)
     floating: Mapped[bool] = mapped_column(Boolean, default=False)
+    # whether its copies may fill requests picked up at another library
+    lends_to_other_libraries: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    hold_shelf_days: Mapped[int | None] = mapped_column(Integer)  # None: the built-in 7 days
+
+
+class Request(Base):
+    """A reader's request (hold) for a work (any copy) or one copy, picked up at a service point.
+
+    ``item_id`` is the copy targeted for it (on a pull list, travelling, on the hold shelf); ``requested_item_id``
+    is set for a request of one particular copy. Changed only by conditional UPDATEs on ``state`` (``states``).
+    """
+
+    __tablename__ = "circ_requests"
+    __table_args__ = (
+        # a copy serves one request at a time, whatever the code above does
+        Index(
+            "uq_circ_requests_open_item",
+            "item_id",
+            unique=True,
+            sqlite_where=text("state IN ('targeted', 'in_transit', 'ready')"),
+            postgresql_where=text("state IN ('targeted', 'in_transit', 'ready')"),
+        ),
+        Index("ix_circ_requests_work_state", "work_id", "state"),
+        Index("ix_circ_requests_item_state", "item_id", "state"),
+        Index("ix_circ_requests_person_state", "person_id", "state"),
+        Index("ix_circ_requests_state_hold_until", "state", "hold_until"),
+    )
+
+    id: Mapped[str] = id_column()
+    work_id: Mapped[str] = mapped_column(String(32))
+    requested_item_id: Mapped[str | None] = mapped_column(String(32))
+    item_id: Mapped[str | None] = mapped_column(String(32))
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.id"))
+    reader_id: Mapped[str] = mapped_column(ForeignKey("circ_readers.id"))  # at the pickup library
+    pickup_library: Mapped[str] = mapped_column(String(32))
+    pickup_service_point: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(12), default="queued")
+    transit_id: Mapped[str | None] = mapped_column(String(32))
+    loan_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    targeted_at: Mapped[dt.datetime | None]
+    ready_at: Mapped[dt.datetime | None]
+    hold_until: Mapped[dt.datetime | None]
+    closed_at: Mapped[dt.datetime | None]  # fulfilled, cancelled or expired
+    version: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class FederationPolicy(Base):

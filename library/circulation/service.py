@@ -104,6 +104,14 @@ async def no_holds(session: AsyncSession, item: ItemState) -> tuple[str, str] | 
     return None
 
 
+# The reader a copy on the hold shelf is kept for (requests answer it; nothing is held without them).
+Holder = Callable[[AsyncSession, ItemState], Awaitable[str | None]]
+
+
+async def no_holder(session: AsyncSession, item: ItemState) -> str | None:
+    return None
+
+
 # --- lookups ----------------------------------------------------------------------------------------------------
 
 
@@ -324,7 +332,7 @@ async def _audit(
 # --- commands ---------------------------------------------------------------------------------------------------
 
 
-async def checkout(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff) -> Loan:
+async def checkout(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff, holder: Holder = no_holder) -> Loan:
     """Lend a copy at a desk to the person whose credential is presented."""
     s = uow.session
     at = await desk(s, cmd.service_point, staff)
@@ -341,7 +349,8 @@ async def checkout(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff) 
     if rdr.blocked:
         raise errors.ReaderBlocked(f"blocked at {at.library}: {rdr.block_reason or 'ask the library'}")
     if held:
-        t = states.fire("item", item.id, state.status, "checkout", dataclasses.replace(facts, reader_id=rdr.id), at=now)
+        facts = dataclasses.replace(facts, reader_id=rdr.id, held_for_reader_id=await holder(s, state))
+        t = states.fire("item", item.id, state.status, "checkout", facts, at=now)
     policy = await policies.resolve(s, at.library, rdr.category, item.item_type)
     await _move_item(uow, state, t, library=at.library, service_point=at.code)
     await _count(uow, rdr.id, person.id, +1, policy)
@@ -478,8 +487,11 @@ async def checkin(
     return CheckinResult(action, destination, loan, transit, fresh)
 
 
-async def receive(uow: UnitOfWork, svc: Services, cmd: Receipt, staff: Staff) -> tuple[Transit, ItemState]:
-    """The copy arrived at the transit's destination library: it is available there."""
+async def receive(
+    uow: UnitOfWork, svc: Services, cmd: Receipt, staff: Staff, holds: HoldRouter = no_holds
+) -> tuple[Transit, ItemState]:
+    """The copy arrived at the transit's destination library: it is available there, or on the hold shelf when a
+    request picked up here waits for it."""
     s = uow.session
     transit = await s.get(Transit, cmd.transit_id)
     if transit is None:
@@ -489,7 +501,9 @@ async def receive(uow: UnitOfWork, svc: Services, cmd: Receipt, staff: Staff) ->
     facts = states.Facts(desk_library=at.library, destination_library=transit.to_library)
     tt = states.fire("transit", transit.id, transit.state, "receive", facts, at=now)
     state = (await s.execute(select(ItemState).where(ItemState.item_id == transit.item_id))).scalar_one()
-    it = states.fire("item", state.item_id, state.status, "receive", facts, at=now)
+    hold = await holds(s, state)
+    trigger = "receive_hold" if hold is not None and hold[0] == at.code else "receive"
+    it = states.fire("item", state.item_id, state.status, trigger, facts, at=now)
     res = await s.execute(
         update(Transit)
         .where(Transit.id == transit.id, Transit.state == tt.source)

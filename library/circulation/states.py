@@ -34,6 +34,16 @@ LOAN_STATES = (ACTIVE, RETURNED)
 RECEIVED = "received"
 TRANSIT_STATES = (IN_TRANSIT, RECEIVED)
 
+# request states (IN_TRANSIT is shared with the item's)
+QUEUED = "queued"
+TARGETED = "targeted"
+READY = "ready"
+FULFILLED = "fulfilled"
+CANCELLED = "cancelled"
+EXPIRED = "expired"
+REQUEST_STATES = (QUEUED, TARGETED, IN_TRANSIT, READY, FULFILLED, CANCELLED, EXPIRED)
+OPEN_REQUEST_STATES = (QUEUED, TARGETED, IN_TRANSIT, READY)
+
 Table = Mapping[tuple[str, str], tuple[str, str | None]]
 
 ITEM_TRANSITIONS: Table = {
@@ -48,6 +58,10 @@ ITEM_TRANSITIONS: Table = {
     (LOST, "checkin"): (AVAILABLE, None),  # the reader brought it back after all
     (LOST, "checkin_transit"): (IN_TRANSIT, None),
     (IN_TRANSIT, "receive"): (AVAILABLE, "at_destination"),
+    (AVAILABLE, "checkin_hold"): (ON_HOLD_SHELF, None),  # pulled for a request picked up here
+    (IN_TRANSIT, "receive_hold"): (ON_HOLD_SHELF, "at_destination"),  # arrived for a request picked up here
+    (ON_HOLD_SHELF, "release"): (AVAILABLE, None),  # request cancelled or expired, nobody else waits
+    (ON_HOLD_SHELF, "release_transit"): (IN_TRANSIT, None),  # ... and the copy goes to the next reader or home
     (AVAILABLE, "declare_missing"): (MISSING, None),
     (ON_LOAN, "declare_lost"): (LOST, None),
     (AVAILABLE, "withdraw"): (WITHDRAWN, None),
@@ -64,7 +78,28 @@ TRANSIT_TRANSITIONS: Table = {
     (IN_TRANSIT, "receive"): (RECEIVED, "at_destination"),
 }
 
-TRANSITIONS: dict[str, Table] = {"item": ITEM_TRANSITIONS, "loan": LOAN_TRANSITIONS, "transit": TRANSIT_TRANSITIONS}
+REQUEST_TRANSITIONS: Table = {
+    (QUEUED, "target"): (TARGETED, None),  # an available copy is picked: it is on its library's pull list
+    (TARGETED, "untarget"): (QUEUED, None),  # the picked copy was lent at the shelf before it was pulled
+    (QUEUED, "ship"): (IN_TRANSIT, None),  # a copy checked in elsewhere travels to the pickup point
+    (TARGETED, "ship"): (IN_TRANSIT, None),  # pulled, travels to the pickup point
+    (QUEUED, "shelve"): (READY, None),
+    (TARGETED, "shelve"): (READY, None),  # pulled at the pickup library itself
+    (IN_TRANSIT, "shelve"): (READY, None),  # received at the pickup point
+    (READY, "fill"): (FULFILLED, None),  # the checkout to the reader, guarded by the item's held_for_reader
+    (QUEUED, "cancel"): (CANCELLED, None),
+    (TARGETED, "cancel"): (CANCELLED, None),
+    (IN_TRANSIT, "cancel"): (CANCELLED, None),
+    (READY, "cancel"): (CANCELLED, None),
+    (READY, "expire"): (EXPIRED, "hold_expired"),
+}
+
+TRANSITIONS: dict[str, Table] = {
+    "item": ITEM_TRANSITIONS,
+    "loan": LOAN_TRANSITIONS,
+    "transit": TRANSIT_TRANSITIONS,
+    "request": REQUEST_TRANSITIONS,
+}
 
 # What a refused pair means to the caller: (machine, trigger) -> the error raised when no row matches.
 REFUSALS: dict[tuple[str, str], type[errors.DomainError]] = {
@@ -75,6 +110,9 @@ REFUSALS: dict[tuple[str, str], type[errors.DomainError]] = {
     ("loan", "renew"): errors.LoanNotActive,
     ("loan", "checkin"): errors.LoanNotActive,
     ("transit", "receive"): errors.TransitClosed,
+    ("request", "cancel"): errors.RequestClosed,
+    ("request", "fill"): errors.RequestClosed,
+    ("request", "expire"): errors.RequestClosed,
 }
 
 
@@ -89,6 +127,8 @@ class Facts:
     max_renewals: int = 0
     reader_id: str | None = None
     held_for_reader_id: str | None = None
+    hold_until: dt.datetime | None = None
+    now: dt.datetime | None = None
 
 
 def _item_here(f: Facts) -> None:
@@ -107,6 +147,11 @@ def _at_destination(f: Facts) -> None:
         raise errors.NotDestination(f"the transit goes to {f.destination_library}, not to {f.desk_library}")
 
 
+def _hold_expired(f: Facts) -> None:
+    if f.hold_until is None or f.now is None or f.now < f.hold_until:
+        raise errors.HoldNotExpired(f"the copy is kept until {f.hold_until.isoformat() if f.hold_until else '-'}")
+
+
 def _renewals_left(f: Facts) -> None:
     if f.renewals >= f.max_renewals:
         raise errors.RenewalLimit(f"renewed {f.renewals} time(s) of {f.max_renewals} allowed", max=f.max_renewals)
@@ -117,6 +162,7 @@ GUARDS: dict[str, Callable[[Facts], None]] = {
     "held_for_reader": _held_for_reader,
     "at_destination": _at_destination,
     "renewals_left": _renewals_left,
+    "hold_expired": _hold_expired,
 }
 
 

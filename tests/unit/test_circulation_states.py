@@ -18,6 +18,8 @@ HERE = Facts(
     max_renewals=1,
     reader_id="r1",
     held_for_reader_id="r1",
+    hold_until=AT - dt.timedelta(minutes=1),
+    now=AT,
 )
 
 # the specification: (machine, state, trigger) -> destination
@@ -33,6 +35,10 @@ SPEC = {
     ("item", "lost", "checkin"): "available",
     ("item", "lost", "checkin_transit"): "in_transit",
     ("item", "in_transit", "receive"): "available",
+    ("item", "available", "checkin_hold"): "on_hold_shelf",
+    ("item", "in_transit", "receive_hold"): "on_hold_shelf",
+    ("item", "on_hold_shelf", "release"): "available",
+    ("item", "on_hold_shelf", "release_transit"): "in_transit",
     ("item", "available", "declare_missing"): "missing",
     ("item", "on_loan", "declare_lost"): "lost",
     ("item", "available", "withdraw"): "withdrawn",
@@ -41,6 +47,19 @@ SPEC = {
     ("loan", "active", "renew"): "active",
     ("loan", "active", "checkin"): "returned",
     ("transit", "in_transit", "receive"): "received",
+    ("request", "queued", "target"): "targeted",
+    ("request", "targeted", "untarget"): "queued",
+    ("request", "queued", "ship"): "in_transit",
+    ("request", "targeted", "ship"): "in_transit",
+    ("request", "queued", "shelve"): "ready",
+    ("request", "targeted", "shelve"): "ready",
+    ("request", "in_transit", "shelve"): "ready",
+    ("request", "ready", "fill"): "fulfilled",
+    ("request", "queued", "cancel"): "cancelled",
+    ("request", "targeted", "cancel"): "cancelled",
+    ("request", "in_transit", "cancel"): "cancelled",
+    ("request", "ready", "cancel"): "cancelled",
+    ("request", "ready", "expire"): "expired",
 }
 
 
@@ -54,6 +73,7 @@ def test_every_state_is_reachable_or_a_start():
         ("item", states.ITEM_STATES),
         ("loan", states.LOAN_STATES),
         ("transit", states.TRANSIT_STATES),
+        ("request", states.REQUEST_STATES),
     ):
         table = states.TRANSITIONS[machine]
         mentioned = {s for s, _ in table} | {d for d, _ in table.values()}
@@ -96,6 +116,15 @@ def test_transition(machine, state, trigger):
             errors.NotDestination,
         ),
         ("loan", "active", "renew", Facts(renewals=1, max_renewals=1), errors.RenewalLimit),
+        (
+            "item",
+            "in_transit",
+            "receive_hold",
+            Facts(desk_library="SCL", destination_library="CQL"),
+            errors.NotDestination,
+        ),
+        ("request", "ready", "expire", Facts(hold_until=AT, now=AT - dt.timedelta(seconds=1)), errors.HoldNotExpired),
+        ("request", "ready", "expire", Facts(), errors.HoldNotExpired),
     ],
 )
 def test_guard_refuses(machine, state, trigger, facts, error):
@@ -118,6 +147,14 @@ def test_guard_refuses(machine, state, trigger, facts, error):
         ("loan", "returned", "checkin", errors.LoanNotActive),
         ("transit", "received", "receive", errors.TransitClosed),
         ("item", "withdrawn", "withdraw", errors.TransitionRefused),
+        ("item", "on_loan", "release", errors.TransitionRefused),
+        ("request", "fulfilled", "cancel", errors.RequestClosed),
+        ("request", "cancelled", "cancel", errors.RequestClosed),
+        ("request", "expired", "cancel", errors.RequestClosed),
+        ("request", "queued", "fill", errors.RequestClosed),
+        ("request", "targeted", "expire", errors.RequestClosed),
+        ("request", "fulfilled", "ship", errors.TransitionRefused),
+        ("request", "cancelled", "shelve", errors.TransitionRefused),
     ],
 )
 def test_refused_pairs(machine, state, trigger, error):

@@ -1,0 +1,514 @@
+"""Circulation under load: 20 concurrent desks checking out, checking in and renewing against the real server.
+
+The server is the real application (``twincity run``) in its own process on a free port, over a fresh database:
+embedded SQLite in a temporary data directory by default, or ``--database postgresql+asyncpg://...`` (a database
+of its own: every table is dropped first). Before the clock starts the script loads the core's demo world (members,
+librarians), registers readers, and stores catalogue records holding thousands of copies; it then waits for the
+server's outbox relay to index them, so the run measures circulation, not the initial indexing.
+
+Then, in the same run:
+
+1. ``--clients`` aiohttp clients (keep-alive, librarians' bearer tokens), each with its own copies and readers,
+   run a mix of checkouts, check-ins and renewals for ``--seconds``; throughput, p50 and p99 per operation;
+2. the baseline: a bare conditional ``UPDATE circ_item_state SET status=... WHERE item_id=? AND status=?`` in its
+   own transaction, through the application's engine on the same database, in a loop (p50/p99), and the same
+   from ``--clients`` concurrent tasks (throughput ceiling of single-statement write transactions);
+3. a reader with 400 active loans vs a reader with none: checkout latency of each, alternating (goal: within 1.2x).
+
+Client and server share this machine's cores (the client's JSON and HTTP work competes with the server's), so
+the figures are a lower bound of what the server alone would do.
+
+    .venv/bin/python bench/circulation.py
+    .venv/bin/python bench/circulation.py --database postgresql+asyncpg://postgres@127.0.0.1:5432/tc_bench
+    .venv/bin/python bench/circulation.py --seconds 10 --profile /tmp/circ.prof   # cProfile of the server
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+LIBRARIES = ("CQL", "SCL", "CDL")
+GOAL_P99_MS = 50.0
+GOAL_CHECKOUTS_PER_S = 300.0
+HEAVY_LOANS = 400
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+
+
+def ms(v: float) -> str:
+    return f"{v * 1000:7.2f} ms"
+
+
+# --------------------------------------------------------------------------- preparation (in this process)
+
+
+async def prepare(settings, args) -> dict:
+    """Schema, demo world, readers, copies, the loan limits the 400-loan reader needs."""
+    from sqlalchemy import select, text
+
+    from federation import demo as demo_world
+    from federation.extensions import build_services
+    from federation.identity import service as identity
+    from federation.identity.models import IdentifierType
+    from federation.migrate import upgrade
+    from library.catalog.models import ItemRow
+    from library.catalog.records import BibRecord, Item, Name
+    from library.catalog.store import Incoming, store_batch
+    from library.circulation import policies
+
+    url = settings.effective_database_url
+    if url.startswith("postgresql"):
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+        await engine.dispose()
+    await asyncio.to_thread(upgrade, url)
+    svc = build_services(settings)
+    t0 = time.perf_counter()
+    await demo_world.load(svc)
+
+    n_readers = args.clients * args.readers_per_client + 2
+    cards = [f"BX{i:07d}" for i in range(n_readers)]
+    homes = [LIBRARIES[i % 3] for i in range(n_readers)]
+    async with svc.db.uow() as uow:
+        for i, card in enumerate(cards):
+            await identity.register(
+                uow,
+                svc,
+                identity.RegisterPerson(
+                    name=f"读者{i}",
+                    home_institution=homes[i],
+                    identifiers=[identity.IdentifierInput(IdentifierType.SOCIAL_SECURITY_CARD, card)],
+                ),
+                actor="bench",
+            )
+        await policies.set_federation(uow.session, max_total_loans=HEAVY_LOANS + 100)
+        await uow.commit()
+
+    # copies: each client gets items_per_client per library; the heavy-reader test gets its own at CQL
+    per_record = 10
+    barcodes: dict[str, list[str]] = {lib: [] for lib in LIBRARIES}
+    for lib in LIBRARIES:
+        count = args.clients * args.items_per_client + (
+            HEAVY_LOANS + args.heavy_samples * 2 + 20 if lib == "CQL" else 0
+        )
+        codes = [f"{lib}-B{i:06d}" for i in range(count)]
+        barcodes[lib] = codes
+        batch = []
+        for r in range(0, count, per_record):
+            chunk = codes[r : r + per_record]
+            bib = BibRecord(
+                control_number=f"bench-{lib}-{r}",
+                dialect="marc21",
+                title=f"基准测试图书 {lib} {r}",
+                names=(Name("测试"),),
+                year=2020,
+                language="chi",
+                items=tuple(Item(barcode=b, library=lib, location=f"{lib}-MAIN", item_type="book") for b in chunk),
+            )
+            batch.append(Incoming(bib))
+        for b in range(0, len(batch), 200):
+            async with svc.db.uow() as uow:
+                await store_batch(uow.session, lib, batch[b : b + 200], actor="bench")
+                await uow.commit()
+    async with svc.db.reader() as s:
+        n_items = (await s.execute(select(ItemRow.id))).all()
+    await svc.close()
+    print(
+        f"prepared in {time.perf_counter() - t0:.1f}s: {n_readers} readers, {len(n_items)} copies "
+        f"({', '.join(f'{k} {len(v)}' for k, v in barcodes.items())})",
+        flush=True,
+    )
+    return {"cards": cards, "barcodes": barcodes}
+
+
+# --------------------------------------------------------------------------- the server (another process)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SERVER = """
+import cProfile, sys
+from federation.cli import main
+out = sys.argv[1]
+prof = cProfile.Profile() if out else None
+if prof: prof.enable()
+try:
+    main(["run", "--port", sys.argv[2]], standalone_mode=False)
+finally:
+    if prof:
+        prof.disable(); prof.dump_stats(out)
+"""
+
+
+def start_server(env: dict[str, str], port: int, profile: str | None, log: Path) -> subprocess.Popen:
+    with log.open("ab") as f:
+        return subprocess.Popen(
+            [sys.executable, "-c", SERVER, profile or "", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def wait_ready(base: str, proc: subprocess.Popen) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise SystemExit(f"the server exited with {proc.returncode}")
+            try:
+                async with http.get(f"{base}/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit("the server did not start")
+
+
+async def wait_outbox_drained(settings, limit_s: float = 300) -> None:
+    """The catalogue's events (indexing the bench copies) are the server's to publish before the clock starts."""
+    from sqlalchemy import func, select
+
+    from federation.db import Database, OutboxMessage
+
+    db = Database(settings.effective_database_url)
+    t0 = time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < limit_s:
+            async with db.reader() as s:
+                left = (
+                    await s.execute(
+                        select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+                    )
+                ).scalar_one()
+            if not left:
+                print(f"outbox drained in {time.perf_counter() - t0:.1f}s", flush=True)
+                return
+            await asyncio.sleep(0.5)
+        print(f"outbox not drained after {limit_s:.0f}s ({left} left): indexing overlaps the run", flush=True)
+    finally:
+        await db.dispose()
+
+
+# --------------------------------------------------------------------------- the clients
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.latency: dict[str, list[float]] = {"checkout": [], "checkin": [], "renewal": []}
+        self.refused: dict[str, int] = {"checkout": 0, "checkin": 0, "renewal": 0}
+        self.errors: list[str] = []
+
+
+async def login(http, base: str, username: str) -> dict[str, str]:
+    async with http.post(f"{base}/api/v1/auth/token", json={"username": username, "password": "demo-password"}) as r:
+        assert r.status == 200, await r.text()
+        return {"Authorization": f"Bearer {(await r.json())['access_token']}"}
+
+
+async def desk_client(n: int, http, base: str, tokens, shelf, cards, stats: Stats, stop_at: float) -> None:
+    rng = random.Random(n)
+    loans: list[dict] = []  # {id, library, barcode, renewals}
+    while time.perf_counter() < stop_at:
+        r = rng.random()
+        if shelf and (r < 0.45 or not loans):
+            op = "checkout"
+            lib, barcode = shelf.pop(rng.randrange(len(shelf)))
+            body = {
+                "item_barcode": barcode,
+                "credential": {"type": "social_security_card", "value": rng.choice(cards)},
+                "service_point": f"{lib}-MAIN",
+            }
+            url, headers = f"{base}/api/v1/circulation/checkouts", tokens[lib]
+        elif r < 0.62 and any(x["renewals"] == 0 for x in loans):
+            op = "renewal"
+            loan = rng.choice([x for x in loans if x["renewals"] == 0])
+            url, headers, body = f"{base}/api/v1/circulation/loans/{loan['id']}/renewals", tokens[loan["library"]], None
+        elif loans:
+            op = "checkin"
+            loan = loans.pop(rng.randrange(len(loans)))
+            body = {"item_barcode": loan["barcode"], "service_point": f"{loan['library']}-MAIN"}
+            url, headers = f"{base}/api/v1/circulation/checkins", tokens[loan["library"]]
+        else:
+            await asyncio.sleep(0.01)
+            continue
+        t = time.perf_counter()
+        async with http.post(url, json=body, headers=headers) as resp:
+            payload = await resp.json()
+            dt_ = time.perf_counter() - t
+        if resp.status in (200, 201):
+            stats.latency[op].append(dt_)
+            if op == "checkout":
+                loans.append({"id": payload["id"], "library": lib, "barcode": barcode, "renewals": 0})
+            elif op == "renewal":
+                loan["renewals"] += 1
+            else:
+                shelf.append((loan["library"], loan["barcode"]))
+        else:
+            stats.refused[op] += 1
+            if len(stats.errors) < 5:
+                stats.errors.append(f"{op} {resp.status} {payload.get('code')}: {payload.get('detail')}")
+            if op == "checkout":
+                shelf.append((lib, barcode))
+
+
+async def run_load(base: str, prep: dict, args) -> Stats:
+    import aiohttp
+
+    stats = Stats()
+    connector = aiohttp.TCPConnector(limit=args.clients + 5, keepalive_timeout=60)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        tokens = {lib: await login(http, base, f"librarian@{lib}") for lib in LIBRARIES}
+        k = args.items_per_client
+        rpc = args.readers_per_client
+        t0 = time.perf_counter()
+        stop_at = t0 + args.seconds
+        await asyncio.gather(
+            *(
+                desk_client(
+                    n,
+                    http,
+                    base,
+                    tokens,
+                    [(lib, b) for lib in LIBRARIES for b in prep["barcodes"][lib][n * k : (n + 1) * k]],
+                    prep["cards"][n * rpc : (n + 1) * rpc],
+                    stats,
+                    stop_at,
+                )
+                for n in range(args.clients)
+            )
+        )
+        stats.elapsed = time.perf_counter() - t0  # type: ignore[attr-defined]
+    return stats
+
+
+async def heavy_reader(base: str, prep: dict, args) -> tuple[list[float], list[float]]:
+    """Give one reader 400 active loans, then alternate checkouts (and check-ins, untimed) of that reader and of a
+    reader with none, at the same desk."""
+    import aiohttp
+
+    heavy, light = prep["cards"][-2], prep["cards"][-1]
+    pool = prep["barcodes"]["CQL"][args.clients * args.items_per_client :]
+    own, samples = pool[:HEAVY_LOANS], pool[HEAVY_LOANS:]
+    async with aiohttp.ClientSession() as http:
+        cql = await login(http, base, "librarian@CQL")
+
+        async def lend(barcode: str, card: str) -> float:
+            body = {
+                "item_barcode": barcode,
+                "credential": {"type": "social_security_card", "value": card},
+                "service_point": "CQL-MAIN",
+            }
+            t = time.perf_counter()
+            async with http.post(f"{base}/api/v1/circulation/checkouts", json=body, headers=cql) as r:
+                await r.read()
+                assert r.status == 201, await r.text()
+            return time.perf_counter() - t
+
+        async def back(barcode: str) -> None:
+            body = {"item_barcode": barcode, "service_point": "CQL-MAIN"}
+            async with http.post(f"{base}/api/v1/circulation/checkins", json=body, headers=cql) as r:
+                assert r.status == 200, await r.text()
+
+        sem = asyncio.Semaphore(8)
+
+        async def lend_bounded(b: str) -> None:
+            async with sem:
+                await lend(b, heavy)
+
+        await asyncio.gather(*(lend_bounded(b) for b in own))
+        heavy_t: list[float] = []
+        light_t: list[float] = []
+        for i in range(args.heavy_samples):
+            b1, b2 = samples[2 * i], samples[2 * i + 1]
+            first, second = ((heavy, heavy_t), (light, light_t)) if i % 2 == 0 else ((light, light_t), (heavy, heavy_t))
+            first[1].append(await lend(b1, first[0]))
+            second[1].append(await lend(b2, second[0]))
+            await back(b1)
+            await back(b2)
+    return heavy_t, light_t
+
+
+# --------------------------------------------------------------------------- the baseline
+
+
+async def baseline(settings, args) -> tuple[list[float], float]:
+    """A bare conditional UPDATE per transaction on the same database, through the app's engine setup."""
+    from sqlalchemy import insert, text
+
+    from federation.db import Database, utcnow
+    from library.circulation.models import ItemState
+
+    db = Database(settings.effective_database_url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                insert(ItemState),
+                [
+                    {
+                        "item_id": f"bench-baseline-{i}",
+                        "library": "CQL",
+                        "barcode": f"bench-baseline-{i}",
+                        "work_id": "bench",
+                        "status": "available",
+                        "current_library": "CQL",
+                        "current_service_point": "CQL-MAIN",
+                        "version": 1,
+                        "updated_at": utcnow(),
+                    }
+                    for i in range(args.clients + 1)
+                ],
+            )
+        flip = text(
+            "UPDATE circ_item_state SET status = :to, version = version + 1 WHERE item_id = :id AND status = :frm"
+        )
+
+        async def once(item: str, n: int) -> float:
+            frm, to = ("available", "on_loan") if n % 2 == 0 else ("on_loan", "available")
+            t = time.perf_counter()
+            async with db.engine.begin() as conn:
+                res = await conn.execute(flip, {"to": to, "id": item, "frm": frm})
+                assert res.rowcount == 1
+            return time.perf_counter() - t
+
+        loop = [await once("bench-baseline-0", n) for n in range(args.baseline_n)]
+        count = 0
+        stop_at = time.perf_counter() + min(5.0, args.seconds)
+
+        async def worker(i: int) -> None:
+            nonlocal count
+            n = 0
+            while time.perf_counter() < stop_at:
+                await once(f"bench-baseline-{i + 1}", n)
+                n += 1
+                count += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(args.clients)))
+        return loop, count / (time.perf_counter() - t0)
+    finally:
+        await db.dispose()
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--database", help="a PostgreSQL URL (its tables are dropped); default: SQLite in a temp dir")
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--items-per-client", type=int, default=60, help="per library (default: 3 x 60 x 20 = 3,600)")
+    ap.add_argument("--readers-per-client", type=int, default=10)
+    ap.add_argument("--heavy-samples", type=int, default=100)
+    ap.add_argument("--baseline-n", type=int, default=2000)
+    ap.add_argument("--profile", help="write the server's cProfile stats here")
+    ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    args = ap.parse_args()
+
+    from federation.settings import load_settings
+
+    data_dir = Path(tempfile.mkdtemp(prefix="twc-bench-circ-"))
+    overrides = {"data_dir": data_dir, "log_json": False, "log_level": "WARNING"}
+    if args.database:
+        overrides["database_url"] = args.database
+    settings = load_settings(**overrides)
+    engine_name = "PostgreSQL" if not settings.is_sqlite else "SQLite (embedded)"
+    print(f"database: {engine_name}; {os.cpu_count()} CPUs shared by the server and the clients", flush=True)
+
+    prep = asyncio.run(prepare(settings, args))
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TWINCITY_DATA_DIR": str(data_dir),
+        "TWINCITY_LOG_JSON": "false",
+        "TWINCITY_LOG_LEVEL": "WARNING",
+    }
+    if args.database:
+        env["TWINCITY_DATABASE_URL"] = args.database
+    proc = start_server(env, port, args.profile, data_dir / "server.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        asyncio.run(wait_ready(base, proc))
+        asyncio.run(wait_outbox_drained(settings))
+        stats = asyncio.run(run_load(base, prep, args))
+        heavy_t, light_t = asyncio.run(heavy_reader(base, prep, args))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    loop, ceiling = asyncio.run(baseline(settings, args))
+
+    elapsed = stats.elapsed  # type: ignore[attr-defined]
+    print(f"\n{args.clients} clients, {elapsed:.1f}s, keep-alive; latency measured at the client")
+    print(f"{'operation':<10} {'ok':>7} {'refused':>8} {'per s':>8} {'p50':>10} {'p99':>10}")
+    for op, lat in stats.latency.items():
+        print(
+            f"{op:<10} {len(lat):>7} {stats.refused[op]:>8} {len(lat) / elapsed:>8.1f} "
+            f"{ms(pct(lat, 50)):>10} {ms(pct(lat, 99)):>10}"
+        )
+    total = sum(len(v) for v in stats.latency.values())
+    print(f"{'all':<10} {total:>7} {sum(stats.refused.values()):>8} {total / elapsed:>8.1f}")
+    for e in stats.errors:
+        print("  refused:", e)
+    print(
+        f"\nbaseline, bare conditional UPDATE + COMMIT on the same database: p50 {ms(pct(loop, 50))}, "
+        f"p99 {ms(pct(loop, 99))} (loop of {len(loop)}); {args.clients} concurrent tasks: {ceiling:.0f}/s"
+    )
+    hm, lm = statistics.median(heavy_t), statistics.median(light_t)
+    print(
+        f"\ncheckout, reader with {HEAVY_LOANS} active loans: p50 {ms(hm)} p99 {ms(pct(heavy_t, 99))}; "
+        f"reader with none: p50 {ms(lm)} p99 {ms(pct(light_t, 99))}; ratio of medians {hm / lm:.2f}x (goal <= 1.2x)"
+    )
+    co = stats.latency["checkout"]
+    p99, rate = pct(co, 99) * 1000, len(co) / elapsed
+    print(
+        f"\ngoals: checkout p99 {p99:.1f} ms (<= {GOAL_P99_MS:.0f}: {'met' if p99 <= GOAL_P99_MS else 'MISSED'}), "
+        f"{rate:.0f} checkouts/s (>= {GOAL_CHECKOUTS_PER_S:.0f}: "
+        f"{'met' if rate >= GOAL_CHECKOUTS_PER_S else 'MISSED'}) - the mix runs ~45% checkouts; clients share the CPUs"
+    )
+    if args.profile:
+        print(f"server profile: {args.profile} (python -m pstats)")
+    if args.keep:
+        print(f"data directory kept: {data_dir}")
+    else:
+        import shutil
+
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
