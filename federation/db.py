@@ -192,6 +192,8 @@ class UnitOfWork:
         self._events: list[DomainEvent] = []
         self._jobs: list[str] = []
         self._committed = False
+        self._before_commit: list[Callable[[], Awaitable[None]]] = []
+        self.deferred: dict[str, Any] = {}
 
     async def __aenter__(self) -> UnitOfWork:
         self.session = self.db.sessions()
@@ -216,7 +218,14 @@ class UnitOfWork:
     def job_enqueued(self, job_id: str) -> None:
         self._jobs.append(job_id)
 
+    def before_commit(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` inside the transaction just before it commits (once, however often it is added)."""
+        if hook not in self._before_commit:
+            self._before_commit.append(hook)
+
     async def commit(self) -> None:
+        for hook in self._before_commit:
+            await hook()
         for ev in self._events:
             self.session.add(OutboxMessage(topic=ev.topic, payload=ev.payload))
         await self.session.commit()

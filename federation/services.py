@@ -36,7 +36,21 @@ class Services:
         )
 
     async def audit(self, uow: UnitOfWork, record: Record) -> None:
-        await append(uow.session, self.audit_key, record)
+        """Record an audit entry with this unit of work.
+
+        Entries are appended just before the commit: appending takes the chain's lock (an advisory lock on
+        PostgreSQL), and taking it last keeps it for three statements instead of the whole transaction.
+        """
+        pending: list[Record] = uow.deferred.setdefault("audit", [])
+        if not pending:
+
+            async def flush() -> None:
+                for entry in pending:
+                    await append(uow.session, self.audit_key, entry)
+                pending.clear()
+
+            uow.before_commit(flush)
+        pending.append(record)
 
     def on_event(self, topic: str, handler: EventHandler) -> None:
         self.event_handlers.setdefault(topic, []).append(handler)
