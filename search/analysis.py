@@ -166,6 +166,7 @@ __all__ = [
     "analyze",
     "analyze_phrase",
     "analyze_query",
+    "index_tokens",
     "normalise",
     "phrase_stream",
     "pinyin_tokens",
@@ -454,6 +455,23 @@ def analyze(text: str, analyzer: str = "text") -> list[str]:
     if analyzer == "name" and out:
         _pinyin_normalised(s, out)
     return out
+
+
+def index_tokens(text: str, analyzer: str = "text") -> tuple[list[str], list[str]]:
+    """``(analyze(text, analyzer), phrase_stream(text, analyzer))`` for the price of one: both at index time."""
+    _check(analyzer)
+    s = normalise(text)
+    if analyzer == "keyword":
+        out = _keyword(s)
+        return out, out
+    out: list[str] = []
+    bridges: list[str] = []
+    _stream(s, out, bridges)
+    stream = out[:]  # the phrase stream is a prefix of the term tokens
+    out.extend(bridges)
+    if analyzer == "name" and out:
+        _pinyin_normalised(s, out)
+    return out, stream
 
 
 def analyze_query(text: str, analyzer: str = "text") -> list[str]:

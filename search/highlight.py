@@ -38,7 +38,7 @@ from search import analysis
 from search.engine import FieldKind, Schema
 from search.query import And, Node, Or, Phrase, Term
 
-__all__ = ["Needles", "fragments", "highlight", "locate", "mark", "needles"]
+__all__ = ["Needles", "fragments", "highlight", "highlight_needles", "locate", "mark", "needles"]
 
 Span = tuple[int, int]
 
@@ -112,13 +112,15 @@ def _cjk_chars(run: str, start: int) -> list[tuple[str, int, int]]:
     return out
 
 
-def locate(text: str, analyzer: str = "text") -> tuple[list[tuple[str, Span]], list[tuple[str, tuple[Span, ...]]]]:
+def locate(
+    text: str, analyzer: str = "text", *, pinyin: bool = True
+) -> tuple[list[tuple[str, Span]], list[tuple[str, tuple[Span, ...]]]]:
     """The tokens of ``text`` with their places in it.
 
     Returns ``(stream, extra)``: ``stream`` follows ``phrase_stream(text, analyzer)``
     token by token, each with the span of original text it came from; ``extra``
-    holds the other index tokens (bridge bigrams, pinyin for ``name``), each with
-    the spans of the characters behind it.
+    holds the other index tokens (bridge bigrams, pinyin for ``name`` unless
+    ``pinyin`` is false), each with the spans of the characters behind it.
     """
     stream: list[tuple[str, Span]] = []
     extra: list[tuple[str, tuple[Span, ...]]] = []
@@ -129,7 +131,7 @@ def locate(text: str, analyzer: str = "text") -> tuple[list[tuple[str, Span]], l
         if token:
             stream.append((token[0], (0, len(text))))
         return stream, extra
-    pinyin = analyzer == "name"
+    pinyin = pinyin and analyzer == "name"
     han_budget = analysis.PINYIN_MAX_CHARS
     last_cjk: tuple[str, int, int] | None = None  # last character of the previous run if it was CJK
     for m in _TOKEN_RE.finditer(text):
@@ -207,9 +209,21 @@ def _pinyin_run(run: list[tuple[str, int]], chars: list[tuple[str, int, int]], o
 # --------------------------------------------------------------------------------------------- marking
 
 
+def _maybe_pinyin(token: str) -> bool:
+    return token.isascii() and token.isalpha()
+
+
 def mark(text: str, analyzer: str, terms: Collection[str], phrases: Sequence[Sequence[str]] = ()) -> list[Span]:
     """The merged, sorted spans of ``text`` where ``terms`` occur or ``phrases`` occur consecutively."""
-    stream, extra = locate(text, analyzer)
+    # A cheap exit first, exact: every token ``locate`` finds but pinyin (ASCII letters, ``name`` fields only)
+    # is a substring of the runs normalised one by one, as it normalises them, and put end to end (so that a
+    # bridge bigram across two runs is one too).
+    pinyin = analyzer == "name" and any(_maybe_pinyin(t) for t in terms)
+    if not pinyin and isinstance(text, str) and analyzer != "keyword":
+        runs = "".join(analysis.normalise(m.group()) for m in _TOKEN_RE.finditer(text))
+        if not any(t in runs for t in terms) and not any(p and p[0] in runs for p in phrases):
+            return []
+    stream, extra = locate(text, analyzer, pinyin=pinyin)
     spans: list[Span] = []
     if terms:
         spans.extend(span for token, span in stream if token in terms)
@@ -292,7 +306,21 @@ def highlight(
 
     Fields that are unknown, not TEXT, missing from ``values`` or without a mark are left out.
     """
-    wanted = needles(schema, query)
+    return highlight_needles(
+        schema, needles(schema, query), values, fields, fragment_size=fragment_size, max_fragments=max_fragments
+    )
+
+
+def highlight_needles(
+    schema: Schema,
+    wanted: Mapping[str, Needles],
+    values: Mapping[str, Any],
+    fields: Sequence[str],
+    *,
+    fragment_size: int = 100,
+    max_fragments: int = 3,
+) -> dict[str, list[str]]:
+    """:func:`highlight` with the query's :func:`needles` computed once for all the hits of a search."""
     out: dict[str, list[str]] = {}
     for name in fields:
         n = wanted.get(name)

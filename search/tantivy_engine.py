@@ -102,6 +102,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -110,7 +111,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -119,9 +120,9 @@ import tantivy
 from tantivy import Occur
 from tantivy import Query as TQ
 
-from search.analysis import analyze, analyze_phrase, analyze_query, phrase_stream
+from search.analysis import analyze, analyze_phrase, analyze_query, index_tokens
 from search.engine import Document, Facet, Field, FieldKind, Hit, QueryError, Result, Schema, Sort, SortOrder
-from search.highlight import highlight as highlight_values
+from search.highlight import highlight_needles, needles
 from search.query import And, Exact, MatchAll, Node, Not, Or, Phrase, Range, Term
 
 __all__ = ["MAX_CLAUSES", "MAX_DEPTH", "MAX_WINDOW", "TantivyEngine"]
@@ -146,6 +147,8 @@ _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 _VERSION_NAME = re.compile(r"^v[0-9]{20}-[0-9a-f]{8}$")
 _I64 = (-(2**63), 2**63 - 1)
 _FACET_SEGMENT_SIZE = 65_536  # per-segment buckets: counts are exact up to this many distinct values
+_FACET_GROUPS = 3  # facets of a big result set are counted in this many tantivy calls at once
+_PARALLEL_FACETS = 10_000  # hits from which that pays for the hand-over between threads
 
 
 # ------------------------------------------------------------------------------------------------ schema
@@ -202,6 +205,14 @@ def _values(f: Field, value: Any) -> list[Any]:
     return [value]
 
 
+@functools.lru_cache(maxsize=8192)
+def _analysed(text: str, analyzer: str) -> tuple[str, str]:
+    """The term and phrase field values of one TEXT value. Cached: names, publishers, subjects and series repeat
+    across thousands of documents, and a rebuilt work brings its titles again."""
+    terms, stream = index_tokens(text, analyzer)
+    return " ".join(terms), " ".join(stream)
+
+
 def _prepare(schema: Schema, fields: dict[str, Field], doc: Document) -> tuple[str, tantivy.Document]:
     """A tantivy document for ``doc`` (analysis included); ``ValueError`` for a document that does not fit."""
     if not isinstance(doc.id, str) or not doc.id:
@@ -224,9 +235,9 @@ def _prepare(schema: Schema, fields: dict[str, Field], doc: Document) -> tuple[s
             if f.kind is FieldKind.TEXT:
                 if not isinstance(v, str):
                     raise ValueError(f"document {doc.id!r}: field {name!r} wants text, got {type(v).__name__}")
-                analyzer = f.analyzer or "text"
-                out.add_text(name, " ".join(analyze(v, analyzer)))
-                out.add_text(name + _PHRASE, " ".join(phrase_stream(v, analyzer)))
+                terms, stream = _analysed(v, f.analyzer or "text")
+                out.add_text(name, terms)
+                out.add_text(name + _PHRASE, stream)
             elif f.kind is FieldKind.KEYWORD:
                 if isinstance(v, int) and not isinstance(v, bool):
                     v = str(v)
@@ -251,6 +262,23 @@ def _prepare(schema: Schema, fields: dict[str, Field], doc: Document) -> tuple[s
 
 
 # ------------------------------------------------------------------------------------------------ queries
+
+
+@contextlib.contextmanager
+def _tantivy_errors() -> Iterator[None]:
+    """tantivy's refusals of a query as :class:`QueryError`."""
+    try:
+        yield
+    except QueryError:
+        raise
+    except RecursionError:
+        raise QueryError("query nested too deeply") from None
+    except (ValueError, TypeError) as e:
+        raise QueryError(f"tantivy refused the query: {e}") from None
+    except BaseException as e:
+        if type(e).__name__ == "PanicException":  # pyo3's, a BaseException: never let one escape as such
+            raise QueryError(f"tantivy refused the query: {e}") from None
+        raise
 
 
 class _Compiler:
@@ -486,6 +514,11 @@ class TantivyEngine:
         self._write_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tantivy-write")
         self._search_pool = ThreadPoolExecutor(
             max_workers=search_threads or min(8, (os.cpu_count() or 2) + 2), thread_name_prefix="tantivy-search"
+        )
+        # facet counting for the searches (never submits further work: no pool can starve the other)
+        self._facet_pool = ThreadPoolExecutor(
+            max_workers=(_FACET_GROUPS - 1) * (search_threads or min(8, (os.cpu_count() or 2) + 2)),
+            thread_name_prefix="tantivy-facets",
         )
         self._closed = False
 
@@ -834,7 +867,7 @@ class TantivyEngine:
         highlight: tuple[str, ...],
     ) -> Result:
         compiler = _Compiler(st.schema, st.tschema)
-        try:
+        with _tantivy_errors():
             q = compiler.compile(query)
             if filters:
                 clauses = [(Occur.Must, q)]
@@ -848,27 +881,33 @@ class TantivyEngine:
             if order_field is not None:
                 kwargs.update(order_by_field=order_field, order=order)
             found = searcher.search(q, max(limit, 1), **kwargs)
-            facet_result = searcher.aggregate(q, aggs) if aggs else {}
-        except QueryError:
-            raise
-        except RecursionError:
-            raise QueryError("query nested too deeply") from None
-        except (ValueError, TypeError) as e:
-            raise QueryError(f"tantivy refused the query: {e}") from None
-        except BaseException as e:
-            if type(e).__name__ == "PanicException":  # pyo3's, a BaseException: never let one escape as such
-                raise QueryError(f"tantivy refused the query: {e}") from None
-            raise
+            counting: list[Any] = []
+            facet_result: dict[str, Any] = {}
+            inline = aggs
+            if aggs and found.count >= _PARALLEL_FACETS:
+                # A big result set: its facets are counted in groups, some on the facet pool while this thread
+                # collects and highlights the hits and then counts the first group (tantivy lets go of the GIL,
+                # so they share the cores). For a small one the hand-over would cost more than the counting.
+                items = list(aggs.items())
+                groups = [dict(items[i::_FACET_GROUPS]) for i in range(min(_FACET_GROUPS, len(items)))]
+                counting = [self._facet_pool.submit(searcher.aggregate, q, g) for g in groups[1:]]
+                inline = groups[0]
         hits: list[Hit] = []
         stored_fields = [f.name for f in st.schema.fields if f.kind is FieldKind.STORED]
+        wanted = needles(st.schema, query) if highlight else {}  # the query's tokens, once for all hits
         for key, address in found.hits[:limit]:
             doc = searcher.doc(address)
             doc_id = doc.get_first(_ID)
             src = json.loads(doc.get_first(_SRC) or b"{}")
             stored = {name: src[name] for name in stored_fields if name in src}
-            marks = highlight_values(st.schema, query, src, highlight) if highlight else {}
+            marks = highlight_needles(st.schema, wanted, src, highlight) if wanted else {}
             score = float(key) if order_field is None else 0.0
             hits.append(Hit(id=doc_id, score=score, stored=stored, highlights=marks))
+        with _tantivy_errors():
+            if inline:
+                facet_result.update(searcher.aggregate(q, inline))
+            for future in counting:
+                facet_result.update(future.result())
         return Result(total=found.count, hits=hits, facets=self._facets(st, facets, facet_result))
 
     def _sort(self, st: _Index, sort: Sort) -> tuple[str | None, tantivy.Order]:
@@ -934,6 +973,7 @@ class TantivyEngine:
         self._indexes.clear()
         self._write_pool.shutdown(wait=False)
         self._search_pool.shutdown(wait=False)
+        self._facet_pool.shutdown(wait=False)
 
 
 def _settle(future: asyncio.Future[Any] | None, result: Any, error: BaseException | None = None) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Sequence
+import types
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -11,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.members.models import Institution
 from library.catalog.models import BibRecordRow, ItemRow, Work
-from library.catalog.store import from_json
+from library.catalog.records import BibRecord
+from library.catalog.store import BatchResult, from_json
 from search.engine import Document, Field, FieldKind, Schema
 
 INDEX = "catalog"
@@ -38,6 +41,7 @@ SCHEMA = Schema(
 )
 
 _CLC_CLASS = re.compile(r"^[A-Z]+")
+_READ_CHUNK = 5000  # record ids per read-back query
 
 
 def clc_class(number: str) -> str | None:
@@ -46,32 +50,43 @@ def clc_class(number: str) -> str | None:
     return m.group(0)[0] if m else None
 
 
-def _uniq(values: Iterable[str | None]) -> list[str]:
-    seen: dict[str, None] = {}
-    for v in values:
-        if v:
-            seen.setdefault(v, None)
-    return list(seen)
+def _uniq(values: list[str | None]) -> list[str]:
+    """The distinct non-empty values, in order of first appearance."""
+    return [v for v in dict.fromkeys(values) if v]
+
+
+@functools.lru_cache(maxsize=4096)
+def _clc_class(number: str) -> str | None:
+    return clc_class(number)
 
 
 def build_document(
-    work: Work, records: Sequence[BibRecordRow], items: Sequence[Any], cities: dict[str, str]
+    work: Any,
+    records: Sequence[Any],
+    items: Sequence[Any],
+    cities: dict[str, str],
+    bibs: Sequence[BibRecord] | None = None,
 ) -> Document:
-    bibs = [from_json(r.data) for r in records if not r.deleted]
+    """The document of ``work`` (``id``, ``title``, ``year``) from its records (``library``, ``deleted``, ``data``)
+    and items (``library``, ``status``); ``bibs``: the live records already parsed, in the order of ``records``."""
+    if bibs is None:
+        bibs = [from_json(r.data) for r in records if not r.deleted]
     libraries = _uniq([r.library for r in records if not r.deleted] + [i.library for i in items])
-    available_at = _uniq(i.library for i in items if i.status == "available")
+    available_at = _uniq([i.library for i in items if i.status == "available"])
     titles = _uniq([b.title for b in bibs] + [b.title_vernacular for b in bibs])
-    authors = _uniq(n.vernacular or n.name for b in bibs for n in b.names) + _uniq(
-        n.name for b in bibs for n in b.names if n.vernacular
-    )
+    names = [n for b in bibs for n in b.names]
+    authors = _uniq([n.vernacular or n.name for n in names]) + _uniq([n.name for n in names if n.vernacular])
     years = [b.year for b in bibs if b.year]
-    clc = _uniq(c for b in bibs for c in b.clc)
+    clc = _uniq([c for b in bibs for c in b.clc])
+    isbns = _uniq([i for b in bibs for i in b.isbns])
+    year = min(years) if years else work.year
+    publishers = _uniq([b.publisher for b in bibs])
     display = {
         "title": work.title,
         "authors": authors[:5],
-        "year": min(years) if years else work.year,
-        "publisher": next((b.publisher for b in bibs if b.publisher), None),
-        "isbns": _uniq(i for b in bibs for i in b.isbns)[:5],
+        "year": year,
+        "publisher": publishers[0] if publishers else None,
+        "isbns": isbns[:5],
         "libraries": libraries,
         "available_at": available_at,
         "items": len(items),
@@ -81,19 +96,19 @@ def build_document(
         values={
             "title": titles,
             "author": authors,
-            "subject": _uniq(s for b in bibs for s in b.subjects),
-            "publisher": _uniq(b.publisher for b in bibs),
-            "series": _uniq(s for b in bibs for s in b.series),
-            "isbn": _uniq(i for b in bibs for i in b.isbns),
+            "subject": _uniq([s for b in bibs for s in b.subjects]),
+            "publisher": publishers,
+            "series": _uniq([s for b in bibs for s in b.series]),
+            "isbn": isbns,
             "library": libraries,
-            "city": _uniq(cities.get(lib) for lib in libraries),
-            "language": _uniq(b.language for b in bibs),
-            "format": _uniq(b.format for b in bibs),
+            "city": _uniq([cities.get(lib) for lib in libraries]),
+            "language": _uniq([b.language for b in bibs]),
+            "format": _uniq([b.format for b in bibs]),
             "clc": clc,
-            "clc_class": _uniq(clc_class(c) for c in clc),
+            "clc_class": _uniq([_clc_class(c) for c in clc]),
             "available_at": available_at,
             "available": bool(available_at),
-            "year": min(years) if years else work.year,
+            "year": year,
             "display": display,
         },
     )
@@ -104,25 +119,81 @@ async def city_map(session: AsyncSession) -> dict[str, str]:
     return {code: city for code, city in rows if city}
 
 
-async def documents(session: AsyncSession, work_ids: Sequence[str]) -> tuple[list[Document], list[str]]:
-    """Documents for these works, and the ids of works that no longer have any record (to delete)."""
+async def documents(
+    session: AsyncSession, work_ids: Sequence[str], batch: BatchResult | None = None
+) -> tuple[list[Document], list[str]]:
+    """Documents for these works, and the ids of works that no longer have any record (to delete).
+
+    ``batch``: the ``store_batch`` result these works come from. A work the batch created is built from it
+    alone (all its records and items are the batch's); for the others only the records the batch did not
+    write are read back and decoded. Plain column reads, no ORM objects: this runs for every batch of a load.
+    """
     if not work_ids:
         return [], []
     cities = await city_map(session)
-    works = {w.id: w for w in (await session.execute(select(Work).where(Work.id.in_(work_ids)))).scalars()}
-    records: dict[str, list[BibRecordRow]] = {}
-    for r in (await session.execute(select(BibRecordRow).where(BibRecordRow.work_id.in_(work_ids)))).scalars():
-        records.setdefault(r.work_id, []).append(r)
+    docs, gone = [], []
+    created = batch.created if batch is not None else {}
+    if batch is not None and created:
+        docs, gone = _created_documents(batch, [w for w in work_ids if w in created], cities)
+        work_ids = [w for w in work_ids if w not in created]
+        if not work_ids:
+            return docs, gone
+    known = batch.records if batch is not None else {}
+    q = select(Work.id, Work.title, Work.year).where(Work.id.in_(work_ids))
+    works = {w.id: w for w in await session.execute(q)}
+    records: dict[str, list[Any]] = {}
+    missing: list[str] = []
+    q = select(BibRecordRow.id, BibRecordRow.work_id, BibRecordRow.library, BibRecordRow.deleted).where(
+        BibRecordRow.work_id.in_(work_ids)
+    )
+    for r in await session.execute(q):
+        if not r.deleted:
+            records.setdefault(r.work_id, []).append(r)
+            if r.id not in known:
+                missing.append(r.id)
+    parsed: dict[str, BibRecord] = dict(known)
+    for i in range(0, len(missing), _READ_CHUNK):
+        q = select(BibRecordRow.id, BibRecordRow.data).where(BibRecordRow.id.in_(missing[i : i + _READ_CHUNK]))
+        for rid, data in await session.execute(q):
+            parsed[rid] = from_json(data)
     items: dict[str, list[Any]] = {}
     q = select(ItemRow.work_id, ItemRow.library, ItemRow.status).where(ItemRow.work_id.in_(work_ids))
     for row in await session.execute(q):
         items.setdefault(row.work_id, []).append(row)
-    docs, gone = [], []
     for wid in work_ids:
         work = works.get(wid)
-        live = [r for r in records.get(wid, ()) if not r.deleted]
+        live = records.get(wid)
         if work is None or not live:
             gone.append(wid)
             continue
-        docs.append(build_document(work, live, items.get(wid, ()), cities))
+        docs.append(build_document(work, live, items.get(wid, ()), cities, [parsed[r.id] for r in live]))
     return docs, gone
+
+
+def _created_documents(
+    batch: BatchResult, work_ids: list[str], cities: dict[str, str]
+) -> tuple[list[Document], list[str]]:
+    """Documents of works a batch created, from the batch: the same as reading them back (records in the order
+    they were inserted)."""
+    wanted = set(work_ids)
+    live: dict[str, list[BibRecord]] = {}
+    for rid, wid in batch.placed.items():
+        if wid in wanted:
+            bib = batch.records[rid]
+            if not bib.deleted:
+                live.setdefault(wid, []).append(bib)
+    docs, gone = [], []
+    for wid in work_ids:
+        bibs = live.get(wid)
+        if not bibs:
+            gone.append(wid)
+            continue
+        title, year = batch.created[wid]
+        work = _Row(id=wid, title=title, year=year)
+        records = [_Row(library=batch.library, deleted=False)] * len(bibs)
+        items = [_Row(library=lib, status=status) for lib, status in batch.created_items.get(wid, ())]
+        docs.append(build_document(work, records, items, cities, bibs))
+    return docs, gone
+
+
+_Row = types.SimpleNamespace

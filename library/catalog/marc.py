@@ -66,6 +66,7 @@ __all__ = [
     "Rejection",
     "detect_format",
     "read",
+    "utf8_iso2709",
 ]
 
 log = logging.getLogger(__name__)
@@ -166,9 +167,15 @@ def _data_field(tag: str, indicators: Indicators, subfields: list[Subfield]) -> 
 _new_record = Record.__new__
 
 
-def _record(leader: str, fields: list[Field]) -> Record:
+class _Utf8Record(Record):
+    """A record read from UTF-8 ISO 2709 whose ``as_marc()`` would give back the bytes it was read from."""
+
+    __slots__ = ("iso2709",)
+
+
+def _record(leader: str, fields: list[Field], cls: type[Record] = Record) -> Record:
     # what Record.__init__ sets, minus its rewrite of leader/10-11 and 20-23: keep the file's leader as it is
-    rec = _new_record(Record)
+    rec = _new_record(cls)
     rec.leader = Leader(leader)
     rec.fields = fields
     rec.pos = 0
@@ -332,15 +339,24 @@ def _odd_indicators(raw: bytes, tag: str) -> tuple[Indicators, bytes]:
 
 
 def _decode_fields(chunk: bytes, base: int, entries: list[_Entry], codec: str) -> list[Field]:
-    """pymarc fields of a record; the hot loop, hence the inlined bounds checks and Field construction."""
+    """pymarc fields of a record."""
     if codec == "marc-8":
         return _decode_fields_marc8(chunk, base, entries)
+    return _decode(chunk, base, entries, codec)[0]
+
+
+def _decode(chunk: bytes, base: int, entries: list[_Entry], codec: str) -> tuple[list[Field], bool]:
+    """pymarc fields of a record, and whether ``Record.as_marc()`` would give back ``chunk`` itself (but for
+    leader/09): fields laid out in directory order, two plain indicators and no empty subfields. The hot loop,
+    hence the inlined bounds checks and Field construction."""
     fields: list[Field] = []
     append = fields.append
     known = _INDICATORS
     new_field, new_tuple, field_cls, subfield_cls = _new_field, _new_tuple, Field, Subfield
     last = len(chunk) - 1
     tag = "?"
+    at = base  # where the next field starts when the data area is laid out in directory order
+    exact = True
     try:
         for entry in entries:
             tag_b, length_b, start_b = entry
@@ -350,6 +366,10 @@ def _decode_fields(chunk: bytes, base: int, entries: list[_Entry], codec: str) -
                 raw = chunk[start : stop - 1]
             else:
                 raw = _field_bytes(chunk, base, entry)
+                exact = False
+            if start != at:
+                exact = False
+            at = stop
             tag = tag_b.decode("ascii")
             f = new_field(field_cls)
             f.tag = tag
@@ -362,9 +382,13 @@ def _decode_fields(chunk: bytes, base: int, entries: list[_Entry], codec: str) -
                 ind = known.get(raw[:2])
                 if ind is None:
                     ind, body = _odd_indicators(raw, tag)
+                    if len(body) + 2 != len(raw):
+                        exact = False
                 else:
                     body = raw[2:]
                 parts = body.decode(codec).split("\x1f")
+                if exact and (parts[0] or parts.count("") != 1):
+                    exact = False
                 f.data = None
                 f.control_field = False
                 f._indicators = ind
@@ -373,7 +397,7 @@ def _decode_fields(chunk: bytes, base: int, entries: list[_Entry], codec: str) -
     except UnicodeDecodeError as e:
         bad = e.object[e.start : e.start + 4].hex(" ")
         raise _Undecodable(f"field {tag}: bytes [{bad}] at byte {e.start} are not valid {codec}") from None
-    return fields
+    return fields, exact and at == last
 
 
 def _decode_fields_marc8(chunk: bytes, base: int, entries: list[_Entry]) -> list[Field]:
@@ -472,6 +496,24 @@ def _candidates(dialect: str, leader: str, data: bytes, f100: bytes | None) -> t
     return out, declared
 
 
+def _decoded(chunk: bytes, lead: str, base: int, entries: list[_Entry], codec: str) -> Record:
+    if codec == "marc-8":
+        return _record(lead, _decode_fields_marc8(chunk, base, entries))
+    fields, exact = _decode(chunk, base, entries, codec)
+    if not (exact and codec == "utf-8"):
+        return _record(lead, fields)
+    rec = _record(lead, fields, _Utf8Record)
+    rec.iso2709 = chunk if chunk[9] == 0x61 else chunk[:9] + b"a" + chunk[10:]
+    return rec
+
+
+def utf8_iso2709(raw: RawRecord) -> bytes:
+    """The record as UTF-8 ISO 2709, as ``raw.record.as_marc()`` gives it (leader/09 'a'); the file's own bytes
+    when they already are exactly that, which saves re-encoding every field of a UTF-8 file."""
+    rec = raw.record
+    return rec.iso2709 if type(rec) is _Utf8Record else rec.as_marc()
+
+
 def _parse_chunk(
     chunk: bytes, forced_dialect: str | None, file_dialect: str, codec: str | None
 ) -> tuple[Record, str, str]:
@@ -487,14 +529,14 @@ def _parse_chunk(
             f100 = _field_100(chunk, base, entries) if b"100" in tags else None
             dialect = _dialect_of(tags, f100, b"200" in tags) or file_dialect
     if codec is not None:
-        return _record(lead, _decode_fields(chunk, base, entries, codec)), dialect, codec
+        return _decoded(chunk, lead, base, entries, codec), dialect, codec
     if dialect == "unimarc" and f100 is None:
         f100 = _field_100(chunk, base, entries)
     tried, declared = _candidates(dialect, lead, chunk[base:], f100)
     errors: dict[str, _Undecodable] = {}
     for enc in tried:
         try:
-            return _record(lead, _decode_fields(chunk, base, entries, enc)), dialect, enc
+            return _decoded(chunk, lead, base, entries, enc), dialect, enc
         except _Undecodable as e:
             errors[enc] = e
     report = errors.get(declared) or errors[tried[0]]

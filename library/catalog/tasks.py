@@ -8,15 +8,25 @@ the next start: the index catches up, nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import dataclasses
+import json
+import logging
+import os
+import pickle
+import struct
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from federation.audit.service import Record
+from federation.db import OutboxMessage, new_id, utcnow
 from federation.jobs import outbox
 from federation.jobs.service import JobContext
 from federation.services import Services
@@ -26,7 +36,13 @@ from library.catalog.mapping import to_bib
 from library.catalog.models import Work
 from library.catalog.store import BatchResult, Incoming, store_batch
 
-BATCH = 1000
+log = logging.getLogger(__name__)
+
+# Records per transaction. Big ones: SQLite's cost is writing the pages a transaction dirties (WAL, then the
+# checkpoint), and with random ids in every index a batch of 4,000 dirties barely more pages than one of 1,000.
+BATCH = 4000
+BATCH_BYTES = 8 * 2**20  # ... or fewer, when the records are big (MARC bytes): memory stays flat
+REFRESH_SECONDS = 5.0  # during a load, new records become searchable at least this often
 MAX_REPORTED = 1000
 WORKS_CHANGED = "catalog.works_changed"
 
@@ -90,10 +106,267 @@ def _parsed(
             report.reject(entry.position, entry.offset, "the record has no control number (001)", None)
             continue
         try:
-            raw = entry.record.as_marc()  # UTF-8 ISO 2709, kept for export, OAI-PMH and SRU
+            raw = marc.utf8_iso2709(entry)  # UTF-8 ISO 2709, kept for export, OAI-PMH and SRU
         except Exception:  # noqa: BLE001 - a record pymarc cannot serialise is still searchable
             raw = None
         yield Incoming(bib, raw)
+
+
+PARSE_WORKER_MIN_BYTES = 8 * 2**20  # smaller files are parsed in this process: a worker takes a second to start
+
+
+class _Rejections:
+    """The report's stand-in in a parse worker: rejections travel with the next batch."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, int | None, str, str | None]] = []
+
+    def reject(self, position: int, offset: int | None, reason: str, control_number: str | None) -> None:
+        self.items.append((position, offset, reason, control_number))
+
+
+def _parse_main() -> None:
+    """Entry point of a parse worker process (see ``_start_worker``): reads, maps and prepares the records and
+    writes them to the pipe named on the command line, in length-prefixed pickled batches."""
+    fd = int(sys.argv[1])
+    path, library, fmt, encoding, holdings = json.loads(sys.argv[2])
+    with os.fdopen(fd, "wb") as out:
+
+        def send(frame: Any) -> None:
+            data = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
+            out.write(struct.pack("<Q", len(data)))
+            out.write(data)
+
+        try:
+            rejections = _Rejections()
+            batch: list[Any] = []
+            size = 0
+            for incoming in _parsed(Path(path), library, fmt, encoding, holdings, rejections):  # type: ignore[arg-type]
+                batch.append(incoming.shipped())
+                size += len(incoming.marc or b"")
+                if len(batch) >= BATCH or size >= BATCH_BYTES:
+                    send(("batch", batch, rejections.items))
+                    batch, rejections.items, size = [], [], 0
+            send(("batch", batch, rejections.items))
+            send(("end",))
+        except BrokenPipeError:
+            pass  # the loading process went away
+        except Exception as e:  # noqa: BLE001 - the loading process raises it
+            send(("error", f"{e.__class__.__name__}: {e}"))
+
+
+class _Worker:
+    """A parse worker process and the pipe it writes to. Started as a fresh interpreter (never a fork of a
+    process running threads, and unlike multiprocessing's spawn it does not re-run the caller's ``__main__``)."""
+
+    def __init__(self, path: Path, library: str, fmt: str, encoding: str, holdings: str | None) -> None:
+        read_fd, write_fd = os.pipe()
+        try:
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+                [
+                    sys.executable,
+                    "-c",
+                    "from library.catalog.tasks import _parse_main; _parse_main()",
+                    str(write_fd),
+                    json.dumps([str(path), library, fmt, encoding, holdings]),
+                ],
+                pass_fds=(write_fd,),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self.pipe = os.fdopen(read_fd, "rb")
+
+    def next_frame(self) -> Any:
+        head = self.pipe.read(8)
+        if len(head) < 8:
+            self.process.wait()
+            return ("died", self.process.returncode)
+        (size,) = struct.unpack("<Q", head)
+        data = self.pipe.read(size)
+        if len(data) < size:
+            self.process.wait()
+            return ("died", self.process.returncode)
+        frame = pickle.loads(data)  # noqa: S301 - our own child process wrote it
+        if frame[0] == "batch":
+            return ("batch", [Incoming.received(x) for x in frame[1]], frame[2])
+        return frame
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def _start_worker(path: Path, library: str, fmt: str, encoding: str, holdings: str | None) -> _Worker | None:
+    """A parse worker for a big file, so parsing (one core) runs beside storing and indexing (the other one);
+    None for a small file or where no process can be started: the caller parses in-process."""
+    try:
+        if path.stat().st_size < PARSE_WORKER_MIN_BYTES or (os.cpu_count() or 1) < 2:
+            return None
+        return _Worker(path, library, fmt, encoding, holdings)
+    except Exception as e:  # noqa: BLE001 - fall back to parsing here
+        log.info("catalogue load: no parse worker (%s), parsing in-process", e)
+        return None
+
+
+async def _batches(
+    path: Path, library: str, fmt: str, encoding: str, holdings: str | None, report: IngestReport
+) -> AsyncIterator[list[Incoming]]:
+    """The file's records in batches (``BATCH``, ``BATCH_BYTES``), parsed by a worker process when the file is big."""
+    worker = await asyncio.to_thread(_start_worker, path, library, fmt, encoding, holdings)
+    if worker is not None:
+        loop = asyncio.get_running_loop()
+        try:
+            first = True
+            ahead = loop.run_in_executor(None, worker.next_frame)
+            while True:
+                frame = await ahead
+                if frame[0] == "batch":
+                    ahead = loop.run_in_executor(None, worker.next_frame)  # read the next batch meanwhile
+                    first = False
+                    for r in frame[2]:
+                        report.reject(*r)
+                    if frame[1]:
+                        yield frame[1]
+                elif frame[0] == "end":
+                    return
+                elif first:  # it could not start, or the file fails at once: in-process, the same happens visibly
+                    log.warning("catalogue load: parse worker: %s %s; parsing in-process", *frame)
+                    break
+                else:
+                    raise RuntimeError(f"the parse worker failed: {frame[1]}")
+        finally:
+            await asyncio.to_thread(worker.stop)
+            with contextlib.suppress(BaseException):
+                await ahead  # ends at once: the pipe's writer is gone
+            worker.pipe.close()
+    batch: list[Incoming] = []
+    size = 0
+    for incoming in _parsed(path, library, fmt, encoding, holdings, report):
+        batch.append(incoming)
+        size += len(incoming.marc or b"")
+        if len(batch) >= BATCH or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+class _IndexQueue:
+    """The process's catalogue index writes, one after another in the order they were enqueued.
+
+    A load enqueues a batch's indexing the moment the batch commits (under ``order``, so two loads cannot swap
+    a commit and its indexing), and the relay's ``reindex_works`` queues behind them: a document built from a
+    batch is never applied after one built from a later state of the database.
+    """
+
+    def __init__(self) -> None:
+        self.order = asyncio.Lock()
+        self._tail: asyncio.Future[None] | None = None
+
+    def enqueue(self, job: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
+        loop = asyncio.get_running_loop()
+        prev, done = self._tail, loop.create_future()
+        self._tail = done
+
+        async def run() -> Any:
+            try:
+                if prev is not None:
+                    await asyncio.wait([prev])
+                return await job()
+            finally:
+                done.set_result(None)
+                if self._tail is done:
+                    self._tail = None
+
+        return asyncio.ensure_future(run())
+
+
+def _index_queue(svc: Services) -> _IndexQueue:
+    q = svc.extras.get("catalog.index_queue")
+    if q is None:
+        q = svc.extras["catalog.index_queue"] = _IndexQueue()
+    return q
+
+
+class _Indexer:
+    """Keeps the search index in step with a load, batch by batch, without a commit per batch.
+
+    Each batch's documents are built from the batch itself (only the other records of works it joined are
+    read back) and handed to the engine while the next batch is being stored. The engine commits with its own
+    cadence; every ``REFRESH_SECONDS`` and at the end of the load we force a commit, and only then mark the
+    batches' ``catalog.works_changed`` events published. A crash before that leaves the events unpublished,
+    and the outbox relay rebuilds those works on the next start: nothing is lost.
+    """
+
+    AHEAD = 1  # batches being indexed while the next one is stored (bounds memory)
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.queue = _index_queue(svc)
+        self.running: collections.deque[asyncio.Task[Any]] = collections.deque()
+        self.commits: list[asyncio.Task[Any]] = []
+        self.pending: list[str] = []  # outbox ids of batches handed to the engine, not yet committed there
+        self.last_refresh = time.monotonic()
+
+    async def submit(self, result: BatchResult, event_id: str) -> None:
+        """Index a committed batch (called under ``queue.order``, right after the commit); waits only when
+        ``AHEAD`` batches are still being indexed."""
+        self.running.append(self.queue.enqueue(lambda: self._index(result, event_id)))
+        while len(self.running) > self.AHEAD:
+            await self.running.popleft()
+
+    async def _index(self, result: BatchResult, event_id: str) -> None:
+        from library.catalog.service import ensure_index
+
+        try:
+            await ensure_index(self.svc)
+            async with self.svc.db.reader() as s:
+                docs, gone = await indexing.documents(s, sorted(result.works), result)
+            if docs:
+                await self.svc.search.upsert(indexing.INDEX, docs)
+            if gone:
+                await self.svc.search.delete(indexing.INDEX, gone)
+        except Exception as e:  # noqa: BLE001 - the event stays unpublished: the relay retries it, the load goes on
+            log.warning("catalogue load: indexing a batch failed, left to the outbox relay: %s", e)
+            return
+        self.pending.append(event_id)
+        if time.monotonic() - self.last_refresh >= REFRESH_SECONDS:
+            self.commits.append(asyncio.ensure_future(self._commit()))  # the next batches go on meanwhile
+
+    async def _commit(self) -> None:
+        """Make everything handed to the engine so far searchable, then mark those batches' events published."""
+        self.last_refresh = time.monotonic()
+        ids, self.pending = self.pending, []
+        if not ids:
+            return
+        try:
+            await self.svc.search.refresh(indexing.INDEX)  # after every write queued before it
+            async with self.svc.db.uow() as uow:
+                await uow.session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id.in_(ids), OutboxMessage.published_at.is_(None))
+                    .values(published_at=utcnow())
+                )
+                await uow.commit()
+        except Exception as e:  # noqa: BLE001 - unpublished events are the relay's to deliver
+            log.warning("catalogue load: committing the index failed, left to the outbox relay: %s", e)
+
+    async def finish(self) -> None:
+        """Wait for every batch, commit the index once more and mark the rest published."""
+        while self.running:
+            with contextlib.suppress(Exception):
+                await self.running.popleft()
+        await self._commit()
+        for task in self.commits:
+            with contextlib.suppress(Exception):
+                await task
 
 
 async def ingest_file(
@@ -107,31 +380,45 @@ async def ingest_file(
     actor: str,
     progress: Callable[[IngestReport], Any] | None = None,
 ) -> IngestReport:
-    """Load one MARC file into the catalogue; re-loading the same file changes nothing."""
+    """Load one MARC file into the catalogue; re-loading the same file changes nothing.
+
+    Every record is searchable when this returns (the index is refreshed at the end, and every few seconds
+    during the load).
+    """
     report = IngestReport()
     started = time.perf_counter()
     batch: list[Incoming] = []
+    indexer = _Indexer(svc)
 
     async def flush() -> None:
         if not batch:
             return
         async with svc.db.uow() as uow:
             result = await store_batch(uow.session, library, batch, actor=actor)
+            event_id = None
             if result.works:
-                uow.emit(WORKS_CHANGED, work_ids=sorted(result.works))
-            await uow.commit()
+                # the batch's event, stored with it; this load delivers it itself (below), so no doorbell rings
+                event = OutboxMessage(id=new_id(), topic=WORKS_CHANGED, payload={"work_ids": sorted(result.works)})
+                uow.session.add(event)
+                event_id = event.id
+            async with indexer.queue.order:
+                await uow.commit()
+                if event_id is not None:
+                    await indexer.submit(result, event_id)
         report.add(result)
         batch.clear()
-        await outbox.relay(svc)
         if progress is not None:
             report.seconds = time.perf_counter() - started
             await progress(report)
 
-    for incoming in _parsed(path, library.upper(), fmt, encoding, holdings, report):
-        batch.append(incoming)
-        if len(batch) >= BATCH:
-            await flush()
-    await flush()
+    try:
+        async with contextlib.aclosing(_batches(path, library.upper(), fmt, encoding, holdings, report)) as batches:
+            async for parsed in batches:
+                batch.extend(parsed)
+                await flush()
+    finally:
+        await indexer.finish()  # on failure too: what is left unpublished is the relay's
+    await outbox.relay(svc)  # anything else pending (an earlier crash's events, say)
     report.seconds = time.perf_counter() - started
     async with svc.db.uow() as uow:
         await svc.audit(
@@ -153,12 +440,16 @@ async def reindex_works(svc: Services, work_ids: list[str]) -> None:
 
     await ensure_index(svc)
     engine = svc.search
-    async with svc.db.reader() as s:
-        docs, gone = await indexing.documents(s, work_ids)
-    if docs:
-        await engine.upsert(indexing.INDEX, docs)
-    if gone:
-        await engine.delete(indexing.INDEX, gone)
+
+    async def job() -> None:  # behind any batch a load is indexing: this reads a later state of the database
+        async with svc.db.reader() as s:
+            docs, gone = await indexing.documents(s, work_ids)
+        if docs:
+            await engine.upsert(indexing.INDEX, docs)
+        if gone:
+            await engine.delete(indexing.INDEX, gone)
+
+    await _index_queue(svc).enqueue(job)
     await engine.refresh(indexing.INDEX)
 
 
