@@ -101,9 +101,8 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from elastic_transport import AiohttpHttpNode, HttpHeaders
@@ -111,10 +110,22 @@ from elastic_transport.client_utils import DEFAULT, DefaultType
 from elasticsearch import AsyncElasticsearch, BadRequestError, NotFoundError
 from elasticsearch.helpers import async_streaming_bulk
 
-from search.analysis import analyze, analyze_phrase, analyze_query, phrase_stream
+from search.analysis import analyze, phrase_stream
+from search.common import (
+    MAX_CLAUSES,
+    MAX_DEPTH,
+    MAX_WINDOW,
+    QueryCompiler,
+    check_document_id,
+    check_schema,
+    check_window,
+    field_values,
+    plain_value,
+    text_value,
+)
 from search.engine import Document, Facet, Field, FieldKind, Hit, QueryError, Result, Schema, Sort, SortOrder
 from search.highlight import highlight as highlight_values
-from search.query import And, Exact, MatchAll, Node, Not, Or, Phrase, Range, Term
+from search.query import Node
 
 if TYPE_CHECKING:
     from elastic_transport._node import NodeApiResponse
@@ -122,15 +133,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_CLAUSES", "MAX_DEPTH", "MAX_WINDOW", "ElasticEngine", "IndexingError", "PlainMediaTypeNode"]
 
 log = logging.getLogger(__name__)
-
-MAX_WINDOW = 10_000
-"""Most hits a search may page through (``offset + limit``): Elasticsearch's default ``max_result_window``."""
-MAX_CLAUSES = 4096
-"""Most leaf queries (term, phrase, range, ...) one search may compile to."""
-MAX_DEPTH = 256
-"""Deepest query tree, in nodes."""
-MAX_KEYWORD_BYTES = 32766
-"""Longest keyword value (UTF-8): Lucene's term limit."""
 
 PHRASE_SUFFIX = "__phrase"
 DOC_FIELD = "__doc"
@@ -143,7 +145,6 @@ THREAD_BATCH = 32  # more documents than this are analysed off the event loop
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _COMPAT_RE = re.compile(r"application/vnd\.elasticsearch\+([\w.+-]+)\s*(?:;\s*compatible-with=\d+)?")
-_I64 = (-(2**63), 2**63 - 1)
 _MATCH_NONE: dict[str, Any] = {"match_none": {}}
 _MATCH_ALL: dict[str, Any] = {"match_all": {}}
 
@@ -193,33 +194,12 @@ def _schema_json(schema: Schema) -> str:
 
 
 def _check_schema(schema: Schema) -> None:
-    seen: set[str] = set()
-    for f in schema.fields:
-        if not isinstance(f.name, str) or f.name.startswith("_") or "__" in f.name:
-            raise ValueError(f"field name {f.name!r}: may not start with '_' or contain '__'")
-        if not _FIELD_NAME.match(f.name):
-            raise ValueError(f"field name {f.name!r}: letters, digits, '_' and '-' only")
-        if f.name in seen:
-            raise ValueError(f"field {f.name!r} declared twice")
-        seen.add(f.name)
-        if f.kind is FieldKind.TEXT and (f.analyzer or "text") not in ("text", "name", "keyword"):
-            raise ValueError(f"field {f.name!r}: unknown analyzer {f.analyzer!r}")
-
-
-def _values(f: Field, value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, list | tuple):
-        if not f.multi:
-            raise ValueError(f"field {f.name!r} is single-valued, got a list")
-        return [v for v in value if v is not None]
-    return [value]
+    check_schema(schema, lambda name: bool(_FIELD_NAME.match(name)), "letters, digits, '_' and '-' only")
 
 
 def _source(fields: Mapping[str, Field], doc: Document) -> dict[str, Any]:
     """The ``_source`` for ``doc`` (analysis included); ``ValueError`` for a document that does not fit."""
-    if not isinstance(doc.id, str) or not doc.id:
-        raise ValueError(f"document id must be a non-empty string, not {doc.id!r}")
+    check_document_id(doc.id)
     if len(doc.id.encode()) > 512:
         raise ValueError(f"document id {doc.id[:40]!r}...: at most 512 bytes")
     src: dict[str, Any] = {}
@@ -232,7 +212,7 @@ def _source(fields: Mapping[str, Field], doc: Document) -> dict[str, Any]:
             if value is not None:
                 originals[name] = value
             continue
-        values = _values(f, value)
+        values = field_values(f, value)
         if not values:
             continue
         out: list[Any] = []
@@ -240,25 +220,13 @@ def _source(fields: Mapping[str, Field], doc: Document) -> dict[str, Any]:
             analyzer = f.analyzer or "text"
             phrases: list[str] = []
             for v in values:
-                if not isinstance(v, str):
-                    raise ValueError(f"document {doc.id!r}: field {name!r} wants text, got {type(v).__name__}")
-                out.append(" ".join(analyze(v, analyzer)))
-                phrases.append(" ".join(phrase_stream(v, analyzer)))
+                text = text_value(doc.id, f, v)
+                out.append(" ".join(analyze(text, analyzer)))
+                phrases.append(" ".join(phrase_stream(text, analyzer)))
             src[name + PHRASE_SUFFIX] = phrases
             originals[name] = value
         else:
-            for v in values:
-                if f.kind is FieldKind.KEYWORD:
-                    if isinstance(v, int) and not isinstance(v, bool):
-                        v = str(v)
-                    if not isinstance(v, str) or len(v.encode()) > MAX_KEYWORD_BYTES:
-                        raise ValueError(f"document {doc.id!r}: field {name!r} wants a string of at most 32766 bytes")
-                elif f.kind is FieldKind.INTEGER:
-                    if not isinstance(v, int) or isinstance(v, bool) or not _I64[0] <= v <= _I64[1]:
-                        raise ValueError(f"document {doc.id!r}: field {name!r} wants a 64-bit integer, got {v!r}")
-                elif not isinstance(v, bool):
-                    raise ValueError(f"document {doc.id!r}: field {name!r} wants a bool, got {v!r}")
-                out.append(v)
+            out = [plain_value(doc.id, f, v) for v in values]
         src[name] = out
     try:
         json.dumps(originals, ensure_ascii=False, allow_nan=False).encode()
@@ -268,147 +236,48 @@ def _source(fields: Mapping[str, Field], doc: Document) -> dict[str, Any]:
     return src
 
 
-def _integer(v: Any, field: str, rounding: Callable[[float], int] | None = None) -> int:
-    if isinstance(v, bool):
-        raise QueryError(f"{field!r} needs an integer, not a bool")
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float) and math.isfinite(v) and (rounding is not None or v.is_integer()):
-        return int(rounding(v) if rounding is not None else v)
-    if isinstance(v, str):
-        with contextlib.suppress(ValueError):
-            return int(v.strip())
-    raise QueryError(f"{field!r} needs an integer, not {v!r}")
-
-
 # ------------------------------------------------------------------------------------------------ queries
 
 
-class _Compiler:
-    """Our query tree → Query DSL, for one schema; raises :class:`QueryError`."""
+class _Compiler(QueryCompiler[dict[str, Any]]):
+    """Our query tree → Query DSL (what each node means is decided in :mod:`search.common`)."""
 
-    def __init__(self, schema: Schema) -> None:
-        self.fields = {f.name: f for f in schema.fields}
-        self.defaults = [f for f in schema.fields if f.kind is FieldKind.TEXT and f.default]
-        self.clauses = 0
+    def match_all(self) -> dict[str, Any]:
+        return _MATCH_ALL
 
-    def field(self, name: Any, *kinds: FieldKind, use: str) -> Field:
-        f = self.fields.get(name) if isinstance(name, str) else None
-        if f is None:
-            raise QueryError(f"unknown field {name!r}")
-        if kinds and f.kind not in kinds:
-            raise QueryError(f"{use} needs a {' or '.join(kinds)} field; {name!r} is {f.kind}")
-        return f
+    def match_none(self) -> dict[str, Any]:
+        return _MATCH_NONE
 
-    def leaf(self, q: dict[str, Any], weight: int = 1) -> dict[str, Any]:
-        self.clauses += weight
-        if self.clauses > MAX_CLAUSES:
-            raise QueryError(f"query too large (more than {MAX_CLAUSES} clauses)")
-        return q
+    def must(self, positive: list[dict[str, Any]], negative: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"bool": {"must": positive, "must_not": negative}}
 
-    def compile(self, node: Node, depth: int = 0) -> dict[str, Any]:
-        if depth > MAX_DEPTH:
-            raise QueryError(f"query nested too deeply (more than {MAX_DEPTH} levels)")
-        if isinstance(node, Term | Phrase):
-            return self.text(node)
-        if isinstance(node, Exact):
-            return self.exact(node)
-        if isinstance(node, Range):
-            return self.range(node)
-        if isinstance(node, MatchAll):
-            return _MATCH_ALL
-        if isinstance(node, And):
-            items = self.items(node)
-            positive = [self.compile(i, depth + 1) for i in items if not isinstance(i, Not)]
-            negative = [self.compile(i.item, depth + 2) for i in items if isinstance(i, Not)]
-            if not negative and len(positive) == 1:
-                return positive[0]
-            return {"bool": {"must": positive or [_MATCH_ALL], "must_not": negative}}
-        if isinstance(node, Or):
-            alternatives = [self.compile(i, depth + 1) for i in self.items(node)]
-            if not alternatives:
-                return _MATCH_NONE
-            return alternatives[0] if len(alternatives) == 1 else _should(alternatives)
-        if isinstance(node, Not):
-            return {"bool": {"must": [_MATCH_ALL], "must_not": [self.compile(node.item, depth + 1)]}}
-        raise QueryError(f"not a query node: {type(node).__name__}")
+    def should(self, alternatives: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"bool": {"should": alternatives, "minimum_should_match": 1}}
 
-    @staticmethod
-    def items(node: And | Or) -> tuple[Node, ...]:
-        if not isinstance(node.items, tuple | list):
-            raise QueryError(f"{type(node).__name__}.items must be a tuple of nodes")
-        return tuple(node.items)
+    # the boost goes into the query itself, not a wrapping bool: Elasticsearch limits bool nesting
 
-    def text(self, node: Term | Phrase) -> dict[str, Any]:
-        kind = type(node).__name__
-        if not isinstance(node.text, str):
-            raise QueryError(f"{kind} text must be a string, not {type(node.text).__name__}")
-        fields = self.defaults if node.field is None else [self.field(node.field, FieldKind.TEXT, use=kind)]
-        alternatives: list[dict[str, Any]] = []
-        for f in fields:
-            analyzer = f.analyzer or "text"
-            # the boost goes into the query itself, not a wrapping bool: Elasticsearch limits bool nesting
-            boost = {"boost": float(f.boost)} if f.boost != 1.0 else {}
-            q: dict[str, Any]
-            if isinstance(node, Term):
-                tokens = list(dict.fromkeys(analyze_query(node.text, analyzer)))
-                if not tokens:
-                    continue
-                if len(tokens) == 1:
-                    q = self.leaf({"term": {f.name: {"value": tokens[0], **boost}}})
-                else:
-                    terms = [self.leaf({"term": {f.name: {"value": t}}}) for t in tokens]
-                    q = {"bool": {"must": terms, **boost}}
-            else:
-                tokens = analyze_phrase(node.text, analyzer)
-                if not tokens:
-                    continue
-                name = f.name + PHRASE_SUFFIX
-                if len(tokens) == 1:
-                    q = self.leaf({"term": {name: {"value": tokens[0], **boost}}})
-                else:
-                    q = self.leaf({"match_phrase": {name: {"query": " ".join(tokens), **boost}}}, len(tokens))
-            alternatives.append(q)
-        if not alternatives:
-            return _MATCH_NONE
-        return alternatives[0] if len(alternatives) == 1 else _should(alternatives)
+    def terms(self, f: Field, tokens: list[str]) -> dict[str, Any]:
+        boost = {"boost": float(f.boost)} if f.boost != 1.0 else {}
+        if len(tokens) == 1:
+            return self.leaf({"term": {f.name: {"value": tokens[0], **boost}}})
+        terms = [self.leaf({"term": {f.name: {"value": t}}}) for t in tokens]
+        return {"bool": {"must": terms, **boost}}
 
-    def exact(self, node: Exact) -> dict[str, Any]:
-        f = self.field(node.field, FieldKind.KEYWORD, FieldKind.INTEGER, FieldKind.BOOLEAN, use="Exact")
-        v = node.value
-        if f.kind is FieldKind.KEYWORD:
-            if isinstance(v, int) and not isinstance(v, bool):
-                v = str(v)
-            if not isinstance(v, str):
-                raise QueryError(f"Exact on {f.name!r} needs a string, not {type(v).__name__}")
-        elif f.kind is FieldKind.INTEGER:
-            v = _integer(v, f.name)
-            if not _I64[0] <= v <= _I64[1]:
-                return self.leaf(_MATCH_NONE)
-        elif not isinstance(v, bool):
-            raise QueryError(f"Exact on {f.name!r} needs a bool, not {type(v).__name__}")
-        return self.leaf({"term": {f.name: {"value": v}}})
+    def phrase(self, f: Field, tokens: list[str]) -> dict[str, Any]:
+        boost = {"boost": float(f.boost)} if f.boost != 1.0 else {}
+        name = f.name + PHRASE_SUFFIX
+        if len(tokens) == 1:
+            return self.leaf({"term": {name: {"value": tokens[0], **boost}}})
+        return self.leaf({"match_phrase": {name: {"query": " ".join(tokens), **boost}}}, len(tokens))
 
-    def range(self, node: Range) -> dict[str, Any]:
-        f = self.field(node.field, FieldKind.INTEGER, use="Range")
-        lo = None if node.gte is None else _integer(node.gte, f.name, math.ceil)
-        hi = None if node.lte is None else _integer(node.lte, f.name, math.floor)
-        if (
-            (lo is not None and lo > _I64[1])
-            or (hi is not None and hi < _I64[0])
-            or (lo is not None and hi is not None and lo > hi)
-        ):
-            return self.leaf(_MATCH_NONE)
-        lo = None if lo is None or lo <= _I64[0] else lo
-        hi = None if hi is None or hi >= _I64[1] else hi
-        if lo is None and hi is None:
-            return self.leaf({"exists": {"field": f.name}})
-        bounds = {k: v for k, v in (("gte", lo), ("lte", hi)) if v is not None}
-        return self.leaf({"range": {f.name: bounds}})
+    def equals(self, f: Field, value: Any) -> dict[str, Any]:
+        return {"term": {f.name: {"value": value}}}
 
+    def exists(self, f: Field) -> dict[str, Any]:
+        return {"exists": {"field": f.name}}
 
-def _should(clauses: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"bool": {"should": clauses, "minimum_should_match": 1}}
+    def between(self, f: Field, lo: int | None, hi: int | None) -> dict[str, Any]:
+        return {"range": {f.name: {k: v for k, v in (("gte", lo), ("lte", hi)) if v is not None}}}
 
 
 # ------------------------------------------------------------------------------------------------ state
@@ -757,10 +626,7 @@ class ElasticEngine:
         highlight: Sequence[str] = (),
     ) -> Result:
         st = self._state(index)
-        if not isinstance(offset, int) or not isinstance(limit, int) or offset < 0 or limit < 0:
-            raise QueryError("offset and limit must be non-negative integers")
-        if offset + limit > MAX_WINDOW:
-            raise QueryError(f"offset + limit may not exceed {MAX_WINDOW}")
+        check_window(offset, limit)
         compiler = _Compiler(st.schema)
         try:
             q = compiler.compile(query)

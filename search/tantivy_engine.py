@@ -105,7 +105,6 @@ import dataclasses
 import functools
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -120,23 +119,26 @@ import tantivy
 from tantivy import Occur
 from tantivy import Query as TQ
 
-from search.analysis import analyze, analyze_phrase, analyze_query, index_tokens
+from search.analysis import analyze, index_tokens
+from search.common import (
+    MAX_CLAUSES,
+    MAX_DEPTH,
+    MAX_WINDOW,
+    QueryCompiler,
+    check_document_id,
+    check_schema,
+    check_window,
+    field_values,
+    plain_value,
+    text_value,
+)
 from search.engine import Document, Facet, Field, FieldKind, Hit, QueryError, Result, Schema, Sort, SortOrder
 from search.highlight import highlight_needles, needles
-from search.query import And, Exact, MatchAll, Node, Not, Or, Phrase, Range, Term
+from search.query import Node
 
 __all__ = ["MAX_CLAUSES", "MAX_DEPTH", "MAX_WINDOW", "TantivyEngine"]
 
 log = logging.getLogger(__name__)
-
-MAX_WINDOW = 10_000
-"""Most hits a search may page through (``offset + limit``), as Elasticsearch's ``max_result_window``."""
-MAX_CLAUSES = 4096
-"""Most leaf queries (term, phrase, range, ...) one search may compile to."""
-MAX_DEPTH = 256
-"""Deepest query tree, in nodes."""
-MAX_KEYWORD_BYTES = 32766
-"""Longest keyword value (UTF-8), as Lucene's term limit."""
 
 _ID = "_id"
 _SRC = "_src"
@@ -145,7 +147,6 @@ _POINTER = "CURRENT"
 _SCHEMA_FILE = "twincity-schema.json"
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 _VERSION_NAME = re.compile(r"^v[0-9]{20}-[0-9a-f]{8}$")
-_I64 = (-(2**63), 2**63 - 1)
 _FACET_SEGMENT_SIZE = 65_536  # per-segment buckets: counts are exact up to this many distinct values
 _FACET_GROUPS = 3  # facets of a big result set are counted in this many tantivy calls at once
 _PARALLEL_FACETS = 10_000  # hits from which that pays for the hand-over between threads
@@ -163,17 +164,11 @@ def _schema_json(schema: Schema) -> str:
 
 
 def _check_schema(schema: Schema) -> None:
-    seen: set[str] = set()
-    for f in schema.fields:
-        if not isinstance(f.name, str) or f.name.startswith("_") or "__" in f.name:
-            raise ValueError(f"field name {f.name!r}: may not start with '_' or contain '__'")
-        if not tantivy.SchemaBuilder.is_valid_field_name(f.name) or "." in f.name:
-            raise ValueError(f"field name {f.name!r} is not valid for tantivy")
-        if f.name in seen:
-            raise ValueError(f"field {f.name!r} declared twice")
-        seen.add(f.name)
-        if f.kind is FieldKind.TEXT and (f.analyzer or "text") not in ("text", "name", "keyword"):
-            raise ValueError(f"field {f.name!r}: unknown analyzer {f.analyzer!r}")
+    check_schema(
+        schema,
+        lambda name: tantivy.SchemaBuilder.is_valid_field_name(name) and "." not in name,
+        "is not valid for tantivy",
+    )
 
 
 def _tantivy_schema(schema: Schema) -> tantivy.Schema:
@@ -195,16 +190,6 @@ def _tantivy_schema(schema: Schema) -> tantivy.Schema:
     return b.build()
 
 
-def _values(f: Field, value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, list | tuple):
-        if not f.multi:
-            raise ValueError(f"field {f.name!r} is single-valued, got a list")
-        return [v for v in value if v is not None]
-    return [value]
-
-
 @functools.lru_cache(maxsize=8192)
 def _analysed(text: str, analyzer: str) -> tuple[str, str]:
     """The term and phrase field values of one TEXT value. Cached: names, publishers, subjects and series repeat
@@ -215,8 +200,7 @@ def _analysed(text: str, analyzer: str) -> tuple[str, str]:
 
 def _prepare(schema: Schema, fields: dict[str, Field], doc: Document) -> tuple[str, tantivy.Document]:
     """A tantivy document for ``doc`` (analysis included); ``ValueError`` for a document that does not fit."""
-    if not isinstance(doc.id, str) or not doc.id:
-        raise ValueError(f"document id must be a non-empty string, not {doc.id!r}")
+    check_document_id(doc.id)
     out = tantivy.Document()
     out.add_text(_ID, doc.id)
     src: dict[str, Any] = {}
@@ -228,29 +212,21 @@ def _prepare(schema: Schema, fields: dict[str, Field], doc: Document) -> tuple[s
             if value is not None:
                 src[name] = value
             continue
-        values = _values(f, value)
+        values = field_values(f, value)
         if not values:
             continue
         for v in values:
             if f.kind is FieldKind.TEXT:
-                if not isinstance(v, str):
-                    raise ValueError(f"document {doc.id!r}: field {name!r} wants text, got {type(v).__name__}")
-                terms, stream = _analysed(v, f.analyzer or "text")
+                terms, stream = _analysed(text_value(doc.id, f, v), f.analyzer or "text")
                 out.add_text(name, terms)
                 out.add_text(name + _PHRASE, stream)
-            elif f.kind is FieldKind.KEYWORD:
-                if isinstance(v, int) and not isinstance(v, bool):
-                    v = str(v)
-                if not isinstance(v, str) or len(v.encode()) > MAX_KEYWORD_BYTES:
-                    raise ValueError(f"document {doc.id!r}: field {name!r} wants a string of at most 32766 bytes")
+                continue
+            v = plain_value(doc.id, f, v)
+            if f.kind is FieldKind.KEYWORD:
                 out.add_text(name, v)
             elif f.kind is FieldKind.INTEGER:
-                if not isinstance(v, int) or isinstance(v, bool) or not _I64[0] <= v <= _I64[1]:
-                    raise ValueError(f"document {doc.id!r}: field {name!r} wants a 64-bit integer, got {v!r}")
                 out.add_integer(name, v)
-            elif f.kind is FieldKind.BOOLEAN:
-                if not isinstance(v, bool):
-                    raise ValueError(f"document {doc.id!r}: field {name!r} wants a bool, got {v!r}")
+            else:
                 out.add_boolean(name, v)
         if f.kind is FieldKind.TEXT:
             src[name] = value
@@ -281,142 +257,46 @@ def _tantivy_errors() -> Iterator[None]:
         raise
 
 
-class _Compiler:
-    """Our query tree → a tantivy query, for one schema; raises :class:`QueryError`."""
+class _Compiler(QueryCompiler[TQ]):
+    """Our query tree → a tantivy query (what each node means is decided in :mod:`search.common`)."""
 
     def __init__(self, schema: Schema, tschema: tantivy.Schema) -> None:
-        self.schema = schema
+        super().__init__(schema)
         self.tschema = tschema
-        self.fields = {f.name: f for f in schema.fields}
-        self.defaults = [f for f in schema.fields if f.kind is FieldKind.TEXT and f.default]
-        self.clauses = 0
 
-    def field(self, name: Any, *kinds: FieldKind, use: str) -> Field:
-        f = self.fields.get(name) if isinstance(name, str) else None
-        if f is None:
-            raise QueryError(f"unknown field {name!r}")
-        if kinds and f.kind not in kinds:
-            raise QueryError(f"{use} needs a {' or '.join(kinds)} field; {name!r} is {f.kind}")
-        return f
+    def match_all(self) -> TQ:
+        return TQ.all_query()
 
-    def leaf(self, q: TQ) -> TQ:
-        self.clauses += 1
-        if self.clauses > MAX_CLAUSES:
-            raise QueryError(f"query too large (more than {MAX_CLAUSES} clauses)")
-        return q
+    def match_none(self) -> TQ:
+        return TQ.empty_query()
 
-    def compile(self, node: Node, depth: int = 0) -> TQ:
-        if depth > MAX_DEPTH:
-            raise QueryError(f"query nested too deeply (more than {MAX_DEPTH} levels)")
-        if isinstance(node, Term | Phrase):
-            return self.text(node)
-        if isinstance(node, Exact):
-            return self.exact(node)
-        if isinstance(node, Range):
-            return self.range(node)
-        if isinstance(node, MatchAll):
-            return TQ.all_query()
-        if isinstance(node, And):
-            items = self.items(node)
-            positive = [self.compile(i, depth + 1) for i in items if not isinstance(i, Not)]
-            negative = [self.compile(i.item, depth + 2) for i in items if isinstance(i, Not)]
-            if not negative and len(positive) == 1:
-                return positive[0]
-            if not positive:
-                positive = [TQ.all_query()]
-            return TQ.boolean_query([(Occur.Must, q) for q in positive] + [(Occur.MustNot, q) for q in negative])
-        if isinstance(node, Or):
-            items = [self.compile(i, depth + 1) for i in self.items(node)]
-            if not items:
-                return TQ.empty_query()
-            return items[0] if len(items) == 1 else TQ.boolean_query([(Occur.Should, q) for q in items])
-        if isinstance(node, Not):
-            inner = self.compile(node.item, depth + 1)
-            return TQ.boolean_query([(Occur.Must, TQ.all_query()), (Occur.MustNot, inner)])
-        raise QueryError(f"not a query node: {type(node).__name__}")
+    def must(self, positive: list[TQ], negative: list[TQ]) -> TQ:
+        return TQ.boolean_query([(Occur.Must, q) for q in positive] + [(Occur.MustNot, q) for q in negative])
 
-    @staticmethod
-    def items(node: And | Or) -> tuple[Node, ...]:
-        if not isinstance(node.items, tuple | list):
-            raise QueryError(f"{type(node).__name__}.items must be a tuple of nodes")
-        return tuple(node.items)
-
-    def text(self, node: Term | Phrase) -> TQ:
-        kind = type(node).__name__
-        if not isinstance(node.text, str):
-            raise QueryError(f"{kind} text must be a string, not {type(node.text).__name__}")
-        fields = self.defaults if node.field is None else [self.field(node.field, FieldKind.TEXT, use=kind)]
-        alternatives: list[TQ] = []
-        for f in fields:
-            analyzer = f.analyzer or "text"
-            if isinstance(node, Term):
-                tokens = list(dict.fromkeys(analyze_query(node.text, analyzer)))
-                if not tokens:
-                    continue
-                terms = [self.leaf(TQ.term_query(self.tschema, f.name, t, "freq")) for t in tokens]
-                q = terms[0] if len(terms) == 1 else TQ.boolean_query([(Occur.Must, t) for t in terms])
-            else:
-                tokens = analyze_phrase(node.text, analyzer)
-                if not tokens:
-                    continue
-                self.clauses += len(tokens) - 1
-                if len(tokens) == 1:
-                    q = self.leaf(TQ.term_query(self.tschema, f.name + _PHRASE, tokens[0], "freq"))
-                else:
-                    q = self.leaf(TQ.phrase_query(self.tschema, f.name + _PHRASE, tokens))
-            if f.boost != 1.0:
-                q = TQ.boost_query(q, float(f.boost))
-            alternatives.append(q)
-        if not alternatives:
-            return TQ.empty_query()
-        if len(alternatives) == 1:
-            return alternatives[0]
+    def should(self, alternatives: list[TQ]) -> TQ:
         return TQ.boolean_query([(Occur.Should, q) for q in alternatives])
 
-    def exact(self, node: Exact) -> TQ:
-        f = self.field(node.field, FieldKind.KEYWORD, FieldKind.INTEGER, FieldKind.BOOLEAN, use="Exact")
-        v = node.value
-        if f.kind is FieldKind.KEYWORD:
-            if isinstance(v, int) and not isinstance(v, bool):
-                v = str(v)
-            if not isinstance(v, str):
-                raise QueryError(f"Exact on {f.name!r} needs a string, not {type(v).__name__}")
-        elif f.kind is FieldKind.INTEGER:
-            v = _integer(v, f.name)
-            if not _I64[0] <= v <= _I64[1]:
-                return self.leaf(TQ.empty_query())
-        elif not isinstance(v, bool):
-            raise QueryError(f"Exact on {f.name!r} needs a bool, not {type(v).__name__}")
-        return self.leaf(TQ.term_query(self.tschema, f.name, v, "basic"))
+    @staticmethod
+    def _boosted(f: Field, q: TQ) -> TQ:
+        return TQ.boost_query(q, float(f.boost)) if f.boost != 1.0 else q
 
-    def range(self, node: Range) -> TQ:
-        f = self.field(node.field, FieldKind.INTEGER, use="Range")
-        lo = None if node.gte is None else _integer(node.gte, f.name, math.ceil)
-        hi = None if node.lte is None else _integer(node.lte, f.name, math.floor)
-        if (
-            (lo is not None and lo > _I64[1])
-            or (hi is not None and hi < _I64[0])
-            or (lo is not None and hi is not None and lo > hi)
-        ):
-            return self.leaf(TQ.empty_query())
-        lo = None if lo is None or lo <= _I64[0] else lo
-        hi = None if hi is None or hi >= _I64[1] else hi
-        if lo is None and hi is None:
-            return self.leaf(TQ.exists_query(f.name))
-        return self.leaf(TQ.range_query(self.tschema, f.name, tantivy.FieldType.Integer, lo, hi))
+    def terms(self, f: Field, tokens: list[str]) -> TQ:
+        terms = [self.leaf(TQ.term_query(self.tschema, f.name, t, "freq")) for t in tokens]
+        return self._boosted(f, terms[0] if len(terms) == 1 else self.must(terms, []))
 
+    def phrase(self, f: Field, tokens: list[str]) -> TQ:
+        if len(tokens) == 1:  # a one-term phrase_query panics in tantivy-py
+            return self._boosted(f, self.leaf(TQ.term_query(self.tschema, f.name + _PHRASE, tokens[0], "freq")))
+        return self._boosted(f, self.leaf(TQ.phrase_query(self.tschema, f.name + _PHRASE, tokens), len(tokens)))
 
-def _integer(v: Any, field: str, rounding: Callable[[float], int] | None = None) -> int:
-    if isinstance(v, bool):
-        raise QueryError(f"{field!r} needs an integer, not a bool")
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float) and math.isfinite(v) and (rounding is not None or v.is_integer()):
-        return int(rounding(v) if rounding is not None else v)
-    if isinstance(v, str):
-        with contextlib.suppress(ValueError):
-            return int(v.strip())
-    raise QueryError(f"{field!r} needs an integer, not {v!r}")
+    def equals(self, f: Field, value: Any) -> TQ:
+        return TQ.term_query(self.tschema, f.name, value, "basic")
+
+    def exists(self, f: Field) -> TQ:
+        return TQ.exists_query(f.name)
+
+    def between(self, f: Field, lo: int | None, hi: int | None) -> TQ:
+        return TQ.range_query(self.tschema, f.name, tantivy.FieldType.Integer, lo, hi)
 
 
 # ------------------------------------------------------------------------------------------------ state
@@ -829,10 +709,7 @@ class TantivyEngine:
         highlight: Sequence[str] = (),
     ) -> Result:
         st = self._state(index)
-        if not isinstance(offset, int) or not isinstance(limit, int) or offset < 0 or limit < 0:
-            raise QueryError("offset and limit must be non-negative integers")
-        if offset + limit > MAX_WINDOW:
-            raise QueryError(f"offset + limit may not exceed {MAX_WINDOW}")
+        check_window(offset, limit)
         version = st.version
         version.active += 1
         try:
