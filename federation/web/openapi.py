@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any, get_args, get_origin
+from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from federation.web.routing import Operation
+from federation.web.routing import Operation, takes_many
 
 PROBLEM_SCHEMA = {
     "type": "object",
@@ -54,7 +54,7 @@ def _query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
         field = model.model_fields[name]
         if field.description:
             param["description"] = field.description
-        if get_origin(field.annotation) is list or list in get_args(field.annotation):
+        if takes_many(field.annotation):
             param["explode"] = True
         params.append(param)
     return params

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from federation.errors import DomainError
+
+UNIONS = (typing.Union, types.UnionType)
 
 PrincipalKind = Literal["anonymous", "staff", "resident", "apikey"]
 
@@ -179,13 +183,19 @@ async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
         raise validation_problem(e, "body") from None
 
 
+def takes_many(annotation: Any) -> bool:
+    """Whether a query parameter is a list (``list[str]``, ``list[str] | None``): it may then be repeated."""
+    if get_origin(annotation) is list:
+        return True
+    return any(takes_many(arg) for arg in get_args(annotation)) if get_origin(annotation) in UNIONS else False
+
+
 def parse_query(request: web.Request, model: type[BaseModel]) -> BaseModel:
     data: dict[str, Any] = {}
     for key in request.query:
         values = request.query.getall(key)
         field = model.model_fields.get(key)
-        is_list = field is not None and "list" in str(field.annotation)
-        data[key] = values if is_list else values[-1]
+        data[key] = values if field is not None and takes_many(field.annotation) else values[-1]
     try:
         return model.model_validate(data)
     except ValidationError as e:
