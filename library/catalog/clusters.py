@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import re
 
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from federation.db import new_id, utcnow
+from library.catalog.errors import RecordNotFound
+from library.catalog.models import BibRecordRow, ClusterLog, ItemRow, Work
 from library.catalog.records import BibRecord
 from search.analysis import normalise
 
@@ -24,14 +30,9 @@ def match_key(bib: BibRecord) -> str:
     return f"{_squash(bib.title)}|{_squash(bib.first_author)}|{bib.year or ''}"
 
 
-async def split(session, record_id: str, actor: str, reason: str) -> tuple[str, str]:  # noqa: ANN001
+async def split(session: AsyncSession, record_id: str, actor: str, reason: str) -> tuple[str, str]:
     """Move a record into a new work of its own and pin it there; returns (old work id, new work id)."""
-    from sqlalchemy import insert
-
-    from federation.db import new_id, utcnow
-    from library.catalog.errors import RecordNotFound
-    from library.catalog.models import BibRecordRow, ClusterLog, ItemRow, Work
-    from library.catalog.store import from_json
+    from library.catalog.store import from_json  # the store clusters with match_key: import it late
 
     row = await session.get(BibRecordRow, record_id)
     if row is None:
@@ -54,8 +55,6 @@ async def split(session, record_id: str, actor: str, reason: str) -> tuple[str, 
     )
     row.work_id = new_work
     row.pinned = True
-    from sqlalchemy import update
-
     await session.execute(update(ItemRow).where(ItemRow.record_id == row.id).values(work_id=new_work))
     # ISBNs stay pointing at the old work: other libraries' copies still belong there
     session.add(
