@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from search.analysis import analyze_phrase, analyze_query
-from search.engine import Field, FieldKind, QueryError, Schema
+from search.engine import Facet, Field, FieldKind, QueryError, Schema
 from search.query import And, Exact, MatchAll, Node, Not, Or, Phrase, Range, Term
 
 MAX_WINDOW = 10_000
@@ -111,6 +111,21 @@ def query_integer(v: Any, field: str, rounding: Callable[[float], int] | None = 
     raise QueryError(f"{field!r} needs an integer, not {v!r}")
 
 
+def facet_counts(kind: FieldKind, buckets: Iterable[tuple[Any, int]], size: int) -> list[tuple[str, int]]:
+    """An engine's ``(key, count)`` buckets as the contract orders and labels them: count descending, then value
+    ascending (numerically for integers), integers as decimal strings, booleans as ``true``/``false``."""
+    rows: list[tuple[int, Any, str]] = []
+    for key, count in buckets:
+        if kind is FieldKind.BOOLEAN:
+            rows.append((-int(count), int(bool(key)), "true" if key else "false"))
+        elif kind is FieldKind.INTEGER:
+            rows.append((-int(count), int(key), str(int(key))))
+        else:
+            rows.append((-int(count), str(key), str(key)))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return [(label, -neg) for neg, _, label in rows[:size]]
+
+
 Q = TypeVar("Q")
 
 
@@ -168,6 +183,15 @@ class QueryCompiler(Generic[Q]):
             raise QueryError(f"unknown field {name!r}")
         if kinds and f.kind not in kinds:
             raise QueryError(f"{use} needs a {' or '.join(kinds)} field; {name!r} is {f.kind}")
+        return f
+
+    def facet_field(self, facet: Any) -> Field:
+        """The field a facet counts; ``QueryError`` for anything but a KEYWORD, INTEGER or BOOLEAN field."""
+        if not isinstance(facet, Facet):
+            raise QueryError(f"facets must be Facet, not {type(facet).__name__}")
+        f = self.field(facet.field, FieldKind.KEYWORD, FieldKind.INTEGER, FieldKind.BOOLEAN, use="facet")
+        if not isinstance(facet.size, int) or isinstance(facet.size, bool) or facet.size < 0:
+            raise QueryError(f"facet size must be a non-negative integer, not {facet.size!r}")
         return f
 
     def leaf(self, q: Q, weight: int = 1) -> Q:

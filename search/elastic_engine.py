@@ -119,6 +119,7 @@ from search.common import (
     check_document_id,
     check_schema,
     check_window,
+    facet_counts,
     field_values,
     plain_value,
     text_value,
@@ -678,11 +679,7 @@ class ElasticEngine:
     def _aggregations(self, compiler: _Compiler, facets: tuple[Facet, ...]) -> dict[str, Any]:
         aggs: dict[str, Any] = {}
         for i, facet in enumerate(facets):
-            if not isinstance(facet, Facet):
-                raise QueryError(f"facets must be Facet, not {type(facet).__name__}")
-            f = compiler.field(facet.field, FieldKind.KEYWORD, FieldKind.INTEGER, FieldKind.BOOLEAN, use="facet")
-            if not isinstance(facet.size, int) or isinstance(facet.size, bool) or facet.size < 0:
-                raise QueryError(f"facet size must be a non-negative integer, not {facet.size!r}")
+            f = compiler.facet_field(facet)
             if facet.size:
                 terms: dict[str, Any] = {
                     "field": f.name,
@@ -699,16 +696,8 @@ class ElasticEngine:
         out: dict[str, list[tuple[str, int]]] = {}
         for i, facet in enumerate(facets):
             kind = st.fields[facet.field].kind
-            rows: list[tuple[int, Any, str]] = []
-            for b in raw.get(f"f{i}", {}).get("buckets", []):
-                key = b["key"]
-                if kind is FieldKind.BOOLEAN:
-                    flag = key in (1, True, "true")
-                    rows.append((-int(b["doc_count"]), int(flag), "true" if flag else "false"))
-                elif kind is FieldKind.INTEGER:
-                    rows.append((-int(b["doc_count"]), int(key), str(int(key))))
-                else:
-                    rows.append((-int(b["doc_count"]), str(key), str(key)))
-            rows.sort(key=lambda r: (r[0], r[1]))
-            out[facet.field] = [(label, -neg) for neg, _, label in rows[: facet.size]]
+            buckets = raw.get(f"f{i}", {}).get("buckets", [])
+            # a boolean key comes back as 1/0 (or "true" as key_as_string)
+            keys = ((b["key"] in (1, True, "true") if kind is FieldKind.BOOLEAN else b["key"]) for b in buckets)
+            out[facet.field] = facet_counts(kind, zip(keys, (b["doc_count"] for b in buckets), strict=True), facet.size)
         return out

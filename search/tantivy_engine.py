@@ -128,6 +128,7 @@ from search.common import (
     check_document_id,
     check_schema,
     check_window,
+    facet_counts,
     field_values,
     plain_value,
     text_value,
@@ -803,11 +804,7 @@ class TantivyEngine:
     def _aggregations(compiler: _Compiler, facets: tuple[Facet, ...]) -> dict[str, Any]:
         aggs: dict[str, Any] = {}
         for i, facet in enumerate(facets):
-            if not isinstance(facet, Facet):
-                raise QueryError(f"facets must be Facet, not {type(facet).__name__}")
-            f = compiler.field(facet.field, FieldKind.KEYWORD, FieldKind.INTEGER, FieldKind.BOOLEAN, use="facet")
-            if not isinstance(facet.size, int) or isinstance(facet.size, bool) or facet.size < 0:
-                raise QueryError(f"facet size must be a non-negative integer, not {facet.size!r}")
+            f = compiler.facet_field(facet)
             if facet.size:
                 # fetch more than asked so that ties at the cut are ordered by value, as Elasticsearch does
                 size = min(_FACET_SEGMENT_SIZE, max(2 * facet.size, facet.size + 100))
@@ -820,18 +817,8 @@ class TantivyEngine:
         for i, facet in enumerate(facets):
             kind = st.fields[facet.field].kind
             buckets = raw.get(f"f{i}", {}).get("buckets", [])
-            rows: list[tuple[int, Any, str]] = []
-            for b in buckets:
-                key = b["key"]
-                if kind is FieldKind.BOOLEAN:
-                    label = b.get("key_as_string") or ("true" if key else "false")
-                    rows.append((-int(b["doc_count"]), int(bool(key)), label))
-                elif kind is FieldKind.INTEGER:
-                    rows.append((-int(b["doc_count"]), int(key), str(int(key))))
-                else:
-                    rows.append((-int(b["doc_count"]), str(key), str(key)))
-            rows.sort(key=lambda r: (r[0], r[1]))
-            out[facet.field] = [(label, -neg) for neg, _, label in rows[: facet.size]]
+            pairs = ((b["key"], b["doc_count"]) for b in buckets)
+            out[facet.field] = facet_counts(kind, pairs, facet.size)
         return out
 
     # -------------------------------------------------------------------------------------- close
