@@ -120,9 +120,25 @@ def _observe(registry: CollectorRegistry) -> Callable[..., Awaitable[web.StreamR
     return observe
 
 
+def _error_response(
+    request: web.Request,
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None,
+    headers: dict[str, str] | None = None,
+    **extra: object,
+) -> web.Response:
+    op = operation_of(request)
+    if op is not None and op.render_error is not None:
+        return op.render_error(status, code, title, detail, headers or {}, extra)
+    return problem_response(status, code, title, detail, headers=headers, **extra)
+
+
 @web.middleware
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The one translator from errors to application/problem+json; no stack trace ever reaches a client."""
+    """The one translator from errors to application/problem+json (or to what a route family declares instead,
+    such as FHIR's OperationOutcome); no stack trace ever reaches a client."""
     try:
         return await handler(request)
     except DomainError as e:
@@ -131,7 +147,7 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
             headers["WWW-Authenticate"] = 'Bearer realm="twincity"'
         if "retry_after" in e.extra:
             headers["Retry-After"] = str(e.extra["retry_after"])
-        return problem_response(e.status, e.code, e.title, e.detail, headers=headers, **e.extra)
+        return _error_response(request, e.status, e.code, e.title, e.detail, headers=headers, **e.extra)
     except web.HTTPException as e:
         if e.status < 400:
             raise
@@ -142,13 +158,14 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         detail = e.text if e.text and not e.text.startswith(str(e.status)) else None
         if e.status == 413:
             detail = f"the request body is larger than {request.app[SETTINGS].max_request_bytes} bytes"
-        return problem_response(e.status, code, e.reason, detail, headers=headers)
+        return _error_response(request, e.status, code, e.reason, detail, headers=headers)
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
     except Exception:
         rid = request.get(REQUEST_ID)
         log.exception("unhandled error", extra={"request_id": rid, "route": _route_label(request)})
-        return problem_response(
+        return _error_response(
+            request,
             500,
             "internal_error",
             "Internal error",

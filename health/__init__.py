@@ -6,4 +6,7 @@ from typing import Any
 
 
 def register(registry: Any) -> None:
-    """Mount the health routes and jobs (ingest, recognition and the FHIR endpoint add theirs here)."""
+    """Mount the health routes, jobs, scopes and demo data."""
+    from health import models
+
+    _ = models  # the tables join the schema's metadata

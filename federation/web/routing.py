@@ -119,6 +119,8 @@ def scopes(*names: str) -> Access:
 
 
 Handler = Callable[..., Awaitable[Any]]
+# (status, code, title, detail, headers, extra) -> the error response, in place of problem+json
+ErrorRenderer = Callable[[int, str, str, "str | None", "dict[str, str]", "dict[str, Any]"], web.Response]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +137,8 @@ class Operation:
     status: int = 200
     document: bool = True
     errors: tuple[int, ...] = ()
+    # renders this operation's errors when they are not problem+json (the FHIR endpoint answers OperationOutcome)
+    render_error: ErrorRenderer | None = None
 
 
 class BodyError(DomainError):
@@ -223,8 +227,9 @@ def _plain(data: Any) -> Any:
 class Routes:
     """A context's routes; ``app_routes.mount(app)`` adds them to the application."""
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, *, render_error: ErrorRenderer | None = None) -> None:
         self.tag = tag
+        self.render_error = render_error
         self.operations: list[Operation] = []
 
     def route(
@@ -273,6 +278,7 @@ class Routes:
                 status=status,
                 document=document,
                 errors=tuple(errors),
+                render_error=self.render_error,
             )
             handler.operation = op  # type: ignore[attr-defined]
             self.operations.append(op)
