@@ -1,0 +1,282 @@
+"""Who may read a patient's results, and the record of every attempt.
+
+A doctor (or a hospital system's API key) reads a person's results only while the person's consent for result
+sharing covers the reader's institution, or under an emergency override the reader opened with a stated reason.
+Every attempt, allowed or refused, goes into the audit trail in a unit of work of its own, committed before the
+answer leaves: a refused read is recorded even though the request fails, and the resident sees both in their
+access log. Overrides are flagged and wait for an administrator's review.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from federation.audit.models import AuditEntry
+from federation.audit.service import Record
+from federation.consent import service as consent
+from federation.db import UnitOfWork, utcnow
+from federation.errors import Conflict, Forbidden, InvalidInput, NotFound
+from federation.identity.models import Person, PersonStatus
+from federation.services import Services
+from federation.web.routing import Principal
+from health.models import AccessOverride
+
+PURPOSE = consent.Purpose.RESULT_SHARING.value
+OVERRIDE_HOURS = 24
+
+
+class Basis(enum.StrEnum):
+    CONSENT = "consent"
+    OVERRIDE = "override"
+    SELF = "self"
+
+
+class NoConsent(Forbidden):
+    code = "health.no_consent"
+    title = "No consent for result sharing"
+
+
+class PatientNotFound(NotFound):
+    code = "health.patient_not_found"
+
+
+class OverrideNotFound(NotFound):
+    code = "health.override_not_found"
+
+
+class InvalidOverride(InvalidInput):
+    code = "health.override_invalid"
+
+
+class OverrideReviewed(Conflict):
+    code = "health.override_reviewed"
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    person_id: str
+    basis: Basis
+    consent_id: str | None = None
+    override_id: str | None = None
+
+    @property
+    def flagged(self) -> bool:
+        return self.basis is Basis.OVERRIDE
+
+
+async def live_person(session: AsyncSession, person_id: str) -> Person:
+    """The person, following a merge to the survivor; unknown ids are 404."""
+    for _ in range(8):  # merge chains are short; a cycle would be a bug, not a reason to spin
+        person = await session.get(Person, person_id)
+        if person is None:
+            break
+        if person.status != PersonStatus.MERGED or not person.merged_into_id:
+            return person
+        person_id = person.merged_into_id
+    raise PatientNotFound("no such patient")
+
+
+async def _active_override(session: AsyncSession, who: Principal, person_id: str, at: dt.datetime) -> str | None:
+    q = (
+        select(AccessOverride.id)
+        .where(
+            AccessOverride.person_id == person_id,
+            AccessOverride.actor == who.actor,
+            AccessOverride.expires_at > at,
+        )
+        .order_by(AccessOverride.created_at.desc())
+        .limit(1)
+    )
+    return (await session.execute(q)).scalar_one_or_none()
+
+
+async def decide(session: AsyncSession, who: Principal, person_id: str) -> Grant | None:
+    """The basis on which ``who`` may read this person's results now, or None."""
+    if who.kind == "resident":
+        return Grant(person_id, Basis.SELF) if who.person_id == person_id else None
+    now = utcnow()
+    if who.institution:
+        held = await consent.holding(session, person_id, consent.Purpose.RESULT_SHARING, who.institution, now)
+        if held is not None:
+            return Grant(person_id, Basis.CONSENT, consent_id=held.id)
+    override_id = await _active_override(session, who, person_id, now)
+    if override_id is not None:
+        return Grant(person_id, Basis.OVERRIDE, override_id=override_id)
+    return None
+
+
+def _record(
+    who: Principal, person_id: str, action: str, grant: Grant | None, client: str | None, details: dict[str, Any]
+) -> Record:
+    extra: dict[str, Any] = dict(details)
+    if grant is not None:
+        extra["basis"] = grant.basis.value
+        if grant.consent_id:
+            extra["consent"] = grant.consent_id
+        if grant.override_id:
+            extra["override"] = grant.override_id
+            extra["flagged"] = True
+    return Record(
+        action=action,
+        actor=who.actor,
+        actor_institution=who.institution,
+        subject_person_id=person_id,
+        purpose=PURPOSE,
+        outcome="ok" if grant is not None else "refused",
+        client_address=client,
+        details=extra,
+    )
+
+
+async def authorise(
+    svc: Services,
+    who: Principal,
+    person_id: str,
+    *,
+    action: str,
+    client: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> Grant:
+    """Decide whether ``who`` may read the person's results, record the attempt (committed), and return the grant
+    or raise :class:`NoConsent`. ``person_id`` may name a merged person: the survivor is read."""
+    async with svc.db.reader() as s:
+        person = await live_person(s, person_id)
+        grant = await decide(s, who, person.id)
+    async with svc.db.uow() as uow:
+        await svc.audit(uow, _record(who, person.id, action, grant, client, details or {}))
+        await uow.commit()
+    if grant is None:
+        raise NoConsent(
+            "the patient has not consented to share results with your institution; an emergency override "
+            "with a stated reason is recorded and reviewed",
+            person_id=person.id,
+        )
+    return grant
+
+
+async def open_override(
+    svc: Services, who: Principal, person_id: str, reason: str, *, client: str | None = None
+) -> AccessOverride:
+    """Open an emergency override for ``who`` on this person: reads are allowed for OVERRIDE_HOURS, flagged."""
+    reason = " ".join(reason.split())
+    if len(reason) < 10:
+        raise InvalidOverride("state the clinical reason for the override (at least 10 characters)")
+    async with svc.db.uow() as uow:
+        person = await live_person(uow.session, person_id)
+        now = utcnow()
+        override = AccessOverride(
+            person_id=person.id,
+            actor=who.actor,
+            institution=who.institution,
+            reason=reason[:500],
+            created_at=now,
+            expires_at=now + dt.timedelta(hours=OVERRIDE_HOURS),
+        )
+        uow.session.add(override)
+        await uow.session.flush()
+        await svc.audit(
+            uow,
+            Record(
+                action="health.override.open",
+                actor=who.actor,
+                actor_institution=who.institution,
+                subject_person_id=person.id,
+                purpose=PURPOSE,
+                client_address=client,
+                details={"override": override.id, "reason": override.reason, "flagged": True},
+            ),
+        )
+        uow.emit("health.override_opened", override_id=override.id, person_id=person.id)
+        await uow.commit()
+    return override
+
+
+async def pending_overrides(session: AsyncSession, *, limit: int = 100) -> list[AccessOverride]:
+    q = select(AccessOverride).where(AccessOverride.reviewed_at.is_(None)).order_by(AccessOverride.created_at)
+    return list((await session.execute(q.limit(limit))).scalars())
+
+
+async def review_override(
+    uow: UnitOfWork, svc: Services, override_id: str, *, outcome: str, note: str, actor: str
+) -> AccessOverride:
+    override = await uow.session.get(AccessOverride, override_id)
+    if override is None:
+        raise OverrideNotFound(f"no override {override_id}")
+    if override.reviewed_at is not None:
+        raise OverrideReviewed("this override was reviewed already")
+    override.reviewed_at = utcnow()
+    override.reviewed_by = actor
+    override.review_outcome = outcome
+    override.review_note = note[:500]
+    if outcome != "justified":
+        override.expires_at = min(override.expires_at, override.reviewed_at)  # an unjustified override ends now
+    await svc.audit(
+        uow,
+        Record(
+            action="health.override.review",
+            actor=actor,
+            subject_person_id=override.person_id,
+            purpose=PURPOSE,
+            details={"override": override.id, "outcome": outcome, "note": note[:500]},
+        ),
+    )
+    return override
+
+
+# -- the audit trail as FHIR AuditEvent --------------------------------------------------------------------------
+
+_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_REST = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+_ACTION = {"health.prior_results": "R", "health.fhir.read": "R", "health.fhir.search": "E", "health.lookup": "E"}
+
+
+def audit_event(entry: AuditEntry, base: str = "") -> dict[str, Any]:
+    """One audit entry as an R4 ``AuditEvent``: who (agent), whose data (entity), why (purposeOfEvent: TREAT, or
+    ETREAT under an emergency override), allowed or refused (outcome 0 / 4)."""
+    details = entry.details or {}
+    override = details.get("override")
+    purpose = "ETREAT" if override else "TREAT"
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": str(entry.seq),
+        "type": {"system": _DCM, "code": "110110", "display": "Patient Record"},
+        "subtype": [{"system": _REST, "code": "rest", "display": entry.action}],
+        "action": _ACTION.get(entry.action, "E"),
+        "recorded": entry.at.isoformat(),
+        "outcome": "0" if entry.outcome == "ok" else "4",
+        "outcomeDesc": entry.outcome,
+        "purposeOfEvent": [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": purpose}]}
+        ],
+        "agent": [
+            {
+                "who": {"display": entry.actor},
+                "requestor": True,
+                **({"network": {"address": entry.client_address, "type": "2"}} if entry.client_address else {}),
+            }
+        ],
+        "source": {"observer": {"display": "twincity"}},
+        "entity": [],
+    }
+    if entry.actor_institution:
+        event["agent"][0]["location"] = {"display": entry.actor_institution}
+    if entry.subject_person_id:
+        event["entity"].append(
+            {
+                "what": {"reference": f"{base}Patient/{entry.subject_person_id}"},
+                "role": {
+                    "system": "http://terminology.hl7.org/CodeSystem/object-role",
+                    "code": "1",
+                    "display": "Patient",
+                },
+            }
+        )
+    if override:
+        event["entity"].append({"what": {"display": f"override {override}"}, "description": "emergency override"})
+    return event
