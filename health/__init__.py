@@ -10,3 +10,7 @@ def register(registry: Any) -> None:
     from health import models
 
     _ = models  # the tables join the schema's metadata
+    from health import api
+
+    registry.add_routes(api.routes)
+    registry.add_scope("health.read", "read patients' prior results (with the patient's consent) as a hospital system")

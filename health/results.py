@@ -1,0 +1,216 @@
+"""A patient's prior results from every member hospital, each with the verdict computed now.
+
+A "result" is what a doctor could decide not to repeat: a laboratory Observation, an imaging DiagnosticReport or an
+ImagingStudy. Laboratory DiagnosticReports are panels whose Observations are the results, so they are not listed
+on their own. Withdrawn (entered-in-error) resources are never listed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from federation.identity.models import Person
+from federation.members.models import Institution
+from health import recognition
+from health.models import StoredResource
+
+RESULT_TYPES = ("Observation", "DiagnosticReport", "ImagingStudy")
+CHINA = dt.timezone(dt.timedelta(hours=8))
+MAX_RESULTS = 5000
+
+
+@dataclasses.dataclass(frozen=True)
+class Filters:
+    category: str | None = None  # laboratory | imaging
+    item: str | None = None  # a catalogue item code
+    since: dt.date | None = None
+    limit: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorResult:
+    row: StoredResource
+    verdict: recognition.Verdict
+    hospital_code: str
+    hospital_name: str
+    hospital_city: str | None
+
+    @property
+    def issued(self) -> dt.datetime | None:
+        return self.row.issued_at or self.row.effective_at
+
+
+async def person_ids(session: AsyncSession, person_id: str) -> list[str]:
+    """The person and everyone merged into them (results stay under the id they arrived with)."""
+    ids, frontier = [person_id], [person_id]
+    while frontier and len(ids) < 64:
+        q = select(Person.id).where(Person.merged_into_id.in_(frontier))
+        frontier = [i for i in (await session.execute(q)).scalars() if i not in ids]
+        ids += frontier
+    return ids
+
+
+def _is_result():  # noqa: ANN202 - a SQL expression
+    return or_(
+        StoredResource.resource_type.in_(("Observation", "ImagingStudy")),
+        and_(StoredResource.resource_type == "DiagnosticReport", StoredResource.category != "laboratory"),
+    )
+
+
+async def prior_results(
+    session: AsyncSession, person_id: str, filters: Filters, today: dt.date | None = None
+) -> list[PriorResult]:
+    """Newest first; ``filters.item`` is applied after judging (the item of a result comes from the catalogue)."""
+    ids = await person_ids(session, person_id)
+    q = select(StoredResource).where(
+        StoredResource.person_id.in_(ids),
+        StoredResource.resource_type.in_(RESULT_TYPES),
+        StoredResource.withdrawn.is_(False),
+        _is_result(),
+    )
+    if filters.category:
+        q = q.where(StoredResource.category == filters.category)
+    if filters.since:
+        since = dt.datetime.combine(filters.since, dt.time(), CHINA)
+        q = q.where(StoredResource.effective_at >= since)
+    q = q.order_by(StoredResource.effective_at.desc(), StoredResource.id).limit(min(filters.limit, MAX_RESULTS))
+    rows = list((await session.execute(q)).scalars())
+    verdicts = await recognition.judge_rows(session, rows, today)
+    hospitals = await _hospitals(session, {r.institution_id for r in rows})
+    out = []
+    for row, verdict in zip(rows, verdicts, strict=True):
+        if filters.item and verdict.item_code != filters.item:
+            continue
+        code, name, city = hospitals.get(row.institution_id, ("?", "?", None))
+        out.append(PriorResult(row, verdict, code, name, city))
+    return out
+
+
+async def _hospitals(session: AsyncSession, ids: set[str]) -> dict[str, tuple[str, str, str | None]]:
+    if not ids:
+        return {}
+    q = select(Institution.id, Institution.code, Institution.name, Institution.city).where(Institution.id.in_(ids))
+    return {r.id: (r.code, r.name, r.city) for r in await session.execute(q)}
+
+
+def group_by_item(results: Sequence[PriorResult]) -> list[tuple[str, str, list[PriorResult]]]:
+    """(key, title, results) per item, groups ordered by their newest result; results without a catalogue item are
+    grouped by their own code."""
+    groups: dict[str, tuple[str, list[PriorResult]]] = {}
+    for r in results:
+        if r.verdict.item_code:
+            key, title = r.verdict.item_code, r.verdict.item_name or r.verdict.item_code
+        else:
+            key = f"{r.row.code_system or ''}|{r.row.code or ''}"
+            title = display(r.row.body) or r.row.code or r.row.resource_type
+        groups.setdefault(key, (title, []))[1].append(r)
+    return [(key, title, items) for key, (title, items) in groups.items()]
+
+
+# -- what a doctor reads at a glance -----------------------------------------------------------------------------
+
+
+def display(body: dict[str, Any]) -> str | None:
+    """The human name of what was measured or examined."""
+    code = body.get("code") or {}
+    if isinstance(code, dict):
+        if code.get("text"):
+            return str(code["text"])
+        for coding in code.get("coding") or ():
+            if coding.get("display"):
+                return str(coding["display"])
+    if body.get("resourceType") == "ImagingStudy":
+        return body.get("description") or _series_title(body)
+    return None
+
+
+def _series_title(body: dict[str, Any]) -> str | None:
+    for series in body.get("series") or ():
+        modality = (series.get("modality") or {}).get("code")
+        site = (series.get("bodySite") or {}).get("display")
+        return " ".join(x for x in (modality, site) if x) or None
+    return None
+
+
+def _number(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _quantity(q: dict[str, Any]) -> str:
+    unit = q.get("unit") or q.get("code") or ""
+    value = q.get("value")
+    comparator = q.get("comparator") or ""
+    return f"{comparator}{_number(value)} {unit}".strip() if value is not None else unit
+
+
+def _concept(c: dict[str, Any]) -> str:
+    if c.get("text"):
+        return str(c["text"])
+    for coding in c.get("coding") or ():
+        return str(coding.get("display") or coding.get("code") or "")
+    return ""
+
+
+def value_text(body: dict[str, Any]) -> str | None:
+    """The value of an Observation (every value[x] type), or a report's conclusion, in one line."""
+    kind = body.get("resourceType")
+    if kind == "DiagnosticReport":
+        return body.get("conclusion")
+    if kind == "ImagingStudy":
+        n = body.get("numberOfInstances")
+        return f"{n} images" if n else body.get("description")
+    text = _value(body)
+    components = [f"{_concept(c.get('code') or {})}: {_value(c) or ''}".strip() for c in body.get("component") or ()]
+    parts = ([text] if text else []) + components
+    return "; ".join(parts) or None
+
+
+def _value(b: dict[str, Any]) -> str | None:
+    if "valueQuantity" in b:
+        return _quantity(b["valueQuantity"])
+    if "valueCodeableConcept" in b:
+        return _concept(b["valueCodeableConcept"])
+    if "valueRange" in b:
+        r = b["valueRange"]
+        return f"{_quantity(r.get('low') or {})} – {_quantity(r.get('high') or {})}"
+    if "valueRatio" in b:
+        r = b["valueRatio"]
+        return f"{_quantity(r.get('numerator') or {})} / {_quantity(r.get('denominator') or {})}"
+    if "valuePeriod" in b:
+        p = b["valuePeriod"]
+        return f"{p.get('start', '')} – {p.get('end', '')}"
+    if "valueSampledData" in b:
+        return "sampled data"
+    for key in ("valueString", "valueBoolean", "valueInteger", "valueTime", "valueDateTime"):
+        if key in b:
+            return _number(b[key]) if not isinstance(b[key], bool) else ("yes" if b[key] else "no")
+    if "dataAbsentReason" in b:
+        return f"absent: {_concept(b['dataAbsentReason'])}"
+    return None
+
+
+def interpretation(body: dict[str, Any]) -> list[str]:
+    out = []
+    for c in body.get("interpretation") or ():
+        for coding in c.get("coding") or ():
+            if coding.get("code"):
+                out.append(str(coding["code"]))
+    return out
+
+
+def reference_range(body: dict[str, Any]) -> str | None:
+    for rr in body.get("referenceRange") or ():
+        if rr.get("text"):
+            return str(rr["text"])
+        low, high = rr.get("low"), rr.get("high")
+        if low or high:
+            return f"{_quantity(low or {})} – {_quantity(high or {})}".strip(" –")
+    return None
