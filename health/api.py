@@ -98,16 +98,18 @@ class PriorResultsOut(Output):
     patient: str
     basis: Literal["consent", "override", "self"]
     flagged: bool = Field(description="read under an emergency override; it will be reviewed")
-    count: int
+    count: int = Field(description="results on this page")
     recognised: int
     groups: list[ResultGroup]
+    next: str | None = Field(description="pass as `after` for the older results; null on the last page")
 
 
 class PriorResultsQuery(Input):
     category: Literal["laboratory", "imaging"] | None = None
     item: str | None = Field(default=None, max_length=40, description="a recognition catalogue item code")
     since: dt.date | None = None
-    limit: int = Field(default=1000, ge=1, le=results.MAX_RESULTS)
+    limit: int = Field(default=200, ge=1, le=results.MAX_RESULTS)
+    after: str | None = Field(default=None, max_length=200, description="the `next` cursor of the previous page")
 
 
 class OverrideIn(Input):
@@ -217,17 +219,22 @@ def _result(r: results.PriorResult) -> ResultOut:
 
 async def _prior_results(request: web.Request, person_id: str, query: PriorResultsQuery) -> PriorResultsOut:
     svc, who = services(request), principal(request)
-    filters = results.Filters(query.category, query.item, query.since, query.limit)
+    after = None
+    if query.after:
+        after = results.parse_cursor(query.after)
+        if after is None:
+            raise InvalidInput("`after` is not a cursor this service gave out")
+    filters = results.Filters(query.category, query.item, query.since, query.limit, after)
     grant = await access.authorise(
         svc,
         who,
         person_id,
         action="health.prior_results",
         client=client_address(request),
-        details={k: str(v) for k, v in query.model_dump(exclude_none=True, exclude={"limit"}).items()},
+        details={k: str(v) for k, v in query.model_dump(exclude_none=True, exclude={"limit", "after"}).items()},
     )
     async with svc.db.reader() as s:
-        found = await results.prior_results(s, grant.person_id, filters)
+        found, last = await results.prior_results(s, grant.person_id, filters)
     groups = [
         ResultGroup(key=key, title=title, latest=items[0].issued, results=[_result(r) for r in items])
         for key, title, items in results.group_by_item(found)
@@ -239,6 +246,7 @@ async def _prior_results(request: web.Request, person_id: str, query: PriorResul
         count=len(found),
         recognised=sum(r.verdict.recognised for r in found),
         groups=groups,
+        next=results.cursor(last) if last is not None else None,
     )
 
 

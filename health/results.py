@@ -7,6 +7,7 @@ on their own. Withdrawn (entered-in-error) resources are never listed.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 from collections.abc import Sequence
@@ -30,7 +31,8 @@ class Filters:
     category: str | None = None  # laboratory | imaging
     item: str | None = None  # a catalogue item code
     since: dt.date | None = None
-    limit: int = 1000
+    limit: int = 200
+    after: tuple[dt.datetime, str] | None = None  # keyset: continue after this (effective_at, id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,21 @@ class PriorResult:
     @property
     def issued(self) -> dt.datetime | None:
         return self.row.issued_at or self.row.effective_at
+
+
+def cursor(row: StoredResource) -> str:
+    """An opaque position after ``row`` in newest-first order."""
+    at = row.effective_at.isoformat() if row.effective_at else ""
+    return base64.urlsafe_b64encode(f"{at}|{row.id}".encode()).decode().rstrip("=")
+
+
+def parse_cursor(text: str) -> tuple[dt.datetime, str] | None:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        at, _, row_id = raw.partition("|")
+        return dt.datetime.fromisoformat(at), row_id
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 async def person_ids(session: AsyncSession, person_id: str) -> list[str]:
@@ -65,8 +82,9 @@ def _is_result():  # noqa: ANN202 - a SQL expression
 
 async def prior_results(
     session: AsyncSession, person_id: str, filters: Filters, today: dt.date | None = None
-) -> list[PriorResult]:
-    """Newest first; ``filters.item`` is applied after judging (the item of a result comes from the catalogue)."""
+) -> tuple[list[PriorResult], StoredResource | None]:
+    """One page, newest first, and the row to continue after (None on the last page). ``filters.item`` is applied
+    after judging (the item of a result comes from the catalogue), so a page may hold fewer than ``limit``."""
     ids = await person_ids(session, person_id)
     q = select(StoredResource).where(
         StoredResource.person_id.in_(ids),
@@ -79,6 +97,14 @@ async def prior_results(
     if filters.since:
         since = dt.datetime.combine(filters.since, dt.time(), CHINA)
         q = q.where(StoredResource.effective_at >= since)
+    if filters.after:
+        at, last_id = filters.after
+        q = q.where(
+            or_(
+                StoredResource.effective_at < at,
+                and_(StoredResource.effective_at == at, StoredResource.id > last_id),
+            )
+        )
     q = q.order_by(StoredResource.effective_at.desc(), StoredResource.id).limit(min(filters.limit, MAX_RESULTS))
     rows = list((await session.execute(q)).scalars())
     verdicts = await recognition.judge_rows(session, rows, today)
@@ -89,7 +115,8 @@ async def prior_results(
             continue
         code, name, city = hospitals.get(row.institution_id, ("?", "?", None))
         out.append(PriorResult(row, verdict, code, name, city))
-    return out
+    limit = min(filters.limit, MAX_RESULTS)
+    return out, (rows[-1] if len(rows) == limit else None)
 
 
 async def _hospitals(session: AsyncSession, ids: set[str]) -> dict[str, tuple[str, str, str | None]]:
