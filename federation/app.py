@@ -271,6 +271,7 @@ def create_app(
     from federation.audit.api import routes as audit_routes
     from federation.consent.api import routes as consent_routes
     from federation.identity.api import routes as identity_routes
+    from federation.inbox.api import routes as inbox_routes
     from federation.jobs.api import routes as job_routes
     from federation.members.api import routes as member_routes
 
@@ -280,6 +281,7 @@ def create_app(
         member_routes,
         identity_routes,
         consent_routes,
+        inbox_routes,
         audit_routes,
         job_routes,
         *registry.routes,

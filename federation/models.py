@@ -5,6 +5,7 @@ from federation.audit.models import AuditEntry
 from federation.consent.models import Consent
 from federation.db import Base, OutboxMessage
 from federation.identity.models import Identifier, MatchReview, Merge, Person
+from federation.inbox.models import InboxMessage
 from federation.jobs.models import Job
 from federation.members.models import Institution, ServicePoint
 
@@ -15,6 +16,7 @@ __all__ = [
     "Base",
     "Consent",
     "Identifier",
+    "InboxMessage",
     "Institution",
     "Job",
     "LoginThrottle",

@@ -30,4 +30,11 @@ def register(registry: Any) -> None:
     from library.circulation import reports_api
 
     registry.add_routes(reports_api.routes)
+    from library.circulation import admin_api as circulation_admin_api
+    from library.circulation import notices as circulation_notices
+    from library.circulation.cli import circulation as circulation_cli
+
+    registry.add_routes(circulation_admin_api.routes)
+    registry.on_services(circulation_notices.register)
+    registry.add_command(circulation_cli)
     registry.on_demo(circulation_demo.load)  # after the catalogue's loader: it lends the demo catalogue's copies

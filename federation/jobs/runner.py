@@ -12,11 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from federation.jobs import outbox, service
 from federation.services import Services
 
 log = logging.getLogger(__name__)
+
+# ``Services.extras`` key: {job kind: seconds between runs}. The runner queues each kind once per period (the first
+# one period after start), so periodic work (notices, hold-shelf expiry) needs no scheduler server either.
+SCHEDULE_KEY = "jobs.schedule"
 
 
 class InProcessRunner:
@@ -28,6 +33,7 @@ class InProcessRunner:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._last_queued: dict[str, float] = {}
 
     async def ring_outbox(self) -> None:
         self._wake.set()
@@ -49,7 +55,19 @@ class InProcessRunner:
                 await asyncio.wait_for(self._task, timeout=timeout_s)
             self._task = None
 
+    async def _queue_periodic(self) -> None:
+        now = time.monotonic()
+        for kind, every_s in dict(self.svc.extras.get(SCHEDULE_KEY, {})).items():
+            last = self._last_queued.setdefault(kind, now)
+            if now - last < every_s:
+                continue
+            self._last_queued[kind] = now
+            async with self.svc.db.uow() as uow:
+                await service.enqueue(uow, kind, {}, created_by="system:schedule")
+                await uow.commit()
+
     async def run_once(self) -> None:
+        await self._queue_periodic()
         await outbox.relay(self.svc)
         for job_id in await service.queued_ids(self.svc):
             if self._stopping:

@@ -153,3 +153,58 @@ class RenewalBlockedByRequest(Conflict):
 class HoldNotExpired(Conflict):
     code = "circulation.hold_not_expired"
     title = "The copy's time on the hold shelf has not run out"
+
+
+class OverdueBlock(Conflict):
+    code = "circulation.overdue_block"
+    title = "The reader has a loan overdue beyond the federation's limit"
+
+
+class FineBlock(Conflict):
+    code = "circulation.fine_block"
+    title = "The reader's open fines at this library are above its threshold"
+
+
+class RequestNotAllowed(Conflict):
+    code = "circulation.request_not_allowed"
+    title = "The library's policy does not let this reader request"
+
+
+class FineNotFound(NotFound):
+    code = "circulation.fine_not_found"
+    title = "No such fine"
+
+
+class FineSettled(Conflict):
+    code = "circulation.fine_settled"
+    title = "The fine was already paid or waived"
+
+
+class ClosedDayNotFound(NotFound):
+    code = "circulation.closed_day_not_found"
+    title = "No such closed day"
+
+
+class ClosedDayExists(Conflict):
+    code = "circulation.closed_day_exists"
+    title = "The library is already closed that day"
+
+
+class AlwaysClosed(InvalidInput):
+    code = "circulation.always_closed"
+    title = "A library cannot be closed on every weekday"
+
+
+class LibraryNotFound(NotFound):
+    code = "circulation.library_not_found"
+    title = "No such member library"
+
+
+class NotYourLibrary(Forbidden):
+    code = "circulation.not_your_library"
+    title = "Librarians change only their own library's items, readers and policies"
+
+
+class PolicyNotFound(NotFound):
+    code = "circulation.policy_not_found"
+    title = "No such loan rule"

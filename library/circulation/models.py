@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import Boolean, CheckConstraint, Date, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from federation.db import Base, id_column, utcnow
@@ -42,6 +42,9 @@ class Borrower(Base):
 
     person_id: Mapped[str] = mapped_column(ForeignKey("persons.id"), primary_key=True)
     active_loans: Mapped[int] = mapped_column(Integer, default=0)
+    # a federation-wide block (by an administrator or a librarian): no checkout, renewal or request anywhere
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    block_reason: Mapped[str | None] = mapped_column(String(300))
 
 
 class ItemState(Base):
@@ -133,6 +136,7 @@ class LoanPolicy(Base):
     loan_days: Mapped[int] = mapped_column(Integer)
     max_renewals: Mapped[int] = mapped_column(Integer)
     max_loans: Mapped[int | None] = mapped_column(Integer)  # at this library; None: only the federation's limit
+    can_request: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
 
 
 class LibraryPolicy(Base):
@@ -145,6 +149,10 @@ class LibraryPolicy(Base):
     # whether its copies may fill requests picked up at another library
     lends_to_other_libraries: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     hold_shelf_days: Mapped[int | None] = mapped_column(Integer)  # None: the built-in 7 days
+    # fines, in fen (0.01 yuan); None: the library charges none
+    fine_per_day_fen: Mapped[int | None] = mapped_column(Integer)
+    fine_cap_fen: Mapped[int | None] = mapped_column(Integer)  # per loan
+    fine_block_fen: Mapped[int | None] = mapped_column(Integer)  # open fines above this block checkouts here
 
 
 class Request(Base):
@@ -198,6 +206,59 @@ class FederationPolicy(Base):
     max_total_loans: Mapped[int] = mapped_column(Integer, default=8)
     loan_days: Mapped[int] = mapped_column(Integer, default=30)
     max_renewals: Mapped[int] = mapped_column(Integer, default=1)
+    overdue_block_days: Mapped[int | None] = mapped_column(Integer)  # a loan this late blocks checkouts; None: never
+    due_soon_days: Mapped[int] = mapped_column(Integer, default=3, server_default=text("3"))
+    transit_overdue_days: Mapped[int] = mapped_column(Integer, default=7, server_default=text("7"))
+
+
+class ClosedDay(Base):
+    """A day a library is closed: one date, or a weekday every week (0 Monday .. 6 Sunday), in China time."""
+
+    __tablename__ = "circ_closed_days"
+    __table_args__ = (
+        UniqueConstraint("library", "date", name="uq_circ_closed_days_library_date"),
+        UniqueConstraint("library", "weekday", name="uq_circ_closed_days_library_weekday"),
+        CheckConstraint("(date IS NULL) <> (weekday IS NULL)", name="one_of_date_weekday"),
+    )
+
+    id: Mapped[str] = id_column()
+    library: Mapped[str] = mapped_column(String(32), index=True)
+    date: Mapped[dt.date | None] = mapped_column(Date)
+    weekday: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str | None] = mapped_column(String(200))
+
+
+class Notice(Base):
+    """A time-driven notice raised once: one row per (loan or transit, kind, day) makes the scan idempotent."""
+
+    __tablename__ = "circ_notices"
+    __table_args__ = (UniqueConstraint("subject_id", "kind", "day", name="uq_circ_notices_subject_kind_day"),)
+
+    id: Mapped[str] = id_column()
+    subject_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(20))  # due_soon, overdue, transit_overdue
+    day: Mapped[dt.date] = mapped_column(Date)
+    person_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Fine(Base):
+    """A fine for an overdue loan, fixed at check-in; paid or waived by the lending library's staff."""
+
+    __tablename__ = "circ_fines"
+    __table_args__ = (Index("ix_circ_fines_person_library_state", "person_id", "library", "state"),)
+
+    id: Mapped[str] = id_column()
+    loan_id: Mapped[str] = mapped_column(ForeignKey("circ_loans.id"), unique=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.id"))
+    library: Mapped[str] = mapped_column(String(32))  # the lending library
+    days: Mapped[int] = mapped_column(Integer)  # open days late
+    amount_fen: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(10), default="open")  # open, paid, waived
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    settled_at: Mapped[dt.datetime | None]
+    settled_by: Mapped[str | None] = mapped_column(String(120))
+    note: Mapped[str | None] = mapped_column(String(300))
 
 
 class IdempotencyKey(Base):

@@ -30,6 +30,7 @@ class Policy:
     max_renewals: int
     max_loans: int | None  # at the lending library
     max_total_loans: int  # across every library
+    can_request: bool = True
 
 
 def category_for(birth_date: dt.date | None, today: dt.date) -> str:
@@ -70,7 +71,7 @@ async def resolve(session: AsyncSession, library: str, category: str, item_type:
     if not rows:
         return Policy(fed.loan_days, fed.max_renewals, None, fed.max_total_loans)
     best = rows[0]
-    return Policy(best.loan_days, best.max_renewals, best.max_loans, fed.max_total_loans)
+    return Policy(best.loan_days, best.max_renewals, best.max_loans, fed.max_total_loans, best.can_request)
 
 
 async def floats(session: AsyncSession, library: str) -> bool:

@@ -30,7 +30,7 @@ from federation.identity.models import Person
 from federation.members.models import Institution
 from federation.services import Services
 from library.catalog.models import ItemRow, Work
-from library.circulation import errors, policies, service, states
+from library.circulation import errors, policies, service, standing, states
 from library.circulation.models import ItemState, LibraryPolicy, Loan, Request, Transit
 
 log = logging.getLogger(__name__)
@@ -290,15 +290,18 @@ async def place(
         person = found
     if cmd.item_barcode:
         item = await service.find_item(s, cmd.item_barcode, at, cmd.item_library)
-        work_id, requested = item.work_id, item.id
+        work_id, requested, item_type = item.work_id, item.id, item.item_type
     else:
         work = await s.get(Work, cmd.work_id or "")
         if work is None:
             raise errors.WorkNotFound(f"no work {cmd.work_id}")
-        work_id, requested = work.id, None
+        work_id, requested, item_type = work.id, None, None
     rdr = await service.reader(s, person, at.library)
     if rdr.blocked:
         raise errors.ReaderBlocked(f"blocked at {at.library}: {rdr.block_reason or 'ask the library'}")
+    await standing.refuse_blocked(s, person.id)
+    if not (await policies.resolve(s, at.library, rdr.category, item_type)).can_request:
+        raise errors.RequestNotAllowed(f"{at.library} does not take requests from {rdr.category} readers")
     open_one = await s.execute(
         select(Request.id).where(
             Request.person_id == person.id,

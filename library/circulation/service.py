@@ -25,7 +25,7 @@ from federation.members.models import Institution, InstitutionKind, ServicePoint
 from federation.services import Services
 from library.catalog.items import set_item_status
 from library.catalog.models import ItemRow, Work
-from library.circulation import errors, policies, states
+from library.circulation import calendar, errors, fines, policies, standing, states
 from library.circulation.models import Borrower, ItemState, Loan, Reader, Transit
 
 CREDENTIAL_TYPES = ("social_security_card", "id_number", "library_card")
@@ -348,10 +348,12 @@ async def checkout(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff, 
     rdr = await reader(s, person, at.library)
     if rdr.blocked:
         raise errors.ReaderBlocked(f"blocked at {at.library}: {rdr.block_reason or 'ask the library'}")
+    await standing.refuse_checkout(s, person.id, at.library, now)
     if held:
         facts = dataclasses.replace(facts, reader_id=rdr.id, held_for_reader_id=await holder(s, state))
         t = states.fire("item", item.id, state.status, "checkout", facts, at=now)
     policy = await policies.resolve(s, at.library, rdr.category, item.item_type)
+    due_at = await calendar.due_date(s, at.library, now + dt.timedelta(days=policy.loan_days))
     await _move_item(uow, state, t, library=at.library, service_point=at.code)
     await _count(uow, rdr.id, person.id, +1, policy)
     loan = Loan(
@@ -364,7 +366,7 @@ async def checkout(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff, 
         state=states.ACTIVE,
         checkout_service_point=at.code,
         checked_out_at=now,
-        due_at=now + dt.timedelta(days=policy.loan_days),
+        due_at=due_at,
         renewals=0,
     )
     s.add(loan)
@@ -438,6 +440,10 @@ async def checkin(
         await _count(uow, loan.reader_id, loan.person_id, -1, None)
         _emit(uow, lt)
         await s.refresh(loan)
+        fine = await fines.accrue(uow, loan, now)
+
+    else:
+        fine = None
 
     transit = None
     if action == "transit":
@@ -482,6 +488,7 @@ async def checkin(
         action=action,
         destination=destination,
         transit=transit.id if transit else None,
+        fine_fen=fine.amount_fen if fine else None,
     )
     fresh = await item_state(s, item)
     return CheckinResult(action, destination, loan, transit, fresh)
@@ -547,12 +554,16 @@ async def renew(uow: UnitOfWork, svc: Services, cmd: Renewal, staff: Staff) -> L
         raise errors.LoanNotFound(f"no loan {cmd.loan_id}")
     rdr = await s.get(Reader, loan.reader_id)
     assert rdr is not None
+    if loan.state == states.ACTIVE:
+        if rdr.blocked:
+            raise errors.ReaderBlocked(f"blocked at {loan.library}: {rdr.block_reason or 'ask the library'}")
+        await standing.refuse_blocked(s, loan.person_id)
     item_type = (await s.execute(select(ItemRow.item_type).where(ItemRow.id == loan.item_id))).scalar_one_or_none()
     policy = await policies.resolve(s, loan.library, rdr.category, item_type)
     now = utcnow()
     facts = states.Facts(renewals=loan.renewals, max_renewals=policy.max_renewals)
     t = states.fire("loan", loan.id, loan.state, "renew", facts, at=now)
-    due = now + dt.timedelta(days=policy.loan_days)
+    due = await calendar.due_date(s, loan.library, now + dt.timedelta(days=policy.loan_days))
     res = await s.execute(
         update(Loan)
         .where(Loan.id == loan.id, Loan.state == t.source, Loan.renewals == loan.renewals)

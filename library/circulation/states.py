@@ -25,10 +25,10 @@ LOST = "lost"
 WITHDRAWN = "withdrawn"
 ITEM_STATES = (AVAILABLE, ON_LOAN, IN_TRANSIT, ON_HOLD_SHELF, MISSING, LOST, WITHDRAWN)
 
-# loan states
+# loan states (LOST is shared with the item's: the copy was declared lost while lent)
 ACTIVE = "active"
 RETURNED = "returned"
-LOAN_STATES = (ACTIVE, RETURNED)
+LOAN_STATES = (ACTIVE, RETURNED, LOST)
 
 # transit states (IN_TRANSIT is shared with the item's)
 RECEIVED = "received"
@@ -67,11 +67,14 @@ ITEM_TRANSITIONS: Table = {
     (AVAILABLE, "withdraw"): (WITHDRAWN, None),
     (MISSING, "withdraw"): (WITHDRAWN, None),
     (LOST, "withdraw"): (WITHDRAWN, None),
+    (MISSING, "found"): (AVAILABLE, None),  # found on the shelf where it belongs
+    (LOST, "found"): (AVAILABLE, None),
 }
 
 LOAN_TRANSITIONS: Table = {
     (ACTIVE, "renew"): (ACTIVE, "renewals_left"),
     (ACTIVE, "checkin"): (RETURNED, None),
+    (ACTIVE, "declare_lost"): (LOST, None),  # the reader lost the copy: the loan ends, the counters free up
 }
 
 TRANSIT_TRANSITIONS: Table = {

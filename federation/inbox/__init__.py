@@ -1,0 +1,1 @@
+"""The resident's portal inbox: notices from every member system (circulation, health, connectors)."""
