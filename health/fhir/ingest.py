@@ -1,0 +1,852 @@
+"""Storing what hospitals push: Bundles (transaction or batch) and NDJSON loads, validated, linked and stored in bulk.
+
+One pass per load, with no round trip per resource:
+
+1. every resource is validated (fhir.resources R4B and our profile, ``health.fhir.profile``) and copied into the
+   body we will store (nulls dropped, anything shaped like an ID number masked), collecting its references;
+2. references are resolved inside the load (``fullUrl``, ``urn:uuid``, ``Type/id``) or against what the hospital
+   stored before, with ONE select for all rows the load touches;
+3. each Patient is linked to a person once (resident ID number, social-security card, or a hospital record
+   number already cross-referenced), through the identity layer, which alone keeps identifiers in clear;
+4. rows are written with Core bulk inserts and updates, with their links and a Provenance per change, one audit
+   entry and one ``health.results_changed`` event.
+
+A transaction is all or nothing: any problem, and nothing is written (the identity layer's writes included). A
+batch stores the good entries and refuses the others, with every entry that depends on a refused one.
+
+Idempotency: a row is the hospital's (institution, resource type, ``resource.id`` or else its first identifier as
+``system|value``). A re-send of the same content changes nothing; changed content is a new version; a resource
+older than the stored one (``meta.versionId`` when both are numeric, else ``meta.lastUpdated``) is ignored and
+answered with the stored version. The hospital's own version and time are kept in ``meta.extension`` of the body.
+
+The body stored is the resource's validated JSON itself (which fhir.resources checked element by element), not a
+``model_dump`` of its model: for valid FHIR JSON the two hold the same elements, and serialising the model costs
+twice what validating it does, which would cap the ingest rate at a third of bare parsing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from federation.audit.service import Record
+from federation.db import UnitOfWork, new_id, utcnow
+from federation.errors import DomainError
+from federation.identity import service as identity
+from federation.identity.idnumber import ID_NUMBER_PATTERN, mask_id_numbers_in_text
+from federation.identity.models import IdentifierType
+from federation.members.models import Institution
+from federation.services import Services
+from health.fhir import profile
+from health.fhir.outcome import issue
+from health.models import ResourceLink, StoredResource
+
+log = logging.getLogger(__name__)
+
+RESULTS_CHANGED = "health.results_changed"
+CHINA = dt.timezone(dt.timedelta(hours=8))
+IMAGING_SYSTEM = "urn:twincity:imaging"
+DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+SOURCE_VERSION_URL = "https://twincity.example/fhir/StructureDefinition/source-version-id"
+SOURCE_UPDATED_URL = "https://twincity.example/fhir/StructureDefinition/source-last-updated"
+LAB_CODES = frozenset({"laboratory", "LAB"})
+IMAGING_CODES = frozenset({"imaging", "RAD"})
+SELECT_CHUNK = 2000  # source ids per select (PostgreSQL takes at most 32,767 parameters)
+MAX_SOURCE_ID = 128
+# which references become fhir_links rows: (resource type, top-level element) -> rel
+LINKED = {
+    ("DiagnosticReport", "result"): "result",
+    ("DiagnosticReport", "specimen"): "specimen",
+    ("DiagnosticReport", "imagingStudy"): "imagingStudy",
+    ("Observation", "specimen"): "specimen",
+    ("Observation", "hasMember"): "hasMember",
+}
+_REF = re.compile(
+    r"^(?:(?P<base>https?://\S+?)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/\S+)?$"
+)
+
+
+class IngestRefused(DomainError):
+    """The load as a whole cannot be taken (not JSON, not a Bundle, a transaction with a bad entry); ``issues``
+    are the OperationOutcome's, each naming where."""
+
+    code = "fhir.ingest_refused"
+    status = 400
+    title = "The load was refused"
+
+    def __init__(self, detail: str, issues: list[dict[str, Any]] | None = None, expression: str | None = None):
+        super().__init__(detail)
+        self.issues = issues or [issue("structure", detail, expression=[expression] if expression else [])]
+
+
+class IngestUnprocessable(IngestRefused):
+    """Well-formed FHIR that breaks a rule (our profile, a reference to nothing, a patient we cannot link)."""
+
+    status = 422
+
+
+class UnknownHospital(DomainError):
+    code = "fhir.not_a_hospital"
+    status = 403
+    title = "Not a member hospital"
+
+
+@dataclasses.dataclass
+class Item:
+    """One resource of a load: where it was (``prefix`` names it in expressions), what it is, what became of it."""
+
+    index: int
+    prefix: str
+    resource: Any
+    full_url: str | None = None
+    method: str | None = None
+    rtype: str | None = None
+    source_id: str | None = None
+    body: dict[str, Any] | None = None
+    refs: list[tuple[str, str, dict[str, Any], Any]] = dataclasses.field(default_factory=list)
+    issues: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # the outcome
+    outcome: str = "error"  # created | updated | unchanged | stale | error
+    id: str | None = None
+    version: int | None = None
+    person_id: str | None = None
+
+    def refuse(self, path: str, message: str, code: str = "invalid") -> None:
+        self.issues.append(issue(code, message, expression=[profile.expression(self.prefix, path)]))
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+    @property
+    def location(self) -> str | None:
+        return f"{self.rtype}/{self.id}/_history/{self.version}" if self.id else None
+
+
+@dataclasses.dataclass
+class IngestResult:
+    kind: str  # transaction | batch | import
+    items: list[Item]
+    person_ids: list[str]
+    stored: bool  # whether anything was committed
+
+    @property
+    def ok(self) -> bool:
+        return all(i.ok for i in self.items)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per resource type, how many entries had each outcome."""
+        out: dict[str, dict[str, int]] = {}
+        for i in self.items:
+            per = out.setdefault(i.rtype or "unknown", {})
+            per[i.outcome] = per.get(i.outcome, 0) + 1
+        return out
+
+    def issues(self) -> list[dict[str, Any]]:
+        return [x for i in self.items for x in i.issues]
+
+
+# --------------------------------------------------------------------------------------------------- entry points
+
+
+def bundle_items(bundle: Any) -> tuple[str, list[Item]]:
+    """The Bundle's type and its entries as items; refuses what is not a transaction or batch Bundle."""
+    if not isinstance(bundle, dict):
+        raise IngestRefused("send a FHIR Bundle (a JSON object)", expression="Bundle")
+    if bundle.get("resourceType") != "Bundle":
+        raise IngestRefused(
+            f"send a Bundle, not {str(bundle.get('resourceType'))[:40]!r}", expression="Bundle.resourceType"
+        )
+    kind = bundle.get("type")
+    if kind not in ("transaction", "batch"):
+        raise IngestRefused("the Bundle's type must be transaction or batch", expression="Bundle.type")
+    unknown = sorted(
+        set(bundle)
+        - {
+            "resourceType",
+            "id",
+            "meta",
+            "implicitRules",
+            "language",
+            "identifier",
+            "type",
+            "timestamp",
+            "total",
+            "link",
+            "entry",
+            "signature",
+        }
+    )
+    if unknown:
+        raise IngestRefused(f"unknown element {unknown[0]!r} in the Bundle", expression=f"Bundle.{unknown[0]}")
+    entries = bundle.get("entry", [])
+    if not isinstance(entries, list):
+        raise IngestRefused("Bundle.entry must be a list", expression="Bundle.entry")
+    items = []
+    for n, e in enumerate(entries):
+        prefix = f"Bundle.entry[{n}]"
+        item = Item(index=n, prefix=f"{prefix}.resource", resource=None)
+        items.append(item)
+        if not isinstance(e, dict):
+            item.issues.append(issue("structure", "an entry must be a JSON object", expression=[prefix]))
+            continue
+        item.resource = e.get("resource")
+        for key in set(e) - {"fullUrl", "resource", "request", "id", "extension", "link", "search", "response"}:
+            item.issues.append(issue("structure", "unknown element in the entry", expression=[f"{prefix}.{key}"]))
+        full_url = e.get("fullUrl")
+        if full_url is not None and not isinstance(full_url, str):
+            item.issues.append(issue("structure", "fullUrl must be a string", expression=[f"{prefix}.fullUrl"]))
+        item.full_url = full_url if isinstance(full_url, str) else None
+        request = e.get("request")
+        if isinstance(request, dict):
+            method = request.get("method")
+            if method not in ("POST", "PUT"):
+                item.issues.append(
+                    issue(
+                        "not-supported",
+                        "only POST and PUT entries are taken (results are withdrawn with status entered-in-error)",
+                        expression=[f"{prefix}.request.method"],
+                    )
+                )
+            item.method = method if isinstance(method, str) else None
+        elif request is not None:
+            item.issues.append(issue("structure", "request must be an object", expression=[f"{prefix}.request"]))
+        if item.resource is None:
+            item.issues.append(issue("required", "the entry has no resource", expression=[f"{prefix}.resource"]))
+    return kind, items
+
+
+async def ingest_bundle(svc: Services, bundle: Any, *, institution: str, actor: str) -> IngestResult:
+    """Store a transaction or batch Bundle from ``institution`` (a hospital's member code).
+
+    A transaction with any problem raises ``IngestRefused`` carrying every issue (``errors``); nothing is stored.
+    A batch returns each entry's outcome; only the good entries (and none depending on a bad one) are stored.
+    """
+    kind, items = bundle_items(bundle)
+    return await ingest_items(svc, items, institution=institution, actor=actor, atomic=kind == "transaction", kind=kind)
+
+
+async def ingest_items(
+    svc: Services, items: list[Item], *, institution: str, actor: str, atomic: bool, kind: str
+) -> IngestResult:
+    """Validate, link and store these items in one transaction (see the module docstring)."""
+    now = utcnow()
+    for item in items:
+        if item.ok or item.resource is not None:
+            _prepare(item, now)
+    _duplicates(items)
+    if atomic and not all(i.ok for i in items):
+        raise _refusal(items)
+    async with svc.db.uow() as uow:
+        hospital = await _hospital(uow.session, institution)
+        loader = _Load(svc, uow, hospital, items, now)
+        await loader.run(atomic)
+        if atomic and not all(i.ok for i in items):
+            raise _refusal(items)  # leaving the unit of work rolls the identity layer's writes back
+        stored = [i for i in items if i.ok]
+        changed = [i for i in stored if i.outcome in ("created", "updated")]
+        person_ids = sorted({i.person_id for i in stored if i.person_id} | loader.linked)
+        if changed:
+            await loader.write(changed)
+        if stored or loader.linked:
+            result = IngestResult(kind, items, person_ids, stored=True)
+            await svc.audit(
+                uow,
+                Record(
+                    action="health.ingest",
+                    actor=actor,
+                    actor_institution=hospital.code,
+                    details={"kind": kind, "counts": result.counts(), "person_ids": person_ids},
+                ),
+            )
+            if changed:
+                uow.emit(RESULTS_CHANGED, person_ids=sorted({i.person_id for i in changed if i.person_id}))
+            await uow.commit()
+            return result
+    return IngestResult(kind, items, [], stored=False)
+
+
+def _refusal(items: Sequence[Item]) -> IngestRefused:
+    issues = [x for i in items for x in i.issues]
+    cls = IngestRefused if any(x["code"] == "structure" for x in issues) else IngestUnprocessable
+    return cls(f"{len(issues)} problem(s); the transaction stored nothing", issues=issues)
+
+
+# ------------------------------------------------------------------------------------------------ per-resource work
+
+
+def _prepare(item: Item, now: dt.datetime) -> None:
+    """Validate the resource and copy it into the body we store, collecting its references."""
+    r = item.resource
+    rtype = r.get("resourceType") if isinstance(r, dict) else None
+    item.rtype = rtype if isinstance(rtype, str) and rtype in profile.MODELS else None
+    _, problems = profile.check(r, now=now)
+    for p in problems:
+        item.refuse(p.path, p.message, p.code)
+    if not item.ok:
+        return
+    item.source_id = _source_id(r)
+    if item.source_id is None:
+        item.refuse("id", "the resource has neither an id nor an identifier: a re-send could not be recognised")
+        return
+    if len(item.source_id) > MAX_SOURCE_ID:
+        item.refuse("id", f"the resource's id or first identifier is longer than {MAX_SOURCE_ID} characters")
+        return
+    refs: list[tuple[str, str, dict[str, Any], Any]] = []
+    item.body = _copy(r, "", refs)
+    item.refs = refs
+
+
+def _source_id(r: dict[str, Any]) -> str | None:
+    if isinstance(r.get("id"), str) and r["id"]:
+        return r["id"]
+    for ident in r.get("identifier") or ():
+        if isinstance(ident, dict) and ident.get("value"):
+            return f"{ident.get('system') or ''}|{ident['value']}"
+    return None
+
+
+def _copy(node: Any, path: str, refs: list[tuple[str, str, dict[str, Any], Any]]) -> Any:
+    """The stored copy of a JSON value: nulls dropped, ID numbers masked in every string, and each Reference
+    recorded as (top-level element, path, the copy's dict, the reference string) for rewriting."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if v is None:
+                continue
+            out[k] = _copy(v, f"{path}.{k}" if path else k, refs)
+        ref = node.get("reference")
+        if isinstance(ref, str) and path:
+            refs.append((path.split(".", 1)[0].split("[", 1)[0], path, out, ref))
+        return out
+    if isinstance(node, list):
+        return [_copy(v, f"{path}[{n}]", refs) for n, v in enumerate(node) if v is not None]
+    if isinstance(node, str) and len(node) >= 15 and ID_NUMBER_PATTERN.search(node):
+        return mask_id_numbers_in_text(node)
+    return node
+
+
+def _duplicates(items: Sequence[Item]) -> None:
+    seen: dict[tuple[str, str], int] = {}
+    for item in items:
+        if not item.ok or item.rtype is None or item.source_id is None:
+            continue
+        key = (item.rtype, item.source_id)
+        if key in seen:
+            item.refuse("id", f"the same resource as entry {seen[key]}, twice in one load", "duplicate")
+        else:
+            seen[key] = item.index
+
+
+async def _hospital(session: AsyncSession, code: str | None) -> Institution:
+    hospital = None
+    if code:
+        rows = await session.execute(select(Institution).where(Institution.code == code.upper()))
+        hospital = rows.scalar_one_or_none()
+    if hospital is None or hospital.kind != "hospital" or not hospital.active:
+        raise UnknownHospital("results are pushed by a member hospital's API key")
+    return hospital
+
+
+def _date(value: Any) -> dt.datetime | None:
+    """A FHIR date/dateTime/instant as an aware UTC datetime; a date alone is that day's start in China time."""
+    if not isinstance(value, str) or len(value) < 4:
+        return None
+    try:
+        if len(value) <= 10:
+            parts = [int(p) for p in value.split("-")] + [1, 1]
+            return dt.datetime(parts[0], parts[1], parts[2], tzinfo=CHINA).astimezone(dt.UTC)
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=CHINA)).astimezone(dt.UTC)
+
+
+def _code(concept: Any) -> tuple[str | None, str | None]:
+    codings = [c for c in (concept or {}).get("coding") or () if isinstance(c, dict) and c.get("code")]
+    if not codings:
+        return None, None
+    best = next((c for c in codings if c.get("system") == profile.LOINC), codings[0])
+    return best.get("system"), str(best["code"])
+
+
+def _category(rtype: str, body: dict[str, Any]) -> str | None:
+    if rtype == "ImagingStudy":
+        return "imaging"
+    codes = [c.get("code") for cat in body.get("category") or () for c in (cat.get("coding") or ()) if c.get("code")]
+    if any(c in LAB_CODES for c in codes):
+        return "laboratory"
+    if any(c in IMAGING_CODES for c in codes):
+        return "imaging"
+    return str(codes[0])[:20] if codes else None
+
+
+def _imaging_code(body: dict[str, Any]) -> str | None:
+    series = body.get("series") or ()
+    if not series:
+        modality = next(iter(body.get("modality") or ()), None)
+        return f"{modality['code']}|" if modality and modality.get("code") else None
+    first = series[0]
+    site = (first.get("bodySite") or {}).get("code") or ""
+    return f"{first['modality']['code']}|{site}"
+
+
+def _effective(rtype: str, body: dict[str, Any]) -> dt.datetime | None:
+    if rtype == "ImagingStudy":
+        return _date(body.get("started"))
+    if "effectiveDateTime" in body:
+        return _date(body["effectiveDateTime"])
+    if "effectivePeriod" in body:
+        return _date(body["effectivePeriod"].get("start"))
+    return _date(body.get("effectiveInstant"))
+
+
+def _source_meta(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    meta = body.get("meta") or {}
+    return meta.get("versionId"), meta.get("lastUpdated")
+
+
+def _stored_source_meta(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    ext = {e.get("url"): e for e in (body.get("meta") or {}).get("extension") or () if isinstance(e, dict)}
+    version = ext.get(SOURCE_VERSION_URL, {}).get("valueString")
+    updated = ext.get(SOURCE_UPDATED_URL, {}).get("valueInstant")
+    return version, updated
+
+
+def _older(incoming: tuple[str | None, str | None], stored: tuple[str | None, str | None]) -> bool:
+    """Whether the incoming resource is older than the stored one, by the hospital's own version or time."""
+    (v_in, t_in), (v_st, t_st) = incoming, stored
+    if v_in and v_st and v_in.isdigit() and v_st.isdigit():
+        return int(v_in) < int(v_st)
+    a, b = _date(t_in), _date(t_st)
+    return a is not None and b is not None and a < b
+
+
+def _without_meta(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != "meta"}
+
+
+def _mask_patient(body: dict[str, Any]) -> None:
+    """A stored Patient shows its identifiers masked; the identity layer holds them (encrypted)."""
+    for ident in body.get("identifier") or ():
+        value = ident.get("value")
+        if isinstance(value, str):
+            kind = IdentifierType.ID_NUMBER if ident.get("system") == profile.ID_NUMBER_SYSTEM else "other"
+            ident["value"] = identity.mask(kind, value)
+
+
+def _name(body: dict[str, Any]) -> str:
+    for n in body.get("name") or ():
+        if n.get("text"):
+            return str(n["text"]).strip()
+        family, given = n.get("family") or "", "".join(n.get("given") or ())
+        if family or given:
+            joined = family + given
+            # a name in Latin letters is written given first, with spaces
+            return joined if not joined.isascii() else " ".join([*n.get("given", ()), family]).strip()
+    return ""
+
+
+class _Load:
+    """The database side of one load: the select, the links to persons, the writes."""
+
+    def __init__(self, svc: Services, uow: UnitOfWork, hospital: Institution, items: list[Item], now: dt.datetime):
+        self.svc, self.uow, self.hospital, self.items, self.now = svc, uow, hospital, items, now
+        self.session = uow.session
+        self.existing: dict[tuple[str, str], Any] = {}
+        self.linked: set[str] = set()
+        self.mrn_systems = set((hospital.attributes or {}).get("mrn_systems") or ())
+        self.source = f"urn:twincity:member:{hospital.code}"
+
+    # -- resolution -------------------------------------------------------------------------------------------
+
+    def _index(self) -> dict[str, Item]:
+        index: dict[str, Item] = {}
+        for item in self.items:
+            if item.rtype is None or item.body is None:
+                continue
+            if item.full_url:
+                index[item.full_url] = item
+            rid = item.resource.get("id")
+            if isinstance(rid, str):
+                index[f"{item.rtype}/{rid}"] = item
+        return index
+
+    async def _select(self, keys: set[tuple[str, str]]) -> None:
+        """One select (in chunks for very large loads) for every stored row the load touches."""
+        ids = sorted({sid for _, sid in keys})
+        for start in range(0, len(ids), SELECT_CHUNK):
+            rows = await self.session.execute(
+                select(
+                    StoredResource.id,
+                    StoredResource.resource_type,
+                    StoredResource.source_id,
+                    StoredResource.version,
+                    StoredResource.person_id,
+                    StoredResource.body,
+                ).where(
+                    StoredResource.institution_id == self.hospital.id,
+                    StoredResource.source_id.in_(ids[start : start + SELECT_CHUNK]),
+                )
+            )
+            for row in rows:
+                if (row.resource_type, row.source_id) in keys:
+                    self.existing[(row.resource_type, row.source_id)] = row
+
+    async def run(self, atomic: bool) -> None:
+        index = self._index()
+        wanted: set[tuple[str, str]] = set()
+        targets: dict[int, list[Any]] = {}
+        for item in self.items:
+            if not item.ok or item.body is None:
+                continue
+            wanted.add((item.rtype, item.source_id))  # type: ignore[arg-type]
+            resolved = []
+            for _element, path, node, ref in item.refs:
+                target = self._resolve(item, path, node, ref, index)
+                resolved.append(target)
+                if isinstance(target, tuple):
+                    wanted.add(target)
+            targets[item.index] = resolved
+        await self._select(wanted)
+        # references to rows stored before: they must exist
+        for item in self.items:
+            for (_element, path, _node, _ref), target in zip(item.refs, targets.get(item.index, ()), strict=False):
+                if isinstance(target, tuple) and target not in self.existing:
+                    item.refuse(path + ".reference", f"{target[0]}/{target[1]} is neither in this load nor stored")
+        self._cascade()
+        if atomic and not all(i.ok for i in self.items):
+            return
+        await self._link_patients()
+        self._cascade()
+        if atomic and not all(i.ok for i in self.items):
+            return
+        self._finish(targets)
+
+    def _resolve(self, item: Item, path: str, node: dict[str, Any], ref: str, index: dict[str, Item]) -> Any:
+        """An Item of this load, a (type, source id) key of a stored row, None (kept as sent: contained, or a
+        type we do not store), or False after refusing the reference."""
+        if ref.startswith("#"):
+            return None
+        if ref in index:
+            return index[ref]
+        m = _REF.match(ref)
+        if m is None:
+            item.refuse(f"{path}.reference", "a reference to nothing in this load", "not-found")
+            return False
+        key = f"{m['type']}/{m['id']}"
+        if key in index and (m["base"] is None or ref in index):
+            return index[key]
+        if m["type"] not in profile.MODELS:
+            node.pop("reference", None)  # a type we do not store (Encounter, Device, ...): keep its display only
+            if not node:
+                node["display"] = m["type"]
+            return None
+        return (m["type"], m["id"])
+
+    def _cascade(self) -> None:
+        """An entry referring to a refused entry is refused too (until nothing changes)."""
+        changed = True
+        while changed:
+            changed = False
+            for item in self.items:
+                if not item.ok or item.body is None:
+                    continue
+                for _, path, _, ref in item.refs:
+                    target = self._target_item(ref)
+                    if target is not None and target is not item and not target.ok:
+                        item.refuse(
+                            path + ".reference", f"refers to entry {target.index}, which was refused", "processing"
+                        )
+                        changed = True
+                        break
+
+    def _target_item(self, ref: str) -> Item | None:
+        if not hasattr(self, "_idx"):
+            self._idx = self._index()
+        if ref in self._idx:
+            return self._idx[ref]
+        m = _REF.match(ref)
+        return self._idx.get(f"{m['type']}/{m['id']}") if m else None
+
+    # -- persons ----------------------------------------------------------------------------------------------
+
+    async def _link_patients(self) -> None:
+        for item in self.items:
+            if item.ok and item.rtype == "Patient":
+                await self._link(item)
+
+    async def _link(self, item: Item) -> None:
+        """Find (or, by resident ID number, register) the patient's person; under a savepoint, so a refusal
+        leaves nothing of it behind."""
+        id_number = ssc = mrn = None
+        for k, ident in enumerate(item.body.get("identifier") or () if item.body else ()):
+            system, value = ident.get("system"), ident.get("value")
+            if not isinstance(value, str) or not value.strip():
+                continue
+            types = {c.get("code") for c in (ident.get("type") or {}).get("coding") or ()}
+            if system == profile.ID_NUMBER_SYSTEM:
+                id_number = (k, value)
+            elif system == profile.SOCIAL_SECURITY_CARD_SYSTEM:
+                ssc = (k, value)
+            elif "MR" in types or system in self.mrn_systems:
+                mrn = (k, value)
+        raw = item.resource.get("identifier") or []
+
+        def clear(found: tuple[int, str] | None) -> str | None:  # the value as sent (the body's copy is masked)
+            return str(raw[found[0]]["value"]) if found else None
+
+        code = self.hospital.code
+        inputs = {
+            "id": identity.IdentifierInput(IdentifierType.ID_NUMBER, clear(id_number)) if id_number else None,
+            "ssc": identity.IdentifierInput(IdentifierType.SOCIAL_SECURITY_CARD, clear(ssc)) if ssc else None,
+            "mrn": identity.IdentifierInput(IdentifierType.LOCAL, clear(mrn), code, "hospital_record") if mrn else None,
+        }
+        where = {"id": id_number, "ssc": ssc, "mrn": mrn}
+        current = "id"
+        try:
+            async with self.session.begin_nested():
+                person = None
+                if inputs["id"] is not None:
+                    reg = await identity.register(
+                        self.uow,
+                        self.svc,
+                        identity.RegisterPerson(
+                            name=_name(item.body or {}),
+                            identifiers=[i for i in inputs.values() if i is not None],
+                            home_institution=code,
+                        ),
+                        actor=self.source,
+                    )
+                    person = reg.person
+                else:
+                    for current in ("ssc", "mrn"):
+                        inp = inputs[current]
+                        if inp is None:
+                            continue
+                        found = await identity.find_identifier(self.session, self.svc.cipher, inp)
+                        if found is not None:
+                            person = await identity.get_person(self.session, found.person_id)
+                            break
+                    if person is None:
+                        item.refuse(
+                            "identifier",
+                            "cannot link this patient to a person: send the resident ID number "
+                            f"({profile.ID_NUMBER_SYSTEM}), a social-security card number known to the federation "
+                            f"({profile.SOCIAL_SECURITY_CARD_SYSTEM}), or a hospital record number already "
+                            "cross-referenced",
+                            "not-found",
+                        )
+                        return
+                    if inputs["mrn"] is not None and current != "mrn":
+                        current = "mrn"
+                        known = await identity.find_identifier(self.session, self.svc.cipher, inputs["mrn"])
+                        if known is None:
+                            await identity.add_identifier(
+                                self.uow, self.svc, person.id, inputs["mrn"], actor=self.source
+                            )
+                        elif (await identity.get_person(self.session, known.person_id)).id != person.id:
+                            raise identity.IdentifierTaken("this record number belongs to another person")
+        except DomainError as e:
+            k = where.get(current) or id_number or ssc or mrn
+            path = f"identifier[{k[0]}].value" if k else "identifier"
+            item.refuse(path, mask_id_numbers_in_text(e.detail), "invalid" if e.status < 409 else "conflict")
+            return
+        item.person_id = person.id
+        self.linked.add(person.id)
+
+    # -- rows -------------------------------------------------------------------------------------------------
+
+    def _person_of(self, target: Any) -> str | None:
+        if isinstance(target, Item):
+            return target.person_id
+        row = self.existing.get(target) if isinstance(target, tuple) else None
+        return row.person_id if row is not None else None
+
+    def _finish(self, targets: dict[int, list[Any]]) -> None:
+        """Ids, rewritten references, columns and outcomes for every good item (no database access)."""
+        for item in self.items:
+            if item.ok:
+                row = self.existing.get((item.rtype, item.source_id))  # type: ignore[arg-type]
+                item.id = row.id if row is not None else new_id()
+        for item in self.items:
+            if not item.ok or item.body is None:
+                continue
+            body = item.body
+            for (element, path, node, _ref), target in zip(item.refs, targets[item.index], strict=True):
+                ttype = target.rtype if isinstance(target, Item) else target[0] if isinstance(target, tuple) else None
+                if ttype is None:
+                    continue
+                if ttype == "Patient":
+                    person = self._person_of(target)
+                    if person is None:
+                        item.refuse(
+                            f"{path}.reference", "the patient referred to is not linked to a person", "not-found"
+                        )
+                        break
+                    node["reference"] = f"Patient/{person}"
+                    if element in ("subject", "patient") and path == element:
+                        item.person_id = person
+                else:
+                    tid = target.id if isinstance(target, Item) else self.existing[target].id
+                    node["reference"] = f"{ttype}/{tid}"
+                    node["_target"] = (ttype, tid)
+            if not item.ok:
+                continue
+            if item.rtype in profile.WITH_SUBJECT and not str(body["subject"].get("reference", "")).startswith(
+                "Patient/"
+            ):
+                item.refuse("subject.reference", "the subject must be a Patient", "invalid")
+                continue
+            if item.rtype == "Patient":
+                _mask_patient(body)
+            self._outcome(item)
+
+    def _outcome(self, item: Item) -> None:
+        body = item.body or {}
+        row = self.existing.get((item.rtype, item.source_id))  # type: ignore[arg-type]
+        incoming_meta = _source_meta(body)
+        meta = {k: v for k, v in (body.get("meta") or {}).items() if k in ("profile", "security", "tag")}
+        ext = []
+        if incoming_meta[0]:
+            ext.append({"url": SOURCE_VERSION_URL, "valueString": str(incoming_meta[0])})
+        if incoming_meta[1]:
+            ext.append({"url": SOURCE_UPDATED_URL, "valueInstant": str(incoming_meta[1])})
+        body["id"] = item.id
+        if row is not None:
+            if _older(incoming_meta, _stored_source_meta(row.body)):
+                item.outcome, item.version, item.person_id = "stale", row.version, row.person_id
+                return
+            if _plain(_without_meta(body)) == _without_meta(row.body):
+                item.outcome, item.version = "unchanged", row.version
+                return
+            item.outcome, item.version = "updated", row.version + 1
+        else:
+            item.outcome, item.version = "created", 1
+        meta.update(versionId=str(item.version), lastUpdated=self.now.isoformat(), source=self.source)
+        if ext:
+            meta["extension"] = ext
+        body["meta"] = meta
+
+    async def write(self, changed: list[Item]) -> None:
+        """Bulk inserts and updates of the changed rows, their links, and one Provenance per change."""
+        inserts, updates, links, provenances = [], [], [], []
+        for item in changed:
+            body = _plain(item.body)
+            rtype = item.rtype or ""
+            if rtype == "ImagingStudy":
+                system, code = IMAGING_SYSTEM, _imaging_code(body)
+            else:
+                system, code = _code(body.get("code"))
+            status = body.get("status")
+            values = {
+                "id": item.id,
+                "resource_type": rtype,
+                "institution_id": self.hospital.id,
+                "source_id": item.source_id,
+                "version": item.version,
+                "last_updated": self.now,
+                "status": status,
+                "person_id": item.person_id,
+                "category": _category(rtype, body)
+                if rtype in ("Observation", "DiagnosticReport", "ImagingStudy")
+                else None,
+                "code_system": system[:200] if system else None,
+                "code": code[:64] if code else None,
+                "effective_at": _effective(rtype, body),
+                "issued_at": _date(body.get("issued")),
+                "withdrawn": status == "entered-in-error",
+                "body": body,
+            }
+            (inserts if item.outcome == "created" else updates).append(values)
+            for element, _path, node, _ in item.refs:
+                rel = LINKED.get((rtype, element))
+                target = node.get("_target")
+                if rel and target:
+                    links.append({"source_id": item.id, "rel": rel, "target_id": target[1]})
+            provenances.append(self._provenance(item))
+        for p in provenances:
+            links.append({"source_id": p["id"], "rel": "target", "target_id": p["body"]["target"][0]["_id"]})
+            del p["body"]["target"][0]["_id"]
+        if updates:
+            ids = [u["id"] for u in updates]
+            for start in range(0, len(ids), SELECT_CHUNK):
+                await self.session.execute(
+                    delete(ResourceLink).where(ResourceLink.source_id.in_(ids[start : start + SELECT_CHUNK]))
+                )
+            await self.session.execute(update(StoredResource), updates)
+        rows = inserts + provenances
+        if rows:
+            await self.session.execute(insert(StoredResource), rows)
+        unique = {(x["source_id"], x["rel"], x["target_id"]): x for x in links}
+        if unique:
+            await self.session.execute(insert(ResourceLink), list(unique.values()))
+
+    def _provenance(self, item: Item) -> dict[str, Any]:
+        pid = new_id()
+        activity = "CREATE" if item.outcome == "created" else "UPDATE"
+        target = f"{item.rtype}/{item.id}/_history/{item.version}"
+        body = {
+            "resourceType": "Provenance",
+            "id": pid,
+            "meta": {"versionId": "1", "lastUpdated": self.now.isoformat(), "source": self.source},
+            "target": [{"reference": target, "_id": item.id}],
+            "recorded": self.now.isoformat(),
+            "activity": {"coding": [{"system": DATA_OPERATION, "code": activity}]},
+            "agent": [{"who": {"type": "Organization", "display": self.hospital.name}}],
+        }
+        return {
+            "id": pid,
+            "resource_type": "Provenance",
+            "institution_id": self.hospital.id,
+            "source_id": f"prov:{item.id}:{item.version}",
+            "version": 1,
+            "last_updated": self.now,
+            "status": None,
+            "person_id": item.person_id,
+            "category": None,
+            "code_system": None,
+            "code": None,
+            "effective_at": None,
+            "issued_at": self.now,
+            "withdrawn": False,
+            "body": body,
+        }
+
+
+def _plain(body: Any) -> Any:
+    """The body without our working marks (each rewritten reference's target key)."""
+    if isinstance(body, dict):
+        return {k: _plain(v) for k, v in body.items() if k != "_target"}
+    if isinstance(body, list):
+        return [_plain(v) for v in body]
+    return body
+
+
+def ndjson_items(lines: Iterable[tuple[int, bytes]]) -> list[Item]:
+    """NDJSON lines (number, bytes) as items; a line that is not JSON is an item with its issue."""
+    import json
+
+    items = []
+    for number, line in lines:
+        item = Item(index=number, prefix="Resource", resource=None)
+        try:
+            item.resource = json.loads(line)
+            rtype = item.resource.get("resourceType") if isinstance(item.resource, dict) else None
+            if isinstance(rtype, str) and rtype.isalpha():
+                item.prefix = rtype[:40]
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            item.issues.append(
+                issue(
+                    "structure", f"not JSON: {e.__class__.__name__} at {getattr(e, 'pos', 0)}", expression=[item.prefix]
+                )
+            )
+        items.append(item)
+    return items
