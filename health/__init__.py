@@ -14,3 +14,9 @@ def register(registry: Any) -> None:
 
     registry.add_routes(api.routes)
     registry.add_scope("health.read", "read patients' prior results (with the patient's consent) as a hospital system")
+
+    from health import catalogue_api, catalogue_seed
+
+    registry.add_routes(catalogue_api.routes)
+    registry.add_scope("health.catalogue", "map the hospital's own LIS/PACS codes to recognition catalogue items")
+    registry.on_demo(catalogue_seed.load_demo)
