@@ -22,7 +22,7 @@ from federation.identity.errors import UnknownCredential
 from federation.identity.models import IdentifierType
 from federation.web.routing import RESIDENT, Principal, Routes, scopes, staff
 from federation.web.schema import Input, Output
-from health import access, decisions, results
+from health import access, decisions, recognition, results
 from health.fhir.outcome import fhir_response
 
 routes = Routes("health")
@@ -411,7 +411,7 @@ async def decide(request: web.Request, body: DecisionIn) -> DecisionOut:
     summary="Recognition rate per hospital, item and city pair; declined reasons; repeat tests avoided per month",
 )
 async def figures(request: web.Request, query: FiguresQuery) -> dict[str, Any]:
-    end = query.until or dt.date.today()
+    end = query.until or recognition.today_in_china()
     start = query.since or end - dt.timedelta(days=365)
     if start > end:
         raise InvalidInput("`since` must not be after `until`")
