@@ -23,3 +23,7 @@ def register(registry: Any) -> None:
     from health import demo
 
     registry.on_demo(demo.load)  # after the catalogue: the demo hospitals' results through the real FHIR ingest
+
+    from health.fhir import rest
+
+    registry.add_routes(rest.routes)

@@ -115,6 +115,19 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/oai"): ALL,
     ("POST", "/oai"): ALL,
     ("GET", "/sru"): ALL,
+    ("GET", "/fhir/metadata"): ALL,
+    ("GET", "/fhir/Patient"): {"doctor", "resident", "apikey"},
+    ("POST", "/fhir/Patient/_search"): {"doctor", "resident", "apikey"},
+    ("GET", "/fhir/Patient/{id}"): {"doctor", "resident", "apikey"},
+    ("GET", "/fhir/Observation"): {"doctor", "resident", "apikey"},
+    ("POST", "/fhir/Observation/_search"): {"doctor", "resident", "apikey"},
+    ("GET", "/fhir/Observation/$lastn"): {"doctor", "resident", "apikey"},
+    ("GET", "/fhir/Observation/{id}"): {"doctor", "resident", "apikey"},
+    ("GET", "/fhir/DiagnosticReport"): {"doctor", "resident", "apikey"},
+    ("POST", "/fhir/DiagnosticReport/_search"): {"doctor", "resident", "apikey"},
+    ("GET", "/fhir/DiagnosticReport/{id}"): {"doctor", "resident", "apikey"},
+    ("GET", "/fhir/ImagingStudy/{id}"): {"doctor", "resident", "apikey"},
+    ("GET", "/fhir/Provenance/{id}"): {"doctor", "resident", "apikey"},
 }
 
 
@@ -171,7 +184,9 @@ async def test_route_role_table(client, demo):
                 ok = status not in (401, 403) and status < 500
             else:
                 ok = status == (401 if who == "anonymous" else 403)
-                if ok and resp.content_type != "application/problem+json":
+                # the FHIR endpoint tells its errors as OperationOutcome
+                expected_type = "application/fhir+json" if path.startswith("/fhir") else "application/problem+json"
+                if ok and resp.content_type != expected_type:
                     ok = False
             if not ok:
                 failures.append(f"{method} {path} as {who}: {status} ({'allowed' if who in allowed else 'denied'})")
