@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     port: int = 8080
     public_url: str | None = None
     max_request_bytes: int = 1024 * 1024
+    # FHIR Bundles are read past max_request_bytes up to this; a Bundle with more entries than the next runs as a job
+    fhir_max_bundle_bytes: int = 32 * 1024 * 1024
+    fhir_sync_max_entries: int = 1000
     log_level: str = "INFO"
     log_json: bool = True
     access_token_ttl_s: int = 3600

@@ -27,3 +27,10 @@ def register(registry: Any) -> None:
     from health.fhir import rest
 
     registry.add_routes(rest.routes)
+
+    from health.fhir import ingest_api
+    from health.fhir import tasks as fhir_tasks
+
+    registry.add_routes(ingest_api.routes)
+    registry.on_services(fhir_tasks.register)
+    registry.add_scope("health.write", "push the hospital's FHIR results (Bundles, NDJSON imports)")

@@ -128,6 +128,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/fhir/DiagnosticReport/{id}"): {"doctor", "resident", "apikey"},
     ("GET", "/fhir/ImagingStudy/{id}"): {"doctor", "resident", "apikey"},
     ("GET", "/fhir/Provenance/{id}"): {"doctor", "resident", "apikey"},
+    ("POST", "/fhir"): {"apikey"},
+    ("POST", "/fhir/$import"): {"apikey"},
 }
 
 
