@@ -211,7 +211,7 @@ def profile_problems(r: dict[str, Any], now: dt.datetime) -> list[Problem]:
             modality = s.get("modality") if isinstance(s, dict) else None
             if not isinstance(modality, dict) or not str(modality.get("code") or "").strip():
                 problems.append(Problem(f"series[{i}].modality.code", "a DICOM modality code is required", "required"))
-    if rtype == "Patient":
+    if rtype in ("Patient", "Practitioner"):
         gender = r.get("gender")
         if gender is not None and gender not in GENDERS:
             problems.append(Problem("gender", f"gender must be one of {', '.join(sorted(GENDERS))}", "code-invalid"))
