@@ -33,7 +33,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.audit.service import Record
@@ -41,7 +41,7 @@ from federation.db import UnitOfWork, new_id, utcnow
 from federation.errors import DomainError
 from federation.identity import service as identity
 from federation.identity.idnumber import ID_NUMBER_PATTERN, mask_id_numbers_in_text
-from federation.identity.models import IdentifierType
+from federation.identity.models import IdentifierType, Person, PersonStatus
 from federation.members.models import Institution
 from federation.services import Services
 from health.fhir import profile
@@ -315,13 +315,21 @@ def _source_id(r: dict[str, Any]) -> str | None:
 
 def _copy(node: Any, path: str, refs: list[tuple[str, str, dict[str, Any], Any]]) -> Any:
     """The stored copy of a JSON value: nulls dropped, ID numbers masked in every string, and each Reference
-    recorded as (top-level element, path, the copy's dict, the reference string) for rewriting."""
+    recorded as (top-level element, path, the copy's dict, the reference string) for rewriting.
+
+    Leaves are handled in place and paths are built for containers only: this walk runs over every element of
+    every resource, so it must cost little beside validation."""
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
             if v is None:
                 continue
-            out[k] = _copy(v, f"{path}.{k}" if path else k, refs)
+            if isinstance(v, dict | list):
+                out[k] = _copy(v, f"{path}.{k}" if path else k, refs)
+            elif isinstance(v, str) and len(v) >= 15 and ID_NUMBER_PATTERN.search(v):
+                out[k] = mask_id_numbers_in_text(v)
+            else:
+                out[k] = v
         ref = node.get("reference")
         if isinstance(ref, str) and path:
             refs.append((path.split(".", 1)[0].split("[", 1)[0], path, out, ref))
@@ -480,9 +488,10 @@ class _Load:
         return index
 
     async def _select(self, keys: set[tuple[str, str]]) -> None:
-        """One select (in chunks for very large loads) for every stored row the load touches."""
-        ids = sorted({sid for _, sid in keys})
-        for start in range(0, len(ids), SELECT_CHUNK):
+        """One select (in chunks for very large loads) for every stored row the load touches, by the unique
+        key's three columns, so the index answers it however many rows the hospital has."""
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), SELECT_CHUNK):
             rows = await self.session.execute(
                 select(
                     StoredResource.id,
@@ -493,12 +502,13 @@ class _Load:
                     StoredResource.body,
                 ).where(
                     StoredResource.institution_id == self.hospital.id,
-                    StoredResource.source_id.in_(ids[start : start + SELECT_CHUNK]),
+                    tuple_(StoredResource.resource_type, StoredResource.source_id).in_(
+                        ordered[start : start + SELECT_CHUNK]
+                    ),
                 )
             )
             for row in rows:
-                if (row.resource_type, row.source_id) in keys:
-                    self.existing[(row.resource_type, row.source_id)] = row
+                self.existing[(row.resource_type, row.source_id)] = row
 
     async def run(self, atomic: bool) -> None:
         index = self._index()
@@ -579,59 +589,76 @@ class _Load:
     # -- persons ----------------------------------------------------------------------------------------------
 
     async def _link_patients(self) -> None:
-        for item in self.items:
-            if item.ok and item.rtype == "Patient":
-                await self._link(item)
+        """Link every Patient of the load. Patients whose identifiers are all known, to one person, are linked
+        from one query for the whole load; the others go through the identity layer one by one."""
+        patients = [(item, self._identifiers(item)) for item in self.items if item.ok and item.rtype == "Patient"]
+        known: list[tuple[Item, dict[str, tuple[int, identity.IdentifierInput]]]] = []
+        for item, idents in patients:
+            try:
+                for _, inp in idents.values():
+                    identity.normalise_value(inp.type, inp.value)
+            except DomainError:
+                await self._link(item, idents)  # says what is wrong with it
+                continue
+            known.append((item, idents))
+        flat = [inp for _, idents in known for _, inp in idents.values()]
+        found = iter(await identity.find_identifiers(self.session, self.svc.cipher, flat) if flat else ())
+        owners = [(item, idents, [next(found) for _ in idents]) for item, idents in known]
+        ids = {i.person_id for *_, hits in owners for i in hits if i is not None}
+        active = set()
+        if ids:
+            q = select(Person.id).where(Person.id.in_(sorted(ids)), Person.status == PersonStatus.ACTIVE.value)
+            active = set((await self.session.execute(q)).scalars())
+        for item, idents, hits in owners:
+            people = {i.person_id for i in hits if i is not None}
+            if hits and all(i is not None for i in hits) and len(people) == 1 and people <= active:
+                item.person_id = people.pop()
+                self.linked.add(item.person_id)
+            else:
+                await self._link(item, idents)
 
-    async def _link(self, item: Item) -> None:
-        """Find (or, by resident ID number, register) the patient's person; under a savepoint, so a refusal
-        leaves nothing of it behind."""
-        id_number = ssc = mrn = None
-        for k, ident in enumerate(item.body.get("identifier") or () if item.body else ()):
+    def _identifiers(self, item: Item) -> dict[str, tuple[int, identity.IdentifierInput]]:
+        """The identifiers that link a Patient: resident ID number, social-security card, hospital record
+        number (by position in ``identifier``), with their values as sent (the body's copy is masked)."""
+        out: dict[str, tuple[int, identity.IdentifierInput]] = {}
+        code = self.hospital.code
+        for k, ident in enumerate(item.resource.get("identifier") or ()):
             system, value = ident.get("system"), ident.get("value")
             if not isinstance(value, str) or not value.strip():
                 continue
             types = {c.get("code") for c in (ident.get("type") or {}).get("coding") or ()}
             if system == profile.ID_NUMBER_SYSTEM:
-                id_number = (k, value)
+                out["id"] = (k, identity.IdentifierInput(IdentifierType.ID_NUMBER, value))
             elif system == profile.SOCIAL_SECURITY_CARD_SYSTEM:
-                ssc = (k, value)
+                out["ssc"] = (k, identity.IdentifierInput(IdentifierType.SOCIAL_SECURITY_CARD, value))
             elif "MR" in types or system in self.mrn_systems:
-                mrn = (k, value)
-        raw = item.resource.get("identifier") or []
+                out["mrn"] = (k, identity.IdentifierInput(IdentifierType.LOCAL, value, code, "hospital_record"))
+        return out
 
-        def clear(found: tuple[int, str] | None) -> str | None:  # the value as sent (the body's copy is masked)
-            return str(raw[found[0]]["value"]) if found else None
-
-        code = self.hospital.code
-        inputs = {
-            "id": identity.IdentifierInput(IdentifierType.ID_NUMBER, clear(id_number)) if id_number else None,
-            "ssc": identity.IdentifierInput(IdentifierType.SOCIAL_SECURITY_CARD, clear(ssc)) if ssc else None,
-            "mrn": identity.IdentifierInput(IdentifierType.LOCAL, clear(mrn), code, "hospital_record") if mrn else None,
-        }
-        where = {"id": id_number, "ssc": ssc, "mrn": mrn}
+    async def _link(self, item: Item, idents: dict[str, tuple[int, identity.IdentifierInput]]) -> None:
+        """Find (or, by resident ID number, register) the patient's person, cross-referencing the hospital's
+        record number; under a savepoint, so a refusal leaves nothing of it behind."""
         current = "id"
         try:
             async with self.session.begin_nested():
                 person = None
-                if inputs["id"] is not None:
+                if "id" in idents:
                     reg = await identity.register(
                         self.uow,
                         self.svc,
                         identity.RegisterPerson(
                             name=_name(item.body or {}),
-                            identifiers=[i for i in inputs.values() if i is not None],
-                            home_institution=code,
+                            identifiers=[inp for _, inp in idents.values()],
+                            home_institution=self.hospital.code,
                         ),
                         actor=self.source,
                     )
                     person = reg.person
                 else:
                     for current in ("ssc", "mrn"):
-                        inp = inputs[current]
-                        if inp is None:
+                        if current not in idents:
                             continue
-                        found = await identity.find_identifier(self.session, self.svc.cipher, inp)
+                        found = await identity.find_identifier(self.session, self.svc.cipher, idents[current][1])
                         if found is not None:
                             person = await identity.get_person(self.session, found.person_id)
                             break
@@ -645,17 +672,16 @@ class _Load:
                             "not-found",
                         )
                         return
-                    if inputs["mrn"] is not None and current != "mrn":
+                    if "mrn" in idents and current != "mrn":
                         current = "mrn"
-                        known = await identity.find_identifier(self.session, self.svc.cipher, inputs["mrn"])
+                        mrn = idents["mrn"][1]
+                        known = await identity.find_identifier(self.session, self.svc.cipher, mrn)
                         if known is None:
-                            await identity.add_identifier(
-                                self.uow, self.svc, person.id, inputs["mrn"], actor=self.source
-                            )
+                            await identity.add_identifier(self.uow, self.svc, person.id, mrn, actor=self.source)
                         elif (await identity.get_person(self.session, known.person_id)).id != person.id:
                             raise identity.IdentifierTaken("this record number belongs to another person")
         except DomainError as e:
-            k = where.get(current) or id_number or ssc or mrn
+            k = idents.get(current) or next(iter(idents.values()), None)
             path = f"identifier[{k[0]}].value" if k else "identifier"
             item.refuse(path, mask_id_numbers_in_text(e.detail), "invalid" if e.status < 409 else "conflict")
             return
