@@ -93,13 +93,14 @@ def _respond(data: dict[str, Any], row: StoredResource | None = None) -> web.Res
     return fhir_response(data, headers=headers)
 
 
-def _with_verdicts(rows: Sequence[StoredResource], verdicts: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _with_verdicts(rows: Sequence[Any], verdicts: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [
         search.with_verdict(r.body, verdicts.get(r.id)) if r.resource_type in VERDICT_TYPES else r.body for r in rows
     ]
 
 
-async def _judge(session: Any, rows: Sequence[StoredResource]) -> dict[str, Any]:
+async def _judge(session: Any, rows: Sequence[Any]) -> dict[str, Any]:
+    """Verdicts by resource id, for the rows that carry one (StoredResource objects or rows of search.COLUMNS)."""
     judged = [r for r in rows if r.resource_type in VERDICT_TYPES]
     if not judged:
         return {}

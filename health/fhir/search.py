@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.errors import DomainError
-from federation.identity.models import Person
+from federation.identity.models import Merge
 from health.models import ResourceLink, StoredResource
 
 # Dates and times sent without a zone are local to the region this server serves (China Standard Time).
@@ -421,6 +421,21 @@ def parse_lastn(params: Mapping[str, Sequence[str]]) -> LastN:
 # -- SQL ----------------------------------------------------------------------------------------------------------
 
 R = StoredResource
+# what a Bundle entry and its verdict need: plain rows, not ORM objects (no identity map to fill for a page);
+# a row has the attributes ``recognition.judge_rows`` reads from a StoredResource
+COLUMNS = (
+    R.id,
+    R.resource_type,
+    R.institution_id,
+    R.status,
+    R.code_system,
+    R.code,
+    R.category,
+    R.effective_at,
+    R.issued_at,
+    R.last_updated,
+    R.body,
+)
 
 
 def _category_clause(tokens: Iterable[Token]) -> ColumnElement[bool]:
@@ -503,13 +518,13 @@ def _beyond(sort: Sort, cur: Cursor) -> ColumnElement[bool]:
 
 @dataclasses.dataclass
 class Page:
-    rows: list[StoredResource]
+    rows: list[Any]  # rows of COLUMNS
     total: int
     next: Cursor | None
     previous: Cursor | None
 
 
-def _position(sort: Sort, row: StoredResource, *, backward: bool) -> Cursor:
+def _position(sort: Sort, row: Any, *, backward: bool) -> Cursor:
     value = row.effective_at if sort.key == "date" else row.last_updated
     return Cursor(sort.key, sort.descending, value, row.id, backward)
 
@@ -522,12 +537,12 @@ async def page(session: AsyncSession, sp: SearchParams, person_ids: Sequence[str
     if sp.count == 0:
         return Page([], total, None, None)
     cur = sp.cursor
-    q = select(R).where(*where)
+    q = select(*COLUMNS).where(*where)
     backward = cur is not None and cur.backward
     if cur is not None:
         q = q.where(_beyond(sp.sort, cur))
     q = q.order_by(*_order(sp.sort, reverse=backward)).limit(sp.count + 1)
-    rows = list((await session.execute(q)).scalars())
+    rows = list(await session.execute(q))
     more = len(rows) > sp.count
     rows = rows[: sp.count]
     if backward:
@@ -541,11 +556,12 @@ async def page(session: AsyncSession, sp: SearchParams, person_ids: Sequence[str
 
 
 async def merged_into(session: AsyncSession, person_id: str) -> list[str]:
-    """The person and every person merged into it (their results were stored under the old ids)."""
+    """The person and every person merged into it and not unmerged (their results were stored under the old
+    ids). One indexed query per link of a merge chain; none when the person was never a survivor."""
     ids = [person_id]
     frontier = [person_id]
     for _ in range(8):  # merge chains are short
-        q = select(Person.id).where(Person.merged_into_id.in_(frontier))
+        q = select(Merge.merged_id).where(Merge.survivor_id.in_(frontier), Merge.undone_at.is_(None))
         frontier = [i for (i,) in await session.execute(q) if i not in ids]
         if not frontier:
             break
@@ -553,39 +569,48 @@ async def merged_into(session: AsyncSession, person_id: str) -> list[str]:
     return ids
 
 
-async def included_results(
-    session: AsyncSession, sources: Sequence[StoredResource], person_ids: Sequence[str]
-) -> list[StoredResource]:
+async def included_results(session: AsyncSession, sources: Sequence[Any], person_ids: Sequence[str]) -> list[Any]:
     """``_include=DiagnosticReport:result``: the reports' Observations, the same patient's only."""
     ids = [r.id for r in sources if r.resource_type == "DiagnosticReport"]
     if not ids:
         return []
     q = (
-        select(R)
+        select(*COLUMNS)
         .join(ResourceLink, ResourceLink.target_id == R.id)
         .where(ResourceLink.source_id.in_(ids), ResourceLink.rel == "result", R.withdrawn.is_(False))
         .where(R.person_id.in_(person_ids))
         .order_by(R.id)
     )
-    return list((await session.execute(q)).scalars().unique())
+    return _unique(await session.execute(q))
 
 
-async def provenances(session: AsyncSession, targets: Sequence[StoredResource]) -> list[StoredResource]:
+async def provenances(session: AsyncSession, targets: Sequence[Any]) -> list[Any]:
     """``_revinclude=Provenance:target``: the Provenance resources that name any of these."""
     ids = [r.id for r in targets]
     if not ids:
         return []
     q = (
-        select(R)
+        select(*COLUMNS)
         .join(ResourceLink, ResourceLink.source_id == R.id)
         .where(ResourceLink.target_id.in_(ids), ResourceLink.rel == "target")
         .where(R.resource_type == "Provenance", R.withdrawn.is_(False))
         .order_by(R.id)
     )
-    return list((await session.execute(q)).scalars().unique())
+    return _unique(await session.execute(q))
 
 
-async def lastn_rows(session: AsyncSession, spec: LastN, person_ids: Sequence[str]) -> list[StoredResource]:
+def _unique(rows: Iterable[Any]) -> list[Any]:
+    """Rows once each (a resource linked twice is one entry)."""
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        if row.id not in seen:
+            seen.add(row.id)
+            out.append(row)
+    return out
+
+
+async def lastn_rows(session: AsyncSession, spec: LastN, person_ids: Sequence[str]) -> list[Any]:
     """The ``max`` most recent Observations of each code, in one query (a window over the patient's index)."""
     where = base_filter("Observation", person_ids) + [R.code.is_not(None)]
     if spec.categories:
@@ -602,12 +627,12 @@ async def lastn_rows(session: AsyncSession, spec: LastN, person_ids: Sequence[st
     )
     ranked = select(R.id, rank).where(*where).subquery()
     q = (
-        select(R)
+        select(*COLUMNS)
         .join(ranked, ranked.c.id == R.id)
         .where(ranked.c.rank <= spec.max)
         .order_by(R.code_system, R.code, ranked.c.rank)
     )
-    return list((await session.execute(q)).scalars())
+    return list(await session.execute(q))
 
 
 # -- Bundles ------------------------------------------------------------------------------------------------------

@@ -365,3 +365,35 @@ async def test_bad_searches_are_operation_outcomes(client, world, query):
     resp = await client.get(f"/fhir/Observation?patient={world['zhang']}&{query}", headers=doctor)
     body = await outcome_of(resp, 400)
     assert body["issue"][0]["severity"] == "error" and body["issue"][0]["diagnostics"]
+
+
+async def test_a_merged_persons_results_follow_the_survivor(client, world):
+    from federation.identity import service as identity
+    from federation.identity.models import IdentifierType
+
+    svc, zhang = world["svc"], world["zhang"]
+    async with svc.db.uow() as uow:
+        reg = await identity.register(
+            uow,
+            svc,
+            identity.RegisterPerson(
+                name="张伟",
+                identifiers=[identity.IdentifierInput(IdentifierType.LOCAL, "MRN-77", "CQH1", "hospital_record")],
+            ),
+            actor="test",
+        )
+        await uow.commit()
+    other = reg.person.id
+    assert other != zhang
+    cqh1 = await fx.institution(svc, "CQH1")
+    before = fx.observation(other, cqh1, dt.datetime(2022, 5, 1, tzinfo=CST), code=fx.HBA1C)
+    await fx.store(svc, [before])
+    async with svc.db.uow() as uow:
+        await identity.merge(uow, svc, zhang, other, reason="same patient", actor="test")
+        await uow.commit()
+    doctor = await token_for(client, "doctor@SCH1")
+    for patient in (zhang, other):
+        bundle = await fhir_json(await client.get(f"/fhir/Observation?patient={patient}&code=4548-4", headers=doctor))
+        assert set(ids_of(bundle)) == {world["ids"]["h1"], before["id"]}
+    read = await fhir_json(await client.get(f"/fhir/Patient/{other}", headers=doctor))
+    assert read["id"] == zhang
