@@ -130,6 +130,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/fhir/Provenance/{id}"): {"doctor", "resident", "apikey"},
     ("POST", "/fhir"): {"apikey"},
     ("POST", "/fhir/$import"): {"apikey"},
+    ("GET", "/api/v1/connectors"): {"admin"},
+    ("POST", "/api/v1/connectors/{name}/syncs"): {"admin"},
 }
 
 

@@ -1,0 +1,1 @@
+"""The connector framework: ports' plumbing shared by every outside system (see connectors/README.md)."""
