@@ -111,6 +111,7 @@ class Item:
     source_id: str | None = None
     body: dict[str, Any] | None = None
     refs: list[tuple[str, str, dict[str, Any], Any]] = dataclasses.field(default_factory=list)
+    links: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (rel, our target id) for fhir_links
     issues: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     # the outcome
     outcome: str = "error"  # created | updated | unchanged | stale | error
@@ -723,7 +724,9 @@ class _Load:
                 else:
                     tid = target.id if isinstance(target, Item) else self.existing[target].id
                     node["reference"] = f"{ttype}/{tid}"
-                    node["_target"] = (ttype, tid)
+                    rel = LINKED.get((item.rtype, element))  # type: ignore[arg-type]
+                    if rel:
+                        item.links.append((rel, tid))
             if not item.ok:
                 continue
             if item.rtype in profile.WITH_SUBJECT and not str(body["subject"].get("reference", "")).startswith(
@@ -750,7 +753,7 @@ class _Load:
             if _older(incoming_meta, _stored_source_meta(row.body)):
                 item.outcome, item.version, item.person_id = "stale", row.version, row.person_id
                 return
-            if _plain(_without_meta(body)) == _without_meta(row.body):
+            if _without_meta(body) == _without_meta(row.body):
                 item.outcome, item.version = "unchanged", row.version
                 return
             item.outcome, item.version = "updated", row.version + 1
@@ -765,7 +768,7 @@ class _Load:
         """Bulk inserts and updates of the changed rows, their links, and one Provenance per change."""
         inserts, updates, links, provenances = [], [], [], []
         for item in changed:
-            body = _plain(item.body)
+            body = item.body or {}
             rtype = item.rtype or ""
             if rtype == "ImagingStudy":
                 system, code = IMAGING_SYSTEM, _imaging_code(body)
@@ -792,15 +795,10 @@ class _Load:
                 "body": body,
             }
             (inserts if item.outcome == "created" else updates).append(values)
-            for element, _path, node, _ in item.refs:
-                rel = LINKED.get((rtype, element))
-                target = node.get("_target")
-                if rel and target:
-                    links.append({"source_id": item.id, "rel": rel, "target_id": target[1]})
-            provenances.append(self._provenance(item))
-        for p in provenances:
-            links.append({"source_id": p["id"], "rel": "target", "target_id": p["body"]["target"][0]["_id"]})
-            del p["body"]["target"][0]["_id"]
+            links.extend({"source_id": item.id, "rel": rel, "target_id": tid} for rel, tid in item.links)
+            provenance = self._provenance(item)
+            provenances.append(provenance)
+            links.append({"source_id": provenance["id"], "rel": "target", "target_id": item.id})
         if updates:
             ids = [u["id"] for u in updates]
             for start in range(0, len(ids), SELECT_CHUNK):
@@ -810,10 +808,10 @@ class _Load:
             await self.session.execute(update(StoredResource), updates)
         rows = inserts + provenances
         if rows:
-            await self.session.execute(insert(StoredResource), rows)
+            await self.session.execute(insert(StoredResource.__table__), rows)
         unique = {(x["source_id"], x["rel"], x["target_id"]): x for x in links}
         if unique:
-            await self.session.execute(insert(ResourceLink), list(unique.values()))
+            await self.session.execute(insert(ResourceLink.__table__), list(unique.values()))
 
     def _provenance(self, item: Item) -> dict[str, Any]:
         pid = new_id()
@@ -823,7 +821,7 @@ class _Load:
             "resourceType": "Provenance",
             "id": pid,
             "meta": {"versionId": "1", "lastUpdated": self.now.isoformat(), "source": self.source},
-            "target": [{"reference": target, "_id": item.id}],
+            "target": [{"reference": target}],
             "recorded": self.now.isoformat(),
             "activity": {"coding": [{"system": DATA_OPERATION, "code": activity}]},
             "agent": [{"who": {"type": "Organization", "display": self.hospital.name}}],
@@ -845,15 +843,6 @@ class _Load:
             "withdrawn": False,
             "body": body,
         }
-
-
-def _plain(body: Any) -> Any:
-    """The body without our working marks (each rewritten reference's target key)."""
-    if isinstance(body, dict):
-        return {k: _plain(v) for k, v in body.items() if k != "_target"}
-    if isinstance(body, list):
-        return [_plain(v) for v in body]
-    return body
 
 
 def ndjson_items(lines: Iterable[tuple[int, bytes]]) -> list[Item]:
