@@ -278,18 +278,22 @@ async def _search_results(request: web.Request, rtype: str, params: dict[str, li
         client=client_address(request),
         details={"type": rtype, "interaction": "search-type"},
     )
-    async with svc.db.reader() as s:
-        persons = await search.merged_into(s, grant.person_id)
-        pg = await search.page(s, sp, persons)
-        includes = await search.included_results(s, pg.rows, persons) if sp.include_results else []
-        seen = {r.id for r in pg.rows}
-        includes = [r for r in includes if r.id not in seen]
-        provenance = await search.provenances(s, pg.rows) if sp.revinclude_provenance else []
-        verdicts = await _judge(s, pg.rows + includes)
+
+    async def read(person: str) -> tuple[search.Page, list[Any], list[Any], dict[str, Any]]:
+        async with svc.db.reader() as s:
+            pg = await search.page(s, sp, person)
+            includes = await search.included_results(s, pg.rows, pg.person_ids) if sp.include_results else []
+            seen = {r.id for r in pg.rows}
+            includes = [r for r in includes if r.id not in seen]
+            provenance = await search.provenances(s, pg.rows) if sp.revinclude_provenance else []
+            provenance = [r for r in provenance if r.id not in seen]
+            return pg, includes, provenance, await _judge(s, pg.rows + includes)
+
+    pg, includes, provenance, verdicts = await read(grant.person_id)
     base = base_url(request)
     entries = [(b, "match") for b in _with_verdicts(pg.rows, verdicts)]
     entries += [(b, "include") for b in _with_verdicts(includes, verdicts)]
-    entries += [(r.body, "include") for r in provenance if r.id not in seen]
+    entries += [(r.body, "include") for r in provenance]
     echo = list(sp.echo)
     here = echo + ([("_cursor", sp.cursor.encode())] if sp.cursor else [])
     links = [("self", search.link_url(base, rtype, here)), ("first", search.link_url(base, rtype, echo))]

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlencode
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select
+from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.errors import DomainError
@@ -522,6 +522,7 @@ class Page:
     total: int
     next: Cursor | None
     previous: Cursor | None
+    person_ids: list[str]  # the person searched and any merged into it
 
 
 def _position(sort: Sort, row: Any, *, backward: bool) -> Cursor:
@@ -529,20 +530,41 @@ def _position(sort: Sort, row: Any, *, backward: bool) -> Cursor:
     return Cursor(sort.key, sort.descending, value, row.id, backward)
 
 
-async def page(session: AsyncSession, sp: SearchParams, person_ids: Sequence[str]) -> Page:
-    """One page: a COUNT on the filter and one keyset query of ``_count + 1`` rows (the extra one says whether
-    there is a next page)."""
-    where = filters(sp, person_ids)
-    total = (await session.execute(select(func.count()).select_from(R).where(*where))).scalar_one()
-    if sp.count == 0:
-        return Page([], total, None, None)
-    cur = sp.cursor
-    q = select(*COLUMNS).where(*where)
-    backward = cur is not None and cur.backward
-    if cur is not None:
-        q = q.where(_beyond(sp.sort, cur))
-    q = q.order_by(*_order(sp.sort, reverse=backward)).limit(sp.count + 1)
-    rows = list(await session.execute(q))
+def _merges(person_id: str) -> Any:
+    return (
+        select(func.count())
+        .select_from(Merge)
+        .where(Merge.survivor_id == person_id, Merge.undone_at.is_(None))
+        .scalar_subquery()
+    )
+
+
+async def page(session: AsyncSession, sp: SearchParams, person_id: str) -> Page:
+    """One page of ``_count + 1`` rows (the extra one says whether there is a next page) after the cursor, with
+    the COUNT on the same filter and whether anyone was merged into the person as two scalar subqueries of the
+    same statement: one round trip. Only a survivor of a merge costs a second (all its persons' rows)."""
+    persons = [person_id]
+    while True:
+        where = filters(sp, persons)
+        total_q = select(func.count()).select_from(R).where(*where).correlate(None).scalar_subquery()
+        merges_q = _merges(person_id) if len(persons) == 1 else literal(0)
+        cur = sp.cursor
+        backward = cur is not None and cur.backward
+        rows: list[Any] = []
+        if sp.count > 0:
+            q = select(*COLUMNS, total_q.label("total"), merges_q.label("merges")).where(*where)
+            if cur is not None:
+                q = q.where(_beyond(sp.sort, cur))
+            q = q.order_by(*_order(sp.sort, reverse=backward)).limit(sp.count + 1)
+            rows = list(await session.execute(q))
+        if rows:
+            total, merges = rows[0].total, rows[0].merges
+        else:
+            total, merges = (await session.execute(select(total_q, merges_q))).one()
+        if merges and len(persons) == 1:
+            persons = await merged_into(session, person_id)
+            continue
+        break
     more = len(rows) > sp.count
     rows = rows[: sp.count]
     if backward:
@@ -552,7 +574,7 @@ async def page(session: AsyncSession, sp: SearchParams, person_ids: Sequence[str
     else:
         nxt = _position(sp.sort, rows[-1], backward=False) if rows and more else None
         prev = _position(sp.sort, rows[0], backward=True) if rows and cur is not None else None
-    return Page(rows, total, nxt, prev)
+    return Page(rows, int(total), nxt, prev, persons)
 
 
 async def merged_into(session: AsyncSession, person_id: str) -> list[str]:
