@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -845,19 +846,29 @@ class _Load:
         }
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def loads(raw: bytes | str) -> Any:
+    """JSON as FHIR allows it: no NaN or Infinity; nesting too deep for Python is refused as malformed."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def ndjson_items(lines: Iterable[tuple[int, bytes]]) -> list[Item]:
     """NDJSON lines (number, bytes) as items; a line that is not JSON is an item with its issue."""
-    import json
-
     items = []
     for number, line in lines:
         item = Item(index=number, prefix="Resource", resource=None)
         try:
-            item.resource = json.loads(line)
+            item.resource = loads(line)
             rtype = item.resource.get("resourceType") if isinstance(item.resource, dict) else None
             if isinstance(rtype, str) and rtype.isalpha():
                 item.prefix = rtype[:40]
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError among them
             item.issues.append(
                 issue(
                     "structure", f"not JSON: {e.__class__.__name__} at {getattr(e, 'pos', 0)}", expression=[item.prefix]

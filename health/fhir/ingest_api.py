@@ -25,7 +25,7 @@ from federation.members.models import Institution
 from federation.services import Services
 from federation.web.routing import Principal, UnsupportedMediaType, scopes
 from health.fhir import tasks
-from health.fhir.ingest import IngestRefused, IngestResult, Item, bundle_items, ingest_items
+from health.fhir.ingest import IngestRefused, IngestResult, Item, bundle_items, ingest_items, loads
 from health.fhir.outcome import fhir_response, fhir_routes, issue, outcome, outcome_response
 
 routes = fhir_routes()
@@ -76,11 +76,10 @@ def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise IngestRefused("the request body is empty", expression="Bundle")
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise IngestRefused(
-            f"the body is not valid JSON: {e.__class__.__name__} at position {getattr(e, 'pos', 0)}"
-        ) from None
+        return loads(raw)
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError among them
+        where = f" at position {e.pos}" if isinstance(e, json.JSONDecodeError) else ""
+        raise IngestRefused(f"the body is not valid JSON: {e.__class__.__name__}{where}") from None
 
 
 def response_bundle(result: IngestResult) -> dict[str, Any]:

@@ -124,6 +124,8 @@ def check(resource: Any, *, now: dt.datetime | None = None) -> tuple[Any, list[P
         problems.extend(_model_problems(e))
     except (TypeError, ValueError) as e:  # a malformed value the model's own code trips over
         problems.append(Problem("", f"the resource does not validate: {e.__class__.__name__}"))
+    except RecursionError:
+        return None, [Problem("", "the resource is nested too deeply", "structure")]
     problems.extend(profile_problems(resource, now or dt.datetime.now(dt.UTC)))
     return (model if not problems else None), problems
 

@@ -10,14 +10,13 @@ the outcome.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from federation.jobs.service import JobContext
 from federation.services import Services
-from health.fhir.ingest import IngestRefused, IngestResult, bundle_items, ingest_items, ndjson_items
+from health.fhir.ingest import IngestRefused, IngestResult, bundle_items, ingest_items, loads, ndjson_items
 
 IMPORT = "health.fhir_import"
 CHUNK_LINES = 1000
@@ -80,12 +79,12 @@ def _lines(path: Path) -> Iterator[list[tuple[int, bytes]]]:
 async def import_bundle(svc: Services, path: Path, *, institution: str, actor: str) -> dict[str, Any]:
     report = _Report()
     try:
-        data = json.loads(await asyncio.to_thread(path.read_bytes))
+        data = loads(await asyncio.to_thread(path.read_bytes))
         kind, items = bundle_items(data)
         result = await ingest_items(
             svc, items, institution=institution, actor=actor, atomic=kind == "transaction", kind=kind
         )
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except ValueError as e:  # not JSON
         report.error(None, {"expression": ["Bundle"], "diagnostics": f"not JSON: {e.__class__.__name__}"})
         return report.as_dict(format="bundle", stored=False)
     except IngestRefused as e:

@@ -109,6 +109,8 @@ async def test_bad_input_is_an_operation_outcome_and_stores_nothing(client: Test
     bad_date["effectiveDateTime"] = "2024-13-45"
     cases = [
         (b'{"resourceType": "Bundle", "type": "transaction", "entry": [', 400, None),
+        (b"[" * 200_000 + b"]" * 200_000, 400, None),
+        (b'{"resourceType": "Bundle", "type": "batch", "total": NaN}', 400, None),
         (json.dumps({"resourceType": "Patient", "id": "x"}).encode(), 400, "Bundle.resourceType"),
         (fx.bundle([*basics(), unknown_field]), 400, "Bundle.entry[4].resource.colour"),
         (fx.bundle([*basics(), wrong_type]), 422, "Bundle.entry[4].resource.resourceType"),

@@ -99,3 +99,12 @@ def test_errors_never_echo_the_input() -> None:
     bad = changed("observation-string", effectiveDateTime=number)
     _, found = check(bad, now=NOW)
     assert found and all(number not in p.message for p in found)
+
+
+def test_nesting_too_deep_is_a_problem_not_a_crash() -> None:
+    ext: dict[str, Any] = {"url": "http://example.org/x", "valueString": "a"}
+    for _ in range(3000):
+        ext = {"url": "http://example.org/x", "extension": [ext]}
+    deep = changed("observation-string", extension=[ext])
+    model, found = check(deep, now=NOW)
+    assert model is None and found[0].message == "the resource is nested too deeply"
