@@ -14,3 +14,14 @@ def register(registry: Any) -> None:
     registry.add_routes(api.routes)
     registry.add_command(connectors)
     registry.add_command(sandbox)
+
+    from connectors.framework.sandbox import SANDBOXES
+    from connectors.social_security import api as social_security_api
+    from connectors.social_security import demo as social_security_demo
+    from connectors.social_security import sandbox as social_security_sandbox
+    from connectors.social_security import tasks as social_security_tasks
+
+    registry.add_routes(social_security_api.routes)
+    registry.on_services(social_security_tasks.register)
+    registry.on_demo(social_security_demo.load)
+    SANDBOXES.update(social_security_sandbox.FACTORIES)

@@ -132,6 +132,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/fhir/$import"): {"apikey"},
     ("GET", "/api/v1/connectors"): {"admin"},
     ("POST", "/api/v1/connectors/{name}/syncs"): {"admin"},
+    ("POST", "/api/v1/social-security/card-verifications"): {"resident", "librarian", "admin"},
+    ("GET", "/api/v1/me/social-security"): {"resident"},
 }
 
 
