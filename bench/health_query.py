@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import inspect
 import json
 import os
 import random
@@ -832,9 +833,9 @@ async def explain(settings: Any, patient: str) -> list[str]:
         event.listen(db.read_engine.sync_engine, "before_cursor_execute", capture)
         async with db.reader() as s:
             await results.prior_results(s, patient, results.Filters())
-            await search.page(
-                s, search.parse_search("Observation", {"patient": [patient], "_count": ["50"]}), [patient]
-            )
+            sp = search.parse_search("Observation", {"patient": [patient], "_count": ["50"]})
+            one = "person_id" in inspect.signature(search.page).parameters  # one id, or the merged-in list
+            await search.page(s, sp, patient if one else [patient])
         event.remove(db.read_engine.sync_engine, "before_cursor_execute", capture)
         prefix = "EXPLAIN QUERY PLAN " if db.is_sqlite else "EXPLAIN "
         for label, (statement, parameters) in zip(("prior-results", "FHIR search"), captured, strict=False):
