@@ -256,7 +256,7 @@ async def _find_by_identifier(request: web.Request, raw: str) -> tuple[str | Non
 async def read_patient(request: web.Request) -> web.Response:
     pid = request.match_info["id"]
     if not _ID.fullmatch(pid):
-        raise ResourceNotFound(f"no Patient {pid[:64]}")
+        raise ResourceNotFound(f"no Patient {search.shown(pid, 64)}")
     return fhir_response(
         await _patient(request, pid, "health.fhir.read", {"type": "Patient", "id": pid, "interaction": "read"})
     )
@@ -366,7 +366,7 @@ async def _owner(session: Any, row: StoredResource) -> str | None:
 
 async def _read(request: web.Request, rtype: str) -> web.Response:
     rid = request.match_info["id"]
-    missing = ResourceNotFound(f"no {rtype} {rid[:64]}")
+    missing = ResourceNotFound(f"no {rtype} {search.shown(rid, 64)}")
     if not _ID.fullmatch(rid):
         raise missing
     svc = services(request)

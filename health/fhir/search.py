@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.errors import DomainError
+from federation.identity.idnumber import mask_id_numbers_in_text
 from federation.identity.models import Merge
 from health.models import ResourceLink, StoredResource
 
@@ -54,6 +55,11 @@ class SearchError(DomainError):
     code = "fhir.invalid_search"
     status = 400
     title = "Invalid search"
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """A caller's value quoted back in an error: shortened, and never an ID number in clear."""
+    return mask_id_numbers_in_text(text[:limit])
 
 
 # -- values -------------------------------------------------------------------------------------------------------
@@ -95,7 +101,7 @@ def parse_date(raw: str) -> DateBound:
     m = _DATE.fullmatch(text)
     if m is None:
         raise SearchError(
-            f"'{raw[:40]}' is not a FHIR date: use [prefix]YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss][zone]"
+            f"'{shown(raw)}' is not a FHIR date: use [prefix]YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss][zone]"
         )
     prefix = m["prefix"] or "eq"
     if prefix not in _PREFIXES:
@@ -135,7 +141,7 @@ def parse_date(raw: str) -> DateBound:
                 step = dt.timedelta(minutes=1)
             hi = lo + step
     except (ValueError, OverflowError):
-        raise SearchError(f"'{raw[:40]}' is not a calendar date") from None
+        raise SearchError(f"'{shown(raw)}' is not a calendar date") from None
     return DateBound(prefix, lo.astimezone(dt.UTC), hi.astimezone(dt.UTC))
 
 
@@ -209,7 +215,7 @@ def parse_sort(raw: str) -> Sort:
     descending = text.startswith("-")
     key = text[1:] if descending else text
     if key not in ("date", "_lastUpdated"):
-        raise SearchError(f"cannot sort by '{key[:40]}': use date, -date, _lastUpdated or -_lastUpdated")
+        raise SearchError(f"cannot sort by '{shown(key)}': use date, -date, _lastUpdated or -_lastUpdated")
     return Sort(key, descending)  # type: ignore[arg-type]
 
 
@@ -302,8 +308,8 @@ def _reject_unknown(params: Mapping[str, Sequence[str]], allowed: set[str], what
             raise SearchError(
                 "identifiers never travel in URLs: POST /fhir/Patient/_search with identifier=system|value"
             )
-        shown = ", ".join(u[:40] for u in unknown[:5])
-        raise SearchError(f"{what} does not support the parameter(s) {shown}; supported: {', '.join(sorted(allowed))}")
+        names = ", ".join(shown(u) for u in unknown[:5])
+        raise SearchError(f"{what} does not support the parameter(s) {names}; supported: {', '.join(sorted(allowed))}")
 
 
 def parse_search(resource_type: str, params: Mapping[str, Sequence[str]]) -> SearchParams:

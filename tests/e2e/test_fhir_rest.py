@@ -397,3 +397,44 @@ async def test_a_merged_persons_results_follow_the_survivor(client, world):
         assert set(ids_of(bundle)) == {world["ids"]["h1"], before["id"]}
     read = await fhir_json(await client.get(f"/fhir/Patient/{other}", headers=doctor))
     assert read["id"] == zhang
+
+
+async def test_no_id_number_is_quoted_back_in_an_error(client, world):
+    doctor = await token_for(client, "doctor@SCH1")
+    number = ZHANG.id_number
+    for path in (
+        f"/fhir/Observation?patient={world['zhang']}&date={number}",
+        f"/fhir/Observation?patient={world['zhang']}&{number}=1",
+        f"/fhir/Observation?patient={world['zhang']}&_sort={number}",
+        f"/fhir/Observation/{number}",
+        f"/fhir/Patient/{number}",
+        f"/fhir/Observation?patient={number}",
+    ):
+        resp = await client.get(path, headers=doctor)
+        assert resp.status in (400, 404), path
+        text = await resp.text()
+        assert number not in text and number[:17] not in text, path
+
+
+async def test_imaging_studies_are_read_with_their_verdict(client, world):
+    svc, zhang = world["svc"], world["zhang"]
+    cqh1 = await fx.institution(svc, "CQH1")
+    row = fx.observation(
+        zhang, cqh1, NOW - dt.timedelta(days=4), category="imaging", code=("urn:twincity:imaging", "CT|", "CT")
+    )
+    row["resource_type"] = "ImagingStudy"
+    row["body"] = {
+        "resourceType": "ImagingStudy",
+        "id": row["id"],
+        "meta": {"versionId": "1"},
+        "status": "available",
+        "subject": {"reference": f"Patient/{zhang}"},
+        "started": row["body"]["effectiveDateTime"],
+        "modality": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "CT"}],
+    }
+    await fx.store(svc, [row])
+    doctor = await token_for(client, "doctor@SCH1")
+    study = await fhir_json(await client.get(f"/fhir/ImagingStudy/{row['id']}", headers=doctor))
+    tag, parts = verdict_of(study)
+    assert tag == "not-recognised" and parts["reason"] == ["not_in_catalogue"]
+    assert study["status"] == "available"
