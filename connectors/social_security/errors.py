@@ -28,3 +28,8 @@ class ConsentRequired(Forbidden):
 class NoSocialSecuritySystem(NotFound):
     code = "social_security.no_system"
     title = "No social-security system is connected"
+
+
+class NotYourCard(Forbidden):
+    code = "social_security.not_yours"
+    title = "A resident links only their own card"

@@ -23,6 +23,7 @@ from connectors.social_security.errors import (
     CardNotFound,
     ConsentRequired,
     NoSocialSecuritySystem,
+    NotYourCard,
 )
 from connectors.social_security.port import SocialSecurityPort
 from connectors.social_security.schemas import CardEvent, CardVerification, Summary
@@ -82,8 +83,15 @@ async def verify_and_link(
     card = identity.normalise_value(IdentifierType.SOCIAL_SECURITY_CARD, card_number)
     number = identity.normalise_value(IdentifierType.ID_NUMBER, id_number)
     name = name.strip()
-    connector, member, answer = await _verify_anywhere(svc, card, name, number)
     card_input = identity.IdentifierInput(IdentifierType.SOCIAL_SECURITY_CARD, card)
+    try:
+        connector, member, answer = await _verify_anywhere(svc, card, name, number)
+    except (CardNotFound, ConnectorError) as e:  # the name and ID number were sent out: that is recorded too
+        outcome = "not_found" if isinstance(e, CardNotFound) else e.code
+        async with svc.db.uow() as uow:
+            await _audit_verification(uow, svc, actor, None, card_input, "", outcome, client_address)
+            await uow.commit()
+        raise
     id_input = identity.IdentifierInput(IdentifierType.ID_NUMBER, number)
     refused: Exception | None = None
     outcome = "mismatch" if not answer.holder_matches else "inactive" if answer.status != "active" else ""
@@ -95,7 +103,7 @@ async def verify_and_link(
         async with svc.db.uow() as uow:
             try:
                 person_id, outcome = await _link(uow, svc, card_input, id_input, name, for_person, actor)
-            except (IdentifierTaken, PersonNotFound) as e:
+            except (IdentifierTaken, NotYourCard) as e:
                 refused, outcome = e, "refused"  # rolled back: no half-done link
             else:
                 await _audit_verification(uow, svc, actor, person_id, card_input, connector, outcome, client_address)
@@ -121,14 +129,14 @@ async def _link(
     existing = await identity.find_identifier(uow.session, svc.cipher, id_number)
     if existing is None:
         if for_person is not None:
-            raise PersonNotFound("this ID number is not yours")
+            raise NotYourCard("this ID number is not yours")
         reg = await identity.register(
             uow, svc, identity.RegisterPerson(name=name, identifiers=[id_number, card]), actor=actor
         )
         return reg.person.id, "registered"
     person = await identity.get_person(uow.session, existing.person_id)
     if for_person is not None and person.id != for_person:
-        raise PersonNotFound("this ID number is not yours")
+        raise NotYourCard("this ID number is not yours")
     held = await identity.find_identifier(uow.session, svc.cipher, card)
     if held is not None:
         owner = await identity.get_person(uow.session, held.person_id)
