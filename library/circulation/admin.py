@@ -204,11 +204,7 @@ def _values(row: Any, fields: tuple[str, ...]) -> dict[str, Any]:
 
 
 async def federation_policy(session: AsyncSession) -> dict[str, Any]:
-    fed = await policies.federation(session)
-    values = _values(fed, FEDERATION_FIELDS)
-    values["due_soon_days"] = values["due_soon_days"] or 3  # an unsaved row has no column defaults yet
-    values["transit_overdue_days"] = values["transit_overdue_days"] or 7
-    return values
+    return _values(await policies.federation(session), FEDERATION_FIELDS)
 
 
 async def set_federation_policy(

@@ -18,6 +18,8 @@ from library.circulation.models import ANY, FederationPolicy, LibraryPolicy, Loa
 DEFAULT_MAX_TOTAL_LOANS = 8
 DEFAULT_LOAN_DAYS = 30
 DEFAULT_MAX_RENEWALS = 1
+DEFAULT_DUE_SOON_DAYS = 3
+DEFAULT_TRANSIT_OVERDUE_DAYS = 7
 
 # reader categories by age on the day of registration: (category, from age, to age exclusive)
 CATEGORY_AGES: tuple[tuple[str, int, int], ...] = (("child", 0, 14), ("adult", 14, 60), ("senior", 60, 200))
@@ -46,13 +48,21 @@ def category_for(birth_date: dt.date | None, today: dt.date) -> str:
 async def federation(session: AsyncSession) -> FederationPolicy:
     row = await session.get(FederationPolicy, "federation")
     if row is None:
-        return FederationPolicy(
-            id="federation",
-            max_total_loans=DEFAULT_MAX_TOTAL_LOANS,
-            loan_days=DEFAULT_LOAN_DAYS,
-            max_renewals=DEFAULT_MAX_RENEWALS,
-        )
+        return _defaults()
     return row
+
+
+def _defaults() -> FederationPolicy:
+    """The built-in federation row (column defaults apply only on insert: an unsaved row needs them spelt out)."""
+    return FederationPolicy(
+        id="federation",
+        max_total_loans=DEFAULT_MAX_TOTAL_LOANS,
+        loan_days=DEFAULT_LOAN_DAYS,
+        max_renewals=DEFAULT_MAX_RENEWALS,
+        overdue_block_days=None,
+        due_soon_days=DEFAULT_DUE_SOON_DAYS,
+        transit_overdue_days=DEFAULT_TRANSIT_OVERDUE_DAYS,
+    )
 
 
 def _specificity(row: LoanPolicy) -> int:
@@ -90,12 +100,7 @@ async def set_federation(
     """Change the federation row (created with the defaults when missing); the caller commits."""
     row = await session.get(FederationPolicy, "federation")
     if row is None:
-        row = FederationPolicy(
-            id="federation",
-            max_total_loans=DEFAULT_MAX_TOTAL_LOANS,
-            loan_days=DEFAULT_LOAN_DAYS,
-            max_renewals=DEFAULT_MAX_RENEWALS,
-        )
+        row = _defaults()
         session.add(row)
     if max_total_loans is not None:
         row.max_total_loans = max_total_loans

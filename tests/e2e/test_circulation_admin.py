@@ -20,7 +20,8 @@ SC = RESIDENTS[5]
 
 async def audits(svc, action: str) -> list[AuditEntry]:
     async with svc.db.reader() as s:
-        return list((await s.execute(select(AuditEntry).where(AuditEntry.action == action))).scalars())
+        q = select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.seq)
+        return list((await s.execute(q)).scalars())
 
 
 async def block(client, headers, resident, blocked: bool, reason: str = "未归还图书"):

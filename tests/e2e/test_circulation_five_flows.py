@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from federation.db import utcnow
 from federation.demo import RESIDENTS
-from federation.jobs import outbox
 from tests.conftest import token_for
+from tests.e2e.test_circulation_notices import deliver_all
 from tests.e2e.test_circulation_requests import checkin, checkout, item, one_work, place, pull_list, receive, tokens
 
 CQ = RESIDENTS[0]  # 张伟, home library CQL (Chongqing)
@@ -24,8 +24,7 @@ async def transits(client, headers, desk, direction):
 
 
 async def inbox_kinds(client, svc, resident) -> list[str]:
-    while await outbox.relay(svc):
-        pass
+    await deliver_all(svc)
     resp = await client.get("/api/v1/me/inbox", headers=await token_for(client, resident.id_number))
     return sorted(m["kind"] for m in (await resp.json())["items"])
 
