@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from federation.audit.models import AuditEntry
+from federation.db import utcnow
 from federation.demo import RESIDENTS
 from library.circulation.models import Loan
 from tests.circulation_support import add_copies
@@ -129,3 +130,29 @@ async def test_loan_rules_change_without_a_deploy(client, demo):
     ]
     assert changes[0].details["before"]["max_total_loans"] == 8 and changes[0].details["after"]["max_total_loans"] == 2
     assert changes[-1].details["after"] is None
+
+
+async def test_an_overdue_loan_blocks_checkouts_after_the_federations_days(client, demo):
+    await add_copies(demo, "CQL", ["CQL-O1", "CQL-O2"])
+    lib = await tokens(client)
+    admin = await token_for(client, "admin@federation")
+    fed = await (await client.get("/api/v1/circulation/policies/federation", headers=admin)).json()
+    await client.put("/api/v1/circulation/policies/federation", json={**fed, "overdue_block_days": 5}, headers=admin)
+    loan = await (await checkout(client, lib["CQL"], "CQL-O1", CQ, "CQL-MAIN")).json()
+    async with demo.db.uow() as uow:
+        late = utcnow() - dt.timedelta(days=4)
+        await uow.session.execute(update(Loan).where(Loan.id == loan["id"]).values(due_at=late))
+        await uow.commit()
+    assert (await checkout(client, lib["CQL"], "CQL-O2", CQ, "CQL-MAIN")).status == 201  # 4 days: not yet
+    await client.post(
+        "/api/v1/circulation/checkins", json={"item_barcode": "CQL-O2", "service_point": "CQL-MAIN"}, headers=lib["CQL"]
+    )
+    async with demo.db.uow() as uow:
+        later = utcnow() - dt.timedelta(days=6)
+        await uow.session.execute(update(Loan).where(Loan.id == loan["id"]).values(due_at=later))
+        await uow.commit()
+    refused = await checkout(client, lib["SCL"], "CQL-O2", CQ, "CQL-MAIN")
+    assert refused.status == 403  # SCL's librarian at CQL's desk
+    refused = await checkout(client, lib["CQL"], "CQL-O2", CQ, "CQL-MAIN")
+    body = await refused.json()
+    assert (refused.status, body["code"], body["loan"]) == (409, "circulation.overdue_block", loan["id"])
