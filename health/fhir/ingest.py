@@ -355,14 +355,32 @@ def _duplicates(items: Sequence[Item]) -> None:
             seen[key] = item.index
 
 
-async def _hospital(session: AsyncSession, code: str | None) -> Institution:
-    hospital = None
+@dataclasses.dataclass(frozen=True)
+class Hospital:
+    """What a load needs of the member pushing it."""
+
+    id: str
+    code: str
+    name: str
+    mrn_systems: frozenset[str]  # its own record-number systems (``attributes.mrn_systems``), besides type MR
+
+
+async def _hospital(session: AsyncSession, code: str | None) -> Hospital:
+    row = None
     if code:
-        rows = await session.execute(select(Institution).where(Institution.code == code.upper()))
-        hospital = rows.scalar_one_or_none()
-    if hospital is None or hospital.kind != "hospital" or not hospital.active:
+        q = select(
+            Institution.id,
+            Institution.code,
+            Institution.name,
+            Institution.kind,
+            Institution.active,
+            Institution.attributes,
+        ).where(Institution.code == code.upper())
+        row = (await session.execute(q)).first()
+    if row is None or row.kind != "hospital" or not row.active:
         raise UnknownHospital("results are pushed by a member hospital's API key")
-    return hospital
+    systems = (row.attributes or {}).get("mrn_systems") or ()
+    return Hospital(row.id, row.code, row.name, frozenset(str(x) for x in systems if isinstance(x, str)))
 
 
 def _date(value: Any) -> dt.datetime | None:
@@ -467,12 +485,12 @@ def _name(body: dict[str, Any]) -> str:
 class _Load:
     """The database side of one load: the select, the links to persons, the writes."""
 
-    def __init__(self, svc: Services, uow: UnitOfWork, hospital: Institution, items: list[Item], now: dt.datetime):
+    def __init__(self, svc: Services, uow: UnitOfWork, hospital: Hospital, items: list[Item], now: dt.datetime):
         self.svc, self.uow, self.hospital, self.items, self.now = svc, uow, hospital, items, now
         self.session = uow.session
         self.existing: dict[tuple[str, str], Any] = {}
         self.linked: set[str] = set()
-        self.mrn_systems = set((hospital.attributes or {}).get("mrn_systems") or ())
+        self.mrn_systems = hospital.mrn_systems
         self.source = f"urn:twincity:member:{hospital.code}"
 
     # -- resolution -------------------------------------------------------------------------------------------

@@ -297,3 +297,20 @@ async def test_no_clear_id_number_anywhere_in_the_database(demo: Services) -> No
             table = model.__tablename__
             dump = json.dumps([list(map(str, r)) for r in (await s.execute(text(f"SELECT * FROM {table}"))).all()])  # noqa: S608
             assert number not in dump, table
+
+
+async def test_the_hospitals_own_record_number_system_links_without_a_type(demo: Services) -> None:
+    from federation.members.models import Institution
+
+    async with demo.db.uow() as uow:
+        hospital = (await uow.session.execute(select(Institution).where(Institution.code == "CQH1"))).scalar_one()
+        hospital.attributes = {"mrn_systems": [fx.MRN_SYSTEM]}
+        await uow.commit()
+    first = fx.patient("a", number=RESIDENTS[2].id_number)
+    first["identifier"].append({"system": fx.MRN_SYSTEM, "value": "H-0042"})  # no type: the system says it
+    assert (await ingest(demo, fx.bundle([first]))).ok
+    later = fx.patient("b")
+    later["identifier"] = [{"system": fx.MRN_SYSTEM, "value": "H-0042"}]
+    result = await ingest(demo, fx.bundle([later]))
+    assert result.ok, result.issues()
+    assert result.items[0].person_id == await person_of(demo, RESIDENTS[2].id_number)
