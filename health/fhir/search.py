@@ -494,32 +494,38 @@ def _sort_column(key: SortKey) -> Any:
     return R.effective_at if key == "date" else R.last_updated
 
 
-def _order(sort: Sort, *, reverse: bool = False) -> list[Any]:
-    """``(column nulls last, id)`` in the sort's direction; ``reverse`` walks the same order backwards."""
-    col = _sort_column(sort.key)
-    desc = sort.descending != reverse
-    if reverse:
-        main = col.desc().nulls_first() if desc else col.asc().nulls_first()
-    else:
-        main = col.desc().nulls_last() if desc else col.asc().nulls_last()
-    return [main, R.id.desc() if desc else R.id.asc()]
+def _regions(sort: Sort, cur: Cursor | None) -> list[tuple[list[ColumnElement[bool]], list[Any]]]:
+    """The rows after the cursor (before it, walking backward) as up to two (filter, order) parts, in walk order.
 
-
-def _beyond(sort: Sort, cur: Cursor) -> ColumnElement[bool]:
-    """Rows strictly after the cursor in the sort's order (nulls last), or strictly before it when backward."""
+    The order is ``(sort column, id)`` with rows lacking a value last. Each part is one index range in the
+    index's own order on both engines (SQLite and PostgreSQL put NULLs at opposite ends, so a single ORDER BY
+    with NULLS LAST would make one of them sort the whole range): first the rows with a value, then those
+    without; walking backward, the same parts reversed.
+    """
     col = _sort_column(sort.key)
     desc = sort.descending
-    if not cur.backward:
-        id_next = R.id < cur.id if desc else R.id > cur.id
+    backward = cur is not None and cur.backward
+    along = desc != backward  # the direction this walk reads the valued rows in
+    valued_order = [col.desc(), R.id.desc()] if along else [col.asc(), R.id.asc()]
+    null_order = [R.id.desc()] if along else [R.id.asc()]
+    valued: list[ColumnElement[bool]] = [col.is_not(None)]
+    nulls: list[ColumnElement[bool]] | None = [col.is_(None)]
+    if cur is not None:
+        id_on = R.id < cur.id if along else R.id > cur.id
         if cur.value is None:
-            return and_(col.is_(None), id_next)
-        value_next = col < cur.value if desc else col > cur.value
-        return or_(value_next, and_(col == cur.value, id_next), col.is_(None))
-    id_prev = R.id > cur.id if desc else R.id < cur.id
-    if cur.value is None:
-        return or_(col.is_not(None), and_(col.is_(None), id_prev))
-    value_prev = col > cur.value if desc else col < cur.value
-    return or_(value_prev, and_(col == cur.value, id_prev))
+            if not backward:
+                return [([col.is_(None), id_on], null_order)]
+            nulls = [col.is_(None), id_on]
+        else:
+            ahead = col <= cur.value if along else col >= cur.value
+            strictly = col < cur.value if along else col > cur.value
+            valued = [ahead, or_(strictly, id_on)]
+            if backward:
+                nulls = None  # the rows without a value all lie after a valued cursor
+    parts = [(valued, valued_order)]
+    if nulls is not None:
+        parts.append((nulls, null_order))
+    return list(reversed(parts)) if backward else parts
 
 
 @dataclasses.dataclass
@@ -548,29 +554,34 @@ def _merges(person_id: str) -> Any:
 async def page(session: AsyncSession, sp: SearchParams, person_id: str) -> Page:
     """One page of ``_count + 1`` rows (the extra one says whether there is a next page) after the cursor, with
     the COUNT on the same filter and whether anyone was merged into the person as two scalar subqueries of the
-    same statement: one round trip. Only a survivor of a merge costs a second (all its persons' rows)."""
+    same statement: one round trip (two on the one page where the rows with a date give way to those without).
+    Only a survivor of a merge costs more (its persons' rows are read again)."""
     persons = [person_id]
     while True:
         where = filters(sp, persons)
         total_q = select(func.count()).select_from(R).where(*where).correlate(None).scalar_subquery()
         merges_q = _merges(person_id) if len(persons) == 1 else literal(0)
-        cur = sp.cursor
-        backward = cur is not None and cur.backward
+        totals: tuple[int, int] | None = None
         rows: list[Any] = []
         if sp.count > 0:
-            q = select(*COLUMNS, total_q.label("total"), merges_q.label("merges")).where(*where)
-            if cur is not None:
-                q = q.where(_beyond(sp.sort, cur))
-            q = q.order_by(*_order(sp.sort, reverse=backward)).limit(sp.count + 1)
-            rows = list(await session.execute(q))
-        if rows:
-            total, merges = rows[0].total, rows[0].merges
-        else:
-            total, merges = (await session.execute(select(total_q, merges_q))).one()
+            for part, order in _regions(sp.sort, sp.cursor):
+                want = sp.count + 1 - len(rows)
+                q = select(*COLUMNS, total_q.label("total"), merges_q.label("merges")).where(*where, *part)
+                got = list(await session.execute(q.order_by(*order).limit(want)))
+                if got and totals is None:
+                    totals = (got[0].total, got[0].merges)
+                rows += got
+                if len(rows) > sp.count:
+                    break
+        if totals is None:
+            totals = tuple((await session.execute(select(total_q, merges_q))).one())  # type: ignore[assignment]
+        total, merges = totals
         if merges and len(persons) == 1:
             persons = await merged_into(session, person_id)
             continue
         break
+    cur = sp.cursor
+    backward = cur is not None and cur.backward
     more = len(rows) > sp.count
     rows = rows[: sp.count]
     if backward:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import pytest
 
@@ -107,3 +108,35 @@ async def test_new_results_during_paging_do_not_repeat_or_skip_old_ones(client, 
     rest, bundles = await walk(client.session, nxt, headers)
     assert set(seen).isdisjoint(rest) and set(seen) | set(rest) == set(many["ids"])
     assert bundles[0]["total"] == N + 5
+
+
+async def test_a_page_costs_the_same_statements_whatever_its_size(client, many):
+    """No per-row queries: the statements one search runs do not grow with ``_count``."""
+    from sqlalchemy import event
+
+    svc = many["svc"]
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    engines = {svc.db.engine.sync_engine, svc.db.read_engine.sync_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", count)
+    try:
+        headers = await token_for(client, "doctor@SCH1")
+        sizes = {}
+        for n in (1, 5, 200):  # the first loads the recognition catalogue, once per process
+            statements.clear()
+            resp = await client.get(f"/fhir/Observation?patient={many['person']}&_count={n}", headers=headers)
+            assert resp.status == 200
+            assert len((await resp.json(content_type=None))["entry"]) == n
+            # the app's own background work (outbox relay, job polling) runs meanwhile: leave it out
+            ours = [s for s in statements if not re.search(r"\b(outbox|jobs)\b", s) and not s.startswith("BEGIN")]
+            sizes[n] = len(ours)
+            reads = [s for s in statements if "FROM fhir_resources" in s]
+            assert len(reads) == 1, reads  # the page, its COUNT and the merge check in one statement
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", count)
+    assert sizes[5] == sizes[200]
