@@ -13,9 +13,10 @@ from aiohttp import web
 from pydantic import Field
 
 from federation.app import principal, services
+from federation.db import utcnow
 from federation.web.routing import RESIDENT, Principal, Routes, staff
 from federation.web.schema import Input, Output
-from library.circulation import errors, idempotency, requests, service
+from library.circulation import errors, fines, idempotency, requests, service
 from library.circulation.models import ItemState, Loan, Request
 
 routes = Routes("circulation")
@@ -71,6 +72,9 @@ class LoanOut(Output):
     returned_at: dt.datetime | None
     checkin_service_point: str | None
     title: str | None = None
+    fine_so_far_fen: int | None = Field(
+        default=None, description="in my loans: what the lending library would charge if it came back today"
+    )
 
 
 class ItemOut(Output):
@@ -243,9 +247,16 @@ async def my_loans(request: web.Request) -> LoanList:
     svc, who = services(request), principal(request)
     if not who.person_id:
         return LoanList(items=[])
+    now = utcnow()
     async with svc.db.reader() as s:
         rows = await service.loans_of(s, who.person_id)
-    return LoanList(items=[loan_out(loan, title) for loan, title in rows])
+        items = []
+        for loan, title in rows:
+            out = loan_out(loan, title)
+            if loan.due_at < now:
+                out.fine_so_far_fen = (await fines.assess(s, loan, now))[1]
+            items.append(out)
+    return LoanList(items=items)
 
 
 # --- requests (holds) -------------------------------------------------------------------------------------------

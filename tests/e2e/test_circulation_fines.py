@@ -44,10 +44,12 @@ async def test_fines_accrue_block_and_are_settled(client, demo):
     await checkin(client, lib["CQL"], "CQL-F1", "CQL-MAIN")
     late = await (await checkout(client, lib["CQL"], "CQL-F2", CQ, "CQL-MAIN")).json()
     await overdue(demo, late["id"], 3)
+    me = await token_for(client, CQ.id_number)
+    [shown] = (await (await client.get("/api/v1/me/loans", headers=me)).json())["items"]
+    assert shown["fine_so_far_fen"] == 20  # what returning it today costs
     # returned at another library: the lending library's fine and calendar still apply
     assert (await checkin(client, lib["SCL"], "CQL-F2", "SCL-MAIN")).status == 200
 
-    me = await token_for(client, CQ.id_number)
     mine = await (await client.get("/api/v1/me/fines", headers=me)).json()
     [fine] = mine["items"]
     assert (fine["loan_id"], fine["library"], fine["days"], fine["amount_fen"], fine["state"]) == (
