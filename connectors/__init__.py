@@ -25,3 +25,17 @@ def register(registry: Any) -> None:
     registry.on_services(social_security_tasks.register)
     registry.on_demo(social_security_demo.load)
     SANDBOXES.update(social_security_sandbox.FACTORIES)
+
+    from connectors.housing import api as housing_api
+    from connectors.housing import cli as housing_cli
+    from connectors.housing import demo as housing_demo
+    from connectors.housing import models as housing_models
+    from connectors.housing import sandbox as housing_sandbox
+    from connectors.housing import tasks as housing_tasks
+
+    _ = housing_models
+    registry.add_routes(housing_api.routes)
+    registry.add_command(housing_cli.certificate)
+    registry.on_services(housing_tasks.register)
+    registry.on_demo(housing_demo.load)
+    SANDBOXES.update(housing_sandbox.FACTORIES)

@@ -134,6 +134,10 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/connectors/{name}/syncs"): {"admin"},
     ("POST", "/api/v1/social-security/card-verifications"): {"resident", "librarian", "admin"},
     ("GET", "/api/v1/me/social-security"): {"resident"},
+    ("GET", "/api/v1/housing/keys"): ALL,
+    ("GET", "/api/v1/housing/certificates/{certificate_id}/verify"): ALL,
+    ("POST", "/api/v1/me/housing/certificates"): {"resident"},
+    ("GET", "/api/v1/me/housing"): {"resident"},
 }
 
 
