@@ -668,38 +668,39 @@ def ingest_bundles(prefix: str, bundles: int, size: int, hospital: dict[str, Any
     return out
 
 
-def bare_parse(bundles: list[dict[str, Any]]) -> tuple[int, float]:
-    """fhir.resources ``model_validate`` of every resource of these bundles: (resources, seconds)."""
+def bare_parse(bundle: dict[str, Any]) -> float:
+    """Seconds of fhir.resources ``model_validate`` of every resource of this bundle (the baseline)."""
     from fhir.resources.R4B.observation import Observation
     from fhir.resources.R4B.patient import Patient
 
     models = {"Observation": Observation, "Patient": Patient}
-    resources = [e["resource"] for b in bundles for e in b["entry"]]
     t = time.perf_counter()
-    for r in resources:
-        models[r["resourceType"]].model_validate(r)
-    return len(resources), time.perf_counter() - t
+    for e in bundle["entry"]:
+        models[e["resource"]["resourceType"]].model_validate(e["resource"])
+    return time.perf_counter() - t
 
 
-async def ingest_service(settings: Any, bundles: list[dict[str, Any]]) -> tuple[int, float, str]:
-    """The ingest service function in this process, bundle after bundle: (resources, seconds, outcome)."""
+async def ingest_service(settings: Any, bundles: list[dict[str, Any]]) -> tuple[int, float, float, str]:
+    """The ingest service function in this process, bundle after bundle, each bundle bare-parsed just before it is
+    ingested (so both see the same machine load): (resources, ingest seconds, parse seconds, outcome)."""
     from federation.extensions import build_services
     from health.fhir import ingest
 
     svc = build_services(settings)
-    n, counts = 0, {}
+    n, counts, elapsed, parsing = 0, {}, 0.0, 0.0
     try:
-        t = time.perf_counter()
         for bundle in bundles:
+            parsing += bare_parse(bundle)
+            t = time.perf_counter()
             result = await ingest.ingest_bundle(svc, bundle, institution=INGEST_HOSPITAL, actor="bench")
+            elapsed += time.perf_counter() - t
             n += len(bundle["entry"])
             for rtype, outcomes in result.counts().items():
                 for k, v in outcomes.items():
                     counts[f"{rtype} {k}"] = counts.get(f"{rtype} {k}", 0) + v
-        elapsed = time.perf_counter() - t
     finally:
         await svc.close()
-    return n, elapsed, ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    return n, elapsed, parsing, ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 
 
 async def api_key(settings: Any) -> str | None:
@@ -718,24 +719,26 @@ async def api_key(settings: Any) -> str | None:
         await svc.close()
 
 
-async def ingest_http(base: str, key: str, bundles: list[dict[str, Any]]) -> tuple[int, float, str]:
-    """``POST /fhir`` of each bundle, one after another: (resources, seconds, outcome)."""
+async def ingest_http(base: str, key: str, bundles: list[dict[str, Any]]) -> tuple[int, float, float, str]:
+    """``POST /fhir`` of each bundle, one after another, each bare-parsed here (the server idle) just before it is
+    sent: (resources, request seconds, parse seconds, outcome)."""
     import aiohttp
 
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/fhir+json"}
-    n, statuses = 0, {}
+    n, statuses, elapsed, parsing = 0, {}, 0.0, 0.0
     async with aiohttp.ClientSession() as http:
         payloads = [json.dumps(b, ensure_ascii=False).encode() for b in bundles]
-        t = time.perf_counter()
         for bundle, payload in zip(bundles, payloads, strict=True):
+            parsing += bare_parse(bundle)
+            t = time.perf_counter()
             async with http.post(f"{base}/fhir", data=payload, headers=headers) as r:
                 text = await r.text()
+            elapsed += time.perf_counter() - t
             statuses[r.status] = statuses.get(r.status, 0) + 1
             if r.status >= 300:
-                return n, time.perf_counter() - t, f"HTTP {r.status}: {text[:300]}"
+                return n, elapsed, parsing, f"HTTP {r.status}: {text[:300]}"
             n += len(bundle["entry"])
-        elapsed = time.perf_counter() - t
-    return n, elapsed, ", ".join(f"HTTP {k} x{v}" for k, v in sorted(statuses.items()))
+    return n, elapsed, parsing, ", ".join(f"HTTP {k} x{v}" for k, v in sorted(statuses.items()))
 
 
 async def forget_ingested(settings: Any) -> int:
@@ -937,7 +940,6 @@ def main() -> None:
             proc.kill()
     baseline = asyncio.run(sql_baseline(settings, patient, args.requests))
     plan = asyncio.run(explain(settings, patient))
-    parsed = bare_parse(svc_set + http_set) if svc_set else None
     if svc_set:
         removed = asyncio.run(forget_ingested(settings))
         print(f"ingested rows removed again: {removed}", flush=True)
@@ -980,28 +982,27 @@ def main() -> None:
     for line in plan:
         print(f"  {line}")
 
-    if parsed:
-        n_parsed, t_parsed = parsed
-        parse_rate = n_parsed / t_parsed
-        print(f"\ningest, transaction Bundles of {args.bundle_size} entries (1 Patient + 49 Observations per 50)")
+    if svc_set:
         print(
-            f"bare fhir.resources model_validate of the same resources: {n_parsed} in {t_parsed:.2f}s = "
-            f"{parse_rate:,.0f} resources/s"
+            f"\ningest, {args.bundles} transaction Bundles of {args.bundle_size} entries per path (a Patient and 49 of "
+            "their Observations per 50), each bundle bare-parsed (fhir.resources model_validate) just before it is "
+            "ingested, so both rates see the same load"
         )
+        print(f"{'path':<38} {'n':>6} {'ingest/s':>9} {'parse/s':>9} {'ratio':>6} {'goal':>6} {'met?':>6}")
         for label, got in (
             ("ingest service function (in process)", ingest_svc),
             ("POST /fhir (HTTP, API key)", ingest_api),
         ):
             if got is None:
-                print(f"{label:<40} not run")
+                print(f"{label:<38} not run")
                 continue
-            n, secs, outcome = got
-            rate = n / secs if secs else 0.0
+            n, secs, parsing, outcome = got
+            rate, parse_rate = (n / secs if secs else 0.0), (n / parsing if parsing else float("nan"))
             ratio = rate / parse_rate
-            met = "met" if ratio >= GOAL_INGEST_RATIO else "MISSED"
+            met = "yes" if ratio >= GOAL_INGEST_RATIO else "NO"
             print(
-                f"{label:<40} {n} in {secs:.2f}s = {rate:,.0f} resources/s, {ratio:.0%} of bare parsing "
-                f"(goal >= {GOAL_INGEST_RATIO:.0%}: {met}) [{outcome}]"
+                f"{label:<38} {n:>6} {rate:>9,.0f} {parse_rate:>9,.0f} {ratio:>6.0%} "
+                f"{'>=' + format(GOAL_INGEST_RATIO, '.0%'):>6} {met:>6}  [{outcome}]"
             )
     print("\nreference: HAPI FHIR search medians published at 26-35 ms")
     if args.profile:
