@@ -40,7 +40,7 @@ IDENTIFIER_SYSTEMS = {
 DATA_ABSENT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 VERDICT_TYPES = frozenset({"Observation", "DiagnosticReport", "ImagingStudy"})
 READ_TYPES = ("Observation", "DiagnosticReport", "ImagingStudy", "Provenance")
-PATIENT_PARAMS = {"_id", "_format", "_pretty"}
+PATIENT_PARAMS = {"_id", "_count", "_format", "_pretty"}  # _count is accepted; a search finds one patient at most
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 FORM = "application/x-www-form-urlencoded"
 
@@ -182,7 +182,7 @@ def _patient_bundle(
 @routes.get("/fhir/Patient", access=READERS, summary="FHIR search: Patient (_id)", document=False)
 async def search_patients(request: web.Request) -> web.Response:
     params = _as_lists(request.query)
-    search._reject_unknown(params, PATIENT_PARAMS, "Patient search by GET")
+    search.reject_unknown(params, PATIENT_PARAMS, "Patient search by GET")
     return await _patient_search(request, params)
 
 
@@ -193,12 +193,14 @@ async def search_patients_post(request: web.Request) -> web.Response:
     if "identifier" in request.query:
         raise SearchError("identifiers never travel in URLs: send identifier=system|value in the form body")
     params = await _form(request)
-    search._reject_unknown(params, PATIENT_PARAMS | {"identifier"}, "Patient search")
+    search.reject_unknown(params, PATIENT_PARAMS | {"identifier"}, "Patient search")
     return await _patient_search(request, params)
 
 
 async def _patient_search(request: web.Request, params: dict[str, list[str]]) -> web.Response:
-    search._check_format(params.get("_format", ()))
+    search.check_format(params.get("_format", ()))
+    for raw in params.get("_count", ()):
+        search.parse_count(raw)
     who = principal(request)
     ids, identifiers = params.get("_id", []), params.get("identifier", [])
     if len(ids) + len(identifiers) > 1 or any("," in v for v in ids + identifiers):

@@ -288,7 +288,7 @@ class SearchParams:
     echo: tuple[tuple[str, str], ...] = ()  # the parameters as understood, for the self/next links
 
 
-def _check_format(values: Sequence[str]) -> None:
+def check_format(values: Sequence[str]) -> None:
     for v in values:
         if v.strip().lower() not in ("json", "application/json", "application/fhir+json", "application/json+fhir"):
             raise SearchError("this server speaks JSON only: _format=json")
@@ -301,7 +301,7 @@ def _one_patient(params: Mapping[str, Sequence[str]]) -> str | None:
     return ids.pop() if ids else None
 
 
-def _reject_unknown(params: Mapping[str, Sequence[str]], allowed: set[str], what: str) -> None:
+def reject_unknown(params: Mapping[str, Sequence[str]], allowed: set[str], what: str) -> None:
     unknown = sorted(k for k in params if k not in allowed)
     if unknown:
         if "identifier" in unknown:
@@ -316,8 +316,8 @@ def parse_search(resource_type: str, params: Mapping[str, Sequence[str]]) -> Sea
     """Observation or DiagnosticReport search parameters (each name → its values, repeated names AND-ed)."""
     if resource_type not in SUPPORTED:
         raise SearchError(f"search on {resource_type} is not supported")
-    _reject_unknown(params, SUPPORTED[resource_type], f"{resource_type} search")
-    _check_format(params.get("_format", ()))
+    reject_unknown(params, SUPPORTED[resource_type], f"{resource_type} search")
+    check_format(params.get("_format", ()))
     echo: list[tuple[str, str]] = []
 
     def single(name: str) -> str | None:
@@ -408,8 +408,8 @@ class LastN:
 
 def parse_lastn(params: Mapping[str, Sequence[str]]) -> LastN:
     """``Observation/$lastn``: the ``max`` most recent Observations of each code."""
-    _reject_unknown(params, LASTN_PARAMS, "$lastn")
-    _check_format(params.get("_format", ()))
+    reject_unknown(params, LASTN_PARAMS, "$lastn")
+    check_format(params.get("_format", ()))
     for name in ("category", "code", "max"):
         if len(params.get(name, ())) > 1:
             raise SearchError(f"give {name} once (alternatives separated by commas)")
