@@ -37,4 +37,4 @@ async def load(svc: Services) -> dict[str, int]:
                 actor="system:demo",
             )
         await uow.commit()
-    return {"connectors": new}
+    return {"social-security connectors": new}
