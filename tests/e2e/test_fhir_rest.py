@@ -438,3 +438,32 @@ async def test_imaging_studies_are_read_with_their_verdict(client, world):
     tag, parts = verdict_of(study)
     assert tag == "not-recognised" and parts["reason"] == ["not_in_catalogue"]
     assert study["status"] == "available"
+
+
+async def test_the_demo_hospitals_results_through_the_real_ingest_are_valid_fhir(client, demo):
+    """Bodies as the ingest stores them, decorated with verdicts, parse as FHIR (R4B models; nothing R4B-only):
+    every page of a patient's Observations, the DiagnosticReports with their results and Provenance."""
+    from health import catalogue_seed
+    from health import demo as health_demo
+
+    await catalogue_seed.load_demo(demo)
+    await health_demo.load(demo)
+    zhang = await fx.person_of(demo, ZHANG.id_number)
+    doctor = await token_for(client, "doctor@SCH1")
+    tags: set[str] = set()
+    for rtype, extra in (("Observation", ""), ("DiagnosticReport", "&_include=DiagnosticReport:result")):
+        url = str(client.make_url(f"/fhir/{rtype}?patient={zhang}&_count=20&_revinclude=Provenance:target{extra}"))
+        pages = 0
+        while url:
+            async with client.session.get(url, headers=doctor) as resp:
+                bundle = await fhir_json(resp)
+            Bundle.model_validate(bundle)
+            for e in bundle.get("entry", ()):
+                if e["resource"]["resourceType"] in ("Observation", "DiagnosticReport", "ImagingStudy"):
+                    tag, parts = verdict_of(e["resource"])
+                    assert tag is not None and parts["recognised"] == [tag == "HR"]
+                    tags.add(tag)
+            url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+            pages += 1
+        assert pages >= 1
+    assert tags == {"HR", "not-recognised"}
