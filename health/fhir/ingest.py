@@ -242,7 +242,7 @@ async def ingest_items(
     now = utcnow()
     for item in items:
         if item.ok or item.resource is not None:
-            _prepare(item, now)
+            _prepare(item, now, svc)
     _duplicates(items)
     if atomic and not all(i.ok for i in items):
         raise _refusal(items)
@@ -284,7 +284,7 @@ def _refusal(items: Sequence[Item]) -> IngestRefused:
 # ------------------------------------------------------------------------------------------------ per-resource work
 
 
-def _prepare(item: Item, now: dt.datetime) -> None:
+def _prepare(item: Item, now: dt.datetime, svc: Services) -> None:
     """Validate the resource and copy it into the body we store, collecting its references."""
     r = item.resource
     rtype = r.get("resourceType") if isinstance(r, dict) else None
@@ -294,7 +294,7 @@ def _prepare(item: Item, now: dt.datetime) -> None:
         item.refuse(p.path, p.message, p.code)
     if not item.ok:
         return
-    item.source_id = _source_id(r)
+    item.source_id = source_key(svc, _source_id(r))
     if item.source_id is None:
         item.refuse("id", "the resource has neither an id nor an identifier: a re-send could not be recognised")
         return
@@ -304,6 +304,14 @@ def _prepare(item: Item, now: dt.datetime) -> None:
     refs: list[tuple[str, str, dict[str, Any], Any]] = []
     item.body = _copy(r, "", refs)
     item.refs = refs
+
+
+def source_key(svc: Services, source_id: str | None) -> str | None:
+    """The ``source_id`` column for a hospital's id: as sent, unless it holds an ID number (a Patient id, or the
+    first identifier, may be one), which is never stored in clear: then a keyed blind index of it."""
+    if source_id is None or mask_id_numbers_in_text(source_id) == source_id:
+        return source_id
+    return "bi:" + svc.cipher.blind_index(source_id, "fhir:source-id")
 
 
 def _source_id(r: dict[str, Any]) -> str | None:
@@ -579,7 +587,7 @@ class _Load:
             if not node:
                 node["display"] = m["type"]
             return None
-        return (m["type"], m["id"])
+        return (m["type"], source_key(self.svc, m["id"]))
 
     def _cascade(self) -> None:
         """An entry referring to a refused entry is refused too (until nothing changes)."""

@@ -288,10 +288,19 @@ async def test_no_clear_id_number_anywhere_in_the_database(demo: Services) -> No
     number = fx.id_number(region="510104", birth="19880119", seq="555")
     p = fx.patient(number=number)
     p["text"] = {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">张伟 {number}</div>'}
+    p["id"] = number  # a hospital using the ID number as the Patient's id
     obs = fx.load("observation-string")
     obs["note"] = [{"text": f"身份证 {number}"}]
+    obs["subject"] = {"reference": f"Patient/{number}"}
     result = await ingest(demo, fx.bundle([p, fx.load("organization"), obs]))
     assert result.ok, result.issues()
+    later = fx.load("observation-boolean")  # refers to the Patient stored before, by the same id
+    later["subject"] = {"reference": f"Patient/{number}"}
+    result = await ingest(demo, fx.bundle([later]))
+    assert result.ok, result.issues()
+    assert result.items[0].person_id == (await rows(demo, resource_type="Patient"))[0].person_id
+    again = await ingest(demo, fx.bundle([p]))
+    assert [i.outcome for i in again.items] == ["unchanged"]
     async with demo.db.reader() as s:
         for model in (StoredResource, AuditEntry, OutboxMessage, Person, Identifier):
             table = model.__tablename__
