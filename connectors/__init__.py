@@ -15,7 +15,7 @@ def register(registry: Any) -> None:
     registry.add_command(connectors)
     registry.add_command(sandbox)
 
-    from connectors.framework.sandbox import SANDBOXES
+    from connectors.framework.sandbox import SANDBOXES, register_sandbox
     from connectors.social_security import api as social_security_api
     from connectors.social_security import demo as social_security_demo
     from connectors.social_security import sandbox as social_security_sandbox
@@ -24,7 +24,8 @@ def register(registry: Any) -> None:
     registry.add_routes(social_security_api.routes)
     registry.on_services(social_security_tasks.register)
     registry.on_demo(social_security_demo.load)
-    SANDBOXES.update(social_security_sandbox.FACTORIES)
+    for system, (factory, port) in social_security_sandbox.FACTORIES.items():
+        register_sandbox(system, factory, port)
 
     from connectors.housing import api as housing_api
     from connectors.housing import cli as housing_cli

@@ -131,10 +131,16 @@ def configure(
 @click.option("--port", type=int, default=8700, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 def sandbox(system: str, port: int, host: str) -> None:
-    """Run an outside system's sandbox server (its API as connectors/SYSTEM/README.md documents it)."""
-    from connectors.framework.sandbox import SANDBOXES, run
+    """Run an outside system's sandbox server (its API as connectors/<kind>/README.md documents it); ``all`` runs
+    every sandbox on the port the demo world's connectors call."""
+    from connectors.framework.sandbox import DEMO_PORTS, SANDBOXES, run, run_all
 
+    if system == "all":
+        for name, demo_port in sorted(DEMO_PORTS.items()):
+            click.echo(f"sandbox {name} on http://{host}:{demo_port}")
+        run_all(host=host)
+        return
     if system not in SANDBOXES:
-        raise click.ClickException(f"no sandbox {system}; known: {', '.join(sorted(SANDBOXES)) or 'none'}")
+        raise click.ClickException(f"no sandbox {system}; known: all, {', '.join(sorted(SANDBOXES)) or 'none'}")
     click.echo(f"sandbox {system} on http://{host}:{port} (faults: POST /_sandbox/faults)")
     run(system, host=host, port=port)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -29,8 +28,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 T = TypeVar("T")
 HUGE_BYTES = 100 * 2**20
 
-# system name -> factory of its sandbox app; filled by ``connectors.register`` (see connectors/README.md)
+# system name -> factory of its sandbox app, and the port it has in the demo world; filled through
+# ``register_sandbox`` by ``connectors.register`` (see connectors/README.md)
 SANDBOXES: dict[str, Callable[[], web.Application]] = {}
+DEMO_PORTS: dict[str, int] = {}
+
+
+def register_sandbox(system: str, factory: Callable[[], web.Application], demo_port: int | None = None) -> None:
+    """Make ``twincity sandbox SYSTEM`` serve ``factory()``; with a ``demo_port``, ``twincity sandbox all`` serves it
+    there (where the demo world's connector for it points)."""
+    SANDBOXES[system] = factory
+    if demo_port is not None:
+        DEMO_PORTS[system] = demo_port
 
 
 class Faults(BaseModel):
@@ -176,12 +185,6 @@ def check_api_key(request: web.Request, expected: str) -> web.Response | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def started(app: web.Application, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
     """Serve ``app`` over real HTTP (a free port by default) and yield its base URL."""
@@ -204,3 +207,16 @@ def run(system: str, *, host: str, port: int) -> None:
     if factory is None:
         raise KeyError(system)
     web.run_app(factory(), host=host, port=port, print=None)
+
+
+async def _serve_all(host: str) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        for system, port in sorted(DEMO_PORTS.items()):
+            await stack.enter_async_context(started(SANDBOXES[system](), host=host, port=port))
+        await asyncio.Event().wait()  # until interrupted
+
+
+def run_all(*, host: str) -> None:
+    """Every sandbox with a demo port, each on it (``twincity sandbox all``): what the demo world's connectors call."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_all(host))

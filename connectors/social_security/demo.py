@@ -1,19 +1,19 @@
 """The demo's social-security systems: one member per city and a connector to each city's sandbox.
 
-``twincity sandbox social_security_chongqing --port 8701`` and ``... social_security_sichuan --port 8702`` serve
-them; loading is idempotent (members upserted, connectors configured again with the same values).
+``twincity sandbox all`` serves them (on the ports of ``sandbox.FACTORIES``); loading is idempotent (members
+upserted, connectors configured again with the same values).
 """
 
 from __future__ import annotations
 
 from connectors.framework import service as connectors
-from connectors.social_security.sandbox import API_KEY
+from connectors.social_security.sandbox import API_KEY, FACTORIES
 from federation.members import service as members
 from federation.services import Services
 
 SYSTEMS = [
-    ("CQSI", "重庆市社会保险事务中心", "chongqing", "重庆", "ss-chongqing", 8701),
-    ("SCSI", "四川省社会保险事业管理局", "sichuan", "成都", "ss-sichuan", 8702),
+    ("CQSI", "重庆市社会保险事务中心", "chongqing", "重庆", "ss-chongqing", FACTORIES["social_security_chongqing"][1]),
+    ("SCSI", "四川省社会保险事业管理局", "sichuan", "成都", "ss-sichuan", FACTORIES["social_security_sichuan"][1]),
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -165,10 +166,11 @@ def create_app(city: str | None = None) -> web.Application:
     return app
 
 
-FACTORIES = {
-    "social_security": create_app,
-    "social_security_chongqing": functools.partial(create_app, "CQ"),
-    "social_security_sichuan": functools.partial(create_app, "SC"),
+# system -> (factory, port in the demo world: see demo.py)
+FACTORIES: dict[str, tuple[Callable[[], web.Application], int | None]] = {
+    "social_security": (create_app, None),
+    "social_security_chongqing": (functools.partial(create_app, "CQ"), 8701),
+    "social_security_sichuan": (functools.partial(create_app, "SC"), 8702),
 }
 
 

@@ -65,8 +65,12 @@ def test_configure_list_status_and_a_failing_sync(data_dir):
 
 def test_sandbox_names_the_systems_it_knows(data_dir):
     from connectors import register
+    from connectors.framework.sandbox import DEMO_PORTS
+    from connectors.social_security.demo import SYSTEMS
     from federation.extensions import Registry
 
     register(Registry())  # fills the sandbox table, as the twincity command does
     result = CliRunner().invoke(sandbox, ["nowhere"])
     assert result.exit_code == 1 and "social_security" in result.output
+    # ``twincity sandbox all`` serves each demo system where the demo's connector calls it
+    assert {DEMO_PORTS["social_security_chongqing"], DEMO_PORTS["social_security_sichuan"]} == {s[-1] for s in SYSTEMS}
