@@ -164,7 +164,8 @@ def bundle_items(bundle: Any) -> tuple[str, list[Item]]:
         raise IngestRefused("send a FHIR Bundle (a JSON object)", expression="Bundle")
     if bundle.get("resourceType") != "Bundle":
         raise IngestRefused(
-            f"send a Bundle, not {str(bundle.get('resourceType'))[:40]!r}", expression="Bundle.resourceType"
+            f"send a Bundle, not {mask_id_numbers_in_text(str(bundle.get('resourceType'))[:40])!r}",
+            expression="Bundle.resourceType",
         )
     kind = bundle.get("type")
     if kind not in ("transaction", "batch"):

@@ -21,6 +21,8 @@ from fhir.resources.R4B.practitioner import Practitioner
 from fhir.resources.R4B.specimen import Specimen
 from pydantic import ValidationError
 
+from federation.identity.idnumber import mask_id_numbers_in_text
+
 MODELS: dict[str, type[Any]] = {
     "Patient": Patient,
     "DiagnosticReport": DiagnosticReport,
@@ -115,7 +117,8 @@ def check(resource: Any, *, now: dt.datetime | None = None) -> tuple[Any, list[P
     model_cls = MODELS.get(rtype) if isinstance(rtype, str) else None
     if model_cls is None:
         known = ", ".join(sorted(MODELS))
-        return None, [Problem("resourceType", f"resourceType {rtype!r} is not accepted here; send one of {known}")]
+        sent = mask_id_numbers_in_text(str(rtype)[:40])  # echoed back: never a clear ID number
+        return None, [Problem("resourceType", f"resourceType {sent!r} is not accepted here; send one of {known}")]
     problems: list[Problem] = []
     model = None
     try:
