@@ -80,6 +80,7 @@ async def test_a_lost_card_stops_the_next_checkout_through_the_scheduled_sync(cl
     await sandbox_event(partner, type="lost", card_number=CQ.ss_card)
     while True:
         resp = await client.get("/api/v1/connectors", headers=admin)
+        assert ss_sandbox.API_KEY not in await resp.text()  # secrets never leave the database
         health = {c["name"]: c for c in (await resp.json())["items"]}["ss-chongqing"]
         if health["watermark"] == "1":
             break
