@@ -40,3 +40,15 @@ def register(registry: Any) -> None:
     registry.on_services(housing_tasks.register)
     registry.on_demo(housing_demo.load)
     SANDBOXES.update(housing_sandbox.FACTORIES)
+
+    from connectors.transport import api as transport_api
+    from connectors.transport import demo as transport_demo
+    from connectors.transport import models as transport_models
+    from connectors.transport import sandbox as transport_sandbox
+    from connectors.transport import tasks as transport_tasks
+
+    _ = transport_models
+    registry.add_routes(transport_api.routes)
+    registry.on_services(transport_tasks.register)
+    registry.on_demo(transport_demo.load)
+    SANDBOXES.update(transport_sandbox.FACTORIES)

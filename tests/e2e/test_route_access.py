@@ -138,6 +138,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/housing/certificates/{certificate_id}/verify"): ALL,
     ("POST", "/api/v1/me/housing/certificates"): {"resident"},
     ("GET", "/api/v1/me/housing"): {"resident"},
+    ("POST", "/api/v1/me/transport/cards"): {"resident"},
+    ("GET", "/api/v1/me/transport"): {"resident"},
 }
 
 
