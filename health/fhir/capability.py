@@ -60,9 +60,9 @@ _READ = {"code": "read"}
 _SEARCH = {"code": "search-type"}
 
 
-def statement(base: str, *, bundle_ingest: bool = False) -> dict[str, Any]:
-    """The CapabilityStatement for the endpoint at ``base``. ``bundle_ingest``: the ingest's ``POST /fhir`` is
-    mounted (a system-level interaction documented by its owner)."""
+def statement(base: str, *, bundle_ingest: bool = False, ndjson_import: bool = False) -> dict[str, Any]:
+    """The CapabilityStatement for the endpoint at ``base``. ``bundle_ingest`` and ``ndjson_import``: the
+    ingest's ``POST /fhir`` (transaction and batch Bundles) and ``POST /fhir/$import`` are mounted."""
     resources: list[dict[str, Any]] = [
         {
             "type": "Patient",
@@ -165,6 +165,14 @@ def statement(base: str, *, bundle_ingest: bool = False) -> dict[str, Any]:
         rest["interaction"] = [
             {"code": "transaction", "documentation": "POST a transaction Bundle of results to the base"},
             {"code": "batch", "documentation": "POST a batch Bundle of results to the base"},
+        ]
+    if ndjson_import:
+        rest["operation"] = [
+            {
+                "name": "import",
+                "definition": "https://twincity.example/fhir/OperationDefinition/import",
+                "documentation": "POST NDJSON (one resource a line) to [base]/$import: loaded as a job",
+            }
         ]
     return {
         "resourceType": "CapabilityStatement",

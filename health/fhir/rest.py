@@ -114,8 +114,11 @@ async def _judge(session: Any, rows: Sequence[Any]) -> dict[str, Any]:
 @routes.get("/fhir/metadata", access=PUBLIC, summary="FHIR CapabilityStatement", document=False)
 async def metadata(request: web.Request) -> web.Response:
     ops = request.app.get(OPERATIONS_KEY, [])
-    ingest = any(op.method == "POST" and op.path == "/fhir" for op in ops)
-    return fhir_response(capability.statement(base_url(request), bundle_ingest=ingest))
+    posts = {op.path for op in ops if op.method == "POST"}
+    statement = capability.statement(
+        base_url(request), bundle_ingest="/fhir" in posts, ndjson_import="/fhir/$import" in posts
+    )
+    return fhir_response(statement)
 
 
 # -- Patient --------------------------------------------------------------------------------------------------------

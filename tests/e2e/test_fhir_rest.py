@@ -15,6 +15,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient
 from sqlalchemy import select
 
+from federation.accounts.service import create_api_key
 from federation.audit.models import AuditEntry
 from federation.demo import RESIDENTS
 from health.fhir import rest, search
@@ -97,6 +98,10 @@ async def test_capability_statement_tells_what_is_implemented(client):
     assert "searchInclude" not in by_type["Observation"]
     assert [o["name"] for o in by_type["Observation"]["operation"]] == ["lastn"]
     assert {i["code"] for i in by_type["ImagingStudy"]["interaction"]} == {"read"}
+    system = {i["code"] for i in cs["rest"][0].get("interaction", ())}
+    posts = {r.resource.canonical for r in client.app.router.routes() if r.method == "POST"}
+    assert system == ({"transaction", "batch"} if "/fhir" in posts else set())
+    assert ("operation" in cs["rest"][0]) == ("/fhir/$import" in posts)
     # each route the statement declares is served, and each served /fhir GET route is declared
     served = {(r.method, r.resource.canonical) for r in client.app.router.routes()}
     for rtype, res in by_type.items():
@@ -187,9 +192,18 @@ async def test_residents_read_their_own_only(client, world):
 
 async def test_doctors_must_name_the_patient(client, world):
     doctor = await token_for(client, "doctor@SCH1")
-    for path in ("/fhir/Observation", "/fhir/DiagnosticReport?code=x", "/fhir/Observation/$lastn", "/fhir/Patient"):
-        body = await outcome_of(await client.get(path, headers=doctor), 400)
-        assert "patient" in body["issue"][0]["diagnostics"]
+    async with world["svc"].db.uow() as uow:
+        _, secret = await create_api_key(uow, world["svc"], "CQH1", ["health.read"], actor="test")
+        await uow.commit()
+    system = {"Authorization": f"Bearer {secret}"}
+    for who in (doctor, system):
+        for path in ("/fhir/Observation", "/fhir/DiagnosticReport?code=x", "/fhir/Observation/$lastn", "/fhir/Patient"):
+            body = await outcome_of(await client.get(path, headers=who), 400)
+            assert "patient" in body["issue"][0]["diagnostics"]
+    # a hospital system reads with the patient's consent for its institution, and is audited as itself
+    found = await fhir_json(await client.get(f"/fhir/Observation?patient={world['zhang']}&_count=1", headers=system))
+    assert found["total"] == 6
+    await outcome_of(await client.get(f"/fhir/Observation?patient={world['wang']}", headers=system), 403)
 
 
 async def test_search_parameters(client, world):
