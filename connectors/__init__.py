@@ -27,6 +27,14 @@ def register(registry: Any) -> None:
     for system, (factory, port) in social_security_sandbox.FACTORIES.items():
         register_sandbox(system, factory, port)
 
+    from connectors.hospital_systems import demo as hospital_systems_demo
+    from connectors.hospital_systems import sandbox as hospital_systems_sandbox
+    from connectors.hospital_systems import tasks as hospital_systems_tasks
+
+    registry.on_services(hospital_systems_tasks.register)
+    registry.on_demo(hospital_systems_demo.load)
+    register_sandbox("hospital_systems", hospital_systems_sandbox.create_app, hospital_systems_demo.PORT)
+
     from connectors.housing import api as housing_api
     from connectors.housing import cli as housing_cli
     from connectors.housing import demo as housing_demo
@@ -52,3 +60,11 @@ def register(registry: Any) -> None:
     registry.on_services(transport_tasks.register)
     registry.on_demo(transport_demo.load)
     SANDBOXES.update(transport_sandbox.FACTORIES)
+
+    from connectors.library_systems import demo as library_systems_demo
+    from connectors.library_systems import sandbox as library_systems_sandbox
+    from connectors.library_systems import tasks as library_systems_tasks
+
+    registry.on_services(library_systems_tasks.register)
+    registry.on_demo(library_systems_demo.load)
+    register_sandbox("library_systems", library_systems_sandbox.create_app, library_systems_demo.PORT)

@@ -314,3 +314,13 @@ async def test_a_connector_for_an_institution_that_is_not_a_hospital_stores_noth
     with pytest.raises(Exception, match="member hospital"):
         await run_sync(world, NAME, actor="test")
     assert (await row(world)).watermark is None
+
+
+async def test_the_demo_connector_points_at_the_sandbox_port_and_loads_idempotently(demo):
+    from connectors.hospital_systems import demo as his_demo
+
+    assert await his_demo.load(demo) == {"hospital-system connectors": 1}
+    assert await his_demo.load(demo) == {"hospital-system connectors": 0}
+    async with demo.db.reader() as s:
+        loaded = await connectors.load(s, demo, his_demo.NAME)
+    assert loaded.config.base_url == f"http://127.0.0.1:{his_demo.PORT}/fhir" and loaded.member_code == "SCH2"
