@@ -179,3 +179,41 @@ def test_lastn():
     for bad in ({"max": ["0"]}, {"max": ["101"]}, {"_count": ["5"]}):
         with pytest.raises(SearchError):
             parse_lastn(bad)
+
+
+def test_the_verdict_replaces_ours_and_keeps_the_senders_own_tags_and_extensions():
+    from types import SimpleNamespace
+
+    from health.fhir.search import RECOGNITION_SYSTEM, VERDICT_URL, with_verdict
+
+    theirs_tag = {"system": "urn:hospital:tags", "code": "urgent"}
+    theirs_ext = {"url": "urn:hospital:ext", "valueString": "x"}
+    body = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "meta": {"versionId": "3", "tag": [theirs_tag, {"system": RECOGNITION_SYSTEM, "code": "HR"}]},
+        "extension": [theirs_ext, {"url": VERDICT_URL, "extension": []}],
+    }
+    verdict = SimpleNamespace(
+        recognised=False, reasons=("expired", "not_final"), item_code="LAB-GLU", valid_until=dt.date(2025, 1, 31)
+    )
+    out = with_verdict(body, verdict)
+    assert out["meta"]["versionId"] == "3"
+    assert out["meta"]["tag"] == [
+        theirs_tag,
+        {"system": RECOGNITION_SYSTEM, "code": "not-recognised", "display": "not recognised"},
+    ]
+    assert out["extension"][0] == theirs_ext
+    assert out["extension"][1] == {
+        "url": VERDICT_URL,
+        "extension": [
+            {"url": "recognised", "valueBoolean": False},
+            {"url": "reason", "valueCode": "expired"},
+            {"url": "reason", "valueCode": "not_final"},
+            {"url": "item", "valueString": "LAB-GLU"},
+            {"url": "validUntil", "valueDate": "2025-01-31"},
+        ],
+    }
+    assert body["meta"]["tag"][1]["code"] == "HR"  # the stored body is not changed
+    bare = with_verdict({"resourceType": "Provenance", "id": "p"}, None)
+    assert bare == {"resourceType": "Provenance", "id": "p"}
