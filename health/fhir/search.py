@@ -140,9 +140,9 @@ def parse_date(raw: str) -> DateBound:
             else:
                 step = dt.timedelta(minutes=1)
             hi = lo + step
+        return DateBound(prefix, lo.astimezone(dt.UTC), hi.astimezone(dt.UTC))
     except (ValueError, OverflowError):
-        raise SearchError(f"'{shown(raw)}' is not a calendar date") from None
-    return DateBound(prefix, lo.astimezone(dt.UTC), hi.astimezone(dt.UTC))
+        raise SearchError(f"'{shown(raw)}' is not a calendar date this server can search") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,7 +51,20 @@ def test_dates_cover_their_precision(raw, prefix, lo, hi):
 
 @pytest.mark.parametrize(
     "raw",
-    ["", "2024-13", "2024-02-30", "24-03-05", "2024-03-05T25:00", "sa2024", "ne2024", "2024-03-05T10:00+15:00", "x"],
+    [
+        "",
+        "2024-13",
+        "2024-02-30",
+        "24-03-05",
+        "2024-03-05T25:00",
+        "sa2024",
+        "ne2024",
+        "2024-03-05T10:00+15:00",
+        "x",
+        "0000",
+        "0001-01-01",  # before the first instant a timestamp can hold, once in UTC
+        "9999-12-31T23:00-05:00",
+    ],
 )
 def test_bad_dates_are_refused_with_a_reason(raw):
     with pytest.raises(SearchError) as e:
