@@ -26,6 +26,7 @@ twice what validating it does, which would cap the ingest rate at a third of bar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -303,7 +304,7 @@ def _prepare(item: Item, now: dt.datetime, svc: Services) -> None:
         item.refuse("id", f"the resource's id or first identifier is longer than {MAX_SOURCE_ID} characters")
         return
     refs: list[tuple[str, str, dict[str, Any], Any]] = []
-    item.body = _copy(r, "", refs)
+    item.body = _copy(r, None, refs)
     item.refs = refs
 
 
@@ -324,32 +325,50 @@ def _source_id(r: dict[str, Any]) -> str | None:
     return None
 
 
-def _copy(node: Any, path: str, refs: list[tuple[str, str, dict[str, Any], Any]]) -> Any:
+def _copy(node: Any, path: Any, refs: list[tuple[str, str, dict[str, Any], Any]]) -> Any:
     """The stored copy of a JSON value: nulls dropped, ID numbers masked in every string, and each Reference
     recorded as (top-level element, path, the copy's dict, the reference string) for rewriting.
 
-    Leaves are handled in place and paths are built for containers only: this walk runs over every element of
-    every resource, so it must cost little beside validation."""
+    This walk runs over every element of every resource, so it must cost little beside validation: leaves are
+    handled in place, and the path is a chain of (parent, key) pairs spelled out only for a reference."""
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
             if v is None:
                 continue
             if isinstance(v, dict | list):
-                out[k] = _copy(v, f"{path}.{k}" if path else k, refs)
+                out[k] = _copy(v, (path, k), refs)
             elif isinstance(v, str) and len(v) >= 15 and ID_NUMBER_PATTERN.search(v):
                 out[k] = mask_id_numbers_in_text(v)
             else:
                 out[k] = v
         ref = node.get("reference")
-        if isinstance(ref, str) and path:
-            refs.append((path.split(".", 1)[0].split("[", 1)[0], path, out, ref))
+        if isinstance(ref, str) and path is not None:
+            parts = _parts(path)
+            refs.append((str(parts[0]), _spelled(parts), out, ref))
         return out
     if isinstance(node, list):
-        return [_copy(v, f"{path}[{n}]", refs) for n, v in enumerate(node) if v is not None]
+        return [_copy(v, (path, n), refs) for n, v in enumerate(node) if v is not None]
     if isinstance(node, str) and len(node) >= 15 and ID_NUMBER_PATTERN.search(node):
         return mask_id_numbers_in_text(node)
     return node
+
+
+def _parts(path: Any) -> list[Any]:
+    parts = []
+    while path is not None:
+        path, part = path
+        parts.append(part)
+    parts.reverse()
+    return parts
+
+
+def _spelled(parts: list[Any]) -> str:
+    """``subject``, ``result[1]``, ``component[0].valueQuantity``: the path as expressions write it."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
 def _duplicates(items: Sequence[Item]) -> None:
@@ -497,6 +516,7 @@ class _Load:
     def __init__(self, svc: Services, uow: UnitOfWork, hospital: Hospital, items: list[Item], now: dt.datetime):
         self.svc, self.uow, self.hospital, self.items, self.now = svc, uow, hospital, items, now
         self.session = uow.session
+        self.atomic = False
         self.existing: dict[tuple[str, str], Any] = {}
         self.linked: set[str] = set()
         self.mrn_systems = hospital.mrn_systems
@@ -540,6 +560,7 @@ class _Load:
                 self.existing[(row.resource_type, row.source_id)] = row
 
     async def run(self, atomic: bool) -> None:
+        self.atomic = atomic
         index = self._index()
         wanted: set[tuple[str, str]] = set()
         targets: dict[int, list[Any]] = {}
@@ -628,6 +649,8 @@ class _Load:
                     identity.normalise_value(inp.type, inp.value)
             except DomainError:
                 await self._link(item, idents)  # says what is wrong with it
+                if self.atomic:
+                    return  # the transaction is refused: link nothing more
                 continue
             known.append((item, idents))
         flat = [inp for _, idents in known for _, inp in idents.values()]
@@ -645,6 +668,8 @@ class _Load:
                 self.linked.add(item.person_id)
             else:
                 await self._link(item, idents)
+                if self.atomic and not item.ok:
+                    return
 
     def _identifiers(self, item: Item) -> dict[str, tuple[int, identity.IdentifierInput]]:
         """The identifiers that link a Patient: resident ID number, social-security card, hospital record
@@ -669,7 +694,8 @@ class _Load:
         record number; under a savepoint, so a refusal leaves nothing of it behind."""
         current = "id"
         try:
-            async with self.session.begin_nested():
+            # in a batch a refused patient must leave nothing behind; a transaction refused rolls back whole
+            async with contextlib.nullcontext() if self.atomic else self.session.begin_nested():
                 person = None
                 if "id" in idents:
                     reg = await identity.register(

@@ -128,4 +128,4 @@ def test_the_stored_copy_holds_what_model_dump_holds(name: str) -> None:
 
     resource = fx.load(name)
     model, _ = check(resource, now=NOW)
-    assert _same(_copy(resource, "", []), model.model_dump(mode="json", exclude_none=True))
+    assert _same(_copy(resource, None, []), model.model_dump(mode="json", exclude_none=True))
