@@ -22,7 +22,8 @@ Then, in the same run:
    generated;
 3. the baselines: the bare indexed SQL query the APIs run (``fhir_resources`` by person and type, newest first,
    ``LIMIT`` page size) through the application's engine on the same database, after the server has stopped; and
-   bare ``fhir.resources`` parsing (``model_validate``) of the very resources ingested.
+   bare ``fhir.resources`` parsing (``model_validate``) of the very resources ingested, each bundle parsed just
+   before it is ingested, so a machine whose load changes during the run skews neither side of the ratio.
 
 Client and server share this machine's cores, so the HTTP figures are an upper bound of what the server alone
 would take.
