@@ -154,10 +154,15 @@ class Token:
 
 
 _UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def split_values(raw: str) -> list[str]:
     """A parameter's comma-separated alternatives (OR); ``\\,`` is a literal comma."""
+    if _CONTROL.search(raw):
+        raise SearchError("a search value holds a control character")
+    if len(raw) > 4000:
+        raise SearchError("a search value is longer than 4,000 characters")
     parts = [p.replace("\\,", ",").strip() for p in _UNESCAPED_COMMA.split(raw)]
     parts = [p for p in parts if p]
     if not parts:

@@ -481,3 +481,30 @@ async def test_the_demo_hospitals_results_through_the_real_ingest_are_valid_fhir
             pages += 1
         assert pages >= 1
     assert tags == {"HR", "not-recognised"}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "code=%00",
+        "status=final%00",
+        "category=%1f",
+        "code=" + ",".join(["x"] * 60),
+        "code=" + "x" * 5000,
+        "_count=",
+        "date=",
+        "code=|",
+        "category=,",
+        "patient=",
+        "_sort=",
+        "_cursor=eyJrIjoiZGF0ZSIsImQiOjEsInYiOiIyMDI0LTAxLTAxIiwiaSI6IngifQ",  # a naive time in a cursor
+        "_cursor=eyJrIjoiZGF0ZSIsImQiOjEsInYiOjEyMywiaSI6IngifQ",  # a number for the time
+        "_cursor=WzFd",  # a JSON list
+        "date=9999&_sort=date",
+    ],
+)
+async def test_hostile_search_values_never_reach_a_500(client, world, query):
+    doctor = await token_for(client, "doctor@SCH1")
+    resp = await client.get(f"/fhir/Observation?patient={world['zhang']}&{query}", headers=doctor)
+    assert resp.status < 500, await resp.text()
+    assert resp.content_type == FHIR
