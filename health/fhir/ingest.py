@@ -230,7 +230,7 @@ def bundle_items(bundle: Any) -> tuple[str, list[Item]]:
 async def ingest_bundle(svc: Services, bundle: Any, *, institution: str, actor: str) -> IngestResult:
     """Store a transaction or batch Bundle from ``institution`` (a hospital's member code).
 
-    A transaction with any problem raises ``IngestRefused`` carrying every issue (``errors``); nothing is stored.
+    A transaction with any problem raises ``IngestRefused`` carrying every issue (``issues``); nothing is stored.
     A batch returns each entry's outcome; only the good entries (and none depending on a bad one) are stored.
     """
     kind, items = bundle_items(bundle)
@@ -243,7 +243,7 @@ async def ingest_items(
     """Validate, link and store these items in one transaction (see the module docstring)."""
     now = utcnow()
     for item in items:
-        if item.ok or item.resource is not None:
+        if item.resource is not None:
             _prepare(item, now, svc)
     _duplicates(items)
     if atomic and not all(i.ok for i in items):
