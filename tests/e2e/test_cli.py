@@ -180,7 +180,10 @@ def test_demo_load_is_idempotent(world: World) -> None:
     assert "0 new persons, 0 new accounts, 0 new consents" in second.stdout
     loaded = counts(data_dir / "twincity.db")
     assert loaded == after_first  # the second load added no row anywhere
-    assert (loaded["persons"], loaded["accounts"], loaded["institutions"], loaded["consents"]) == (12, 19, 7, 6)
+    assert (loaded["persons"], loaded["accounts"], loaded["consents"]) == (12, 19, 6)
+    # the core's seven members, and whatever member systems the extensions' demo worlds add (a clinic, the
+    # social-security, housing and transport systems)
+    assert loaded["institutions"] >= 7
 
 
 def test_second_demo_load_reports_no_new_members(world: World) -> None:
