@@ -106,21 +106,38 @@ def _incoming(
     return out
 
 
-async def _withdrawals(uow: UnitOfWork, records: Sequence[OaiRecord], library: str, counts: Any) -> list[Incoming]:
-    numbers = {r.local_id for r in records if r.deleted}
+@dataclasses.dataclass
+class PreparedPage:
+    """A page read and mapped, before any database work: what to store, what to withdraw, what was refused."""
+
+    incoming: list[Incoming]
+    withdrawn: list[str]  # control numbers of deleted records
+    counts: collections.Counter[str]
+
+
+def prepare_page(records: Sequence[OaiRecord], *, library: str, options: HarvestOptions) -> PreparedPage:
+    """Parse and map a page with no unit of work open (it is CPU work; SQLite has one writer)."""
+    counts: collections.Counter[str] = collections.Counter()
+    unique = latest(records)
+    counts["duplicates"] += len(records) - len(unique)
+    incoming = _incoming(unique, library.upper(), options.holdings_config, counts)
+    return PreparedPage(incoming, sorted({r.local_id for r in unique if r.deleted}), counts)
+
+
+async def _withdrawals(uow: UnitOfWork, numbers: Sequence[str], library: str, counts: Any) -> list[Incoming]:
     if not numbers:
         return []
     rows = (
         await uow.session.execute(
             select(BibRecordRow.control_number, BibRecordRow.data, BibRecordRow.marc, BibRecordRow.deleted).where(
-                BibRecordRow.library == library, BibRecordRow.control_number.in_(sorted(numbers))
+                BibRecordRow.library == library, BibRecordRow.control_number.in_(numbers)
             )
         )
     ).all()
     found = {row.control_number: row for row in rows}
-    counts["deleted_unknown"] += len(numbers - set(found))
+    counts["deleted_unknown"] += len(set(numbers) - set(found))
     out = []
-    for number in sorted(numbers & set(found)):
+    for number in sorted(set(numbers) & set(found)):
         row = found[number]
         if row.deleted:
             counts["already_deleted"] += 1
@@ -130,16 +147,11 @@ async def _withdrawals(uow: UnitOfWork, records: Sequence[OaiRecord], library: s
     return out
 
 
-async def apply_page(
-    uow: UnitOfWork, records: Sequence[OaiRecord], *, library: str, options: HarvestOptions, actor: str
-) -> collections.Counter[str]:
-    """Store one page in ``uow`` (not committed here); its counts."""
-    counts: collections.Counter[str] = collections.Counter()
+async def apply_page(uow: UnitOfWork, page: PreparedPage, *, library: str, actor: str) -> collections.Counter[str]:
+    """Store a prepared page in ``uow`` (not committed here); its counts."""
+    counts = collections.Counter(page.counts)
     library = library.upper()
-    unique = latest(records)
-    counts["duplicates"] += len(records) - len(unique)
-    batch = _incoming(unique, library, options.holdings_config, counts)
-    batch += await _withdrawals(uow, unique, library, counts)
+    batch = page.incoming + await _withdrawals(uow, page.withdrawn, library, counts)
     if not batch:
         return counts
     result = await store_batch(uow.session, library, batch, actor=actor)

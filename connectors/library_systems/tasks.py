@@ -39,11 +39,10 @@ async def sync(run: SyncRun) -> None:
             best = service.max_datestamp(best, page.records)
             # an unordered repository's later pages may hold older datestamps: move only once the list is complete
             mark = best if options.ordered or not page.token else run.watermark
+            prepared = service.prepare_page(page.records, library=run.connector.member_code, options=options)
             async with run.svc.db.uow() as uow:
                 run.counts.update(
-                    await service.apply_page(
-                        uow, page.records, library=run.connector.member_code, options=options, actor=run.actor
-                    )
+                    await service.apply_page(uow, prepared, library=run.connector.member_code, actor=run.actor)
                 )
                 await run.commit(uow, mark)
             if not page.token:

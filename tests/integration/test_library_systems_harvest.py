@@ -226,10 +226,10 @@ async def test_a_run_killed_mid_way_then_run_again_ends_as_one_clean_run(world, 
     real = harvest.apply_page
     calls = 0
 
-    async def dying(uow, records, **kw):
+    async def dying(uow, page, **kw):
         nonlocal calls
         calls += 1
-        counts = await real(uow, records, **kw)
+        counts = await real(uow, page, **kw)
         if calls == 3:  # inside the third page's unit of work, after its records were stored
             raise RuntimeError("worker killed")
         return counts
@@ -250,12 +250,12 @@ async def test_an_unordered_repository_moves_the_watermark_only_at_the_end_of_a_
     real = harvest.apply_page
     calls = 0
 
-    async def dying(uow, records, **kw):
+    async def dying(uow, page, **kw):
         nonlocal calls
         calls += 1
         if calls == 3:
             raise RuntimeError("worker killed")
-        return await real(uow, records, **kw)
+        return await real(uow, page, **kw)
 
     monkeypatch.setattr(harvest, "apply_page", dying)
     with pytest.raises(RuntimeError):
