@@ -20,6 +20,9 @@ def register(registry: Any) -> None:
     registry.add_routes(catalogue_api.routes)
     registry.add_scope("health.catalogue", "map the hospital's own LIS/PACS codes to recognition catalogue items")
     registry.on_demo(catalogue_seed.load_demo)
+    from health import catalogue
+
+    registry.on_services(catalogue.register)  # a hospital's changed level or ownership reloads the verdicts' rules
     from health import demo
 
     registry.on_demo(demo.load)  # after the catalogue: the demo hospitals' results through the real FHIR ingest

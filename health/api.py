@@ -108,7 +108,7 @@ class PriorResultsQuery(Input):
     category: Literal["laboratory", "imaging"] | None = None
     item: str | None = Field(default=None, max_length=40, description="a recognition catalogue item code")
     since: dt.date | None = None
-    limit: int = Field(default=200, ge=1, le=results.MAX_RESULTS)
+    limit: int = Field(default=50, ge=1, le=results.MAX_RESULTS)
     after: str | None = Field(default=None, max_length=200, description="the `next` cursor of the previous page")
 
 

@@ -25,6 +25,7 @@ from federation.audit.service import Record
 from federation.db import UnitOfWork
 from federation.errors import Conflict, Forbidden, InvalidInput, NotFound
 from federation.members.models import Institution, InstitutionKind
+from federation.members.service import MEMBER_CHANGED
 from federation.services import Services
 from health.models import CatalogueGeneration, ItemVersion, LocalCode, QcCertification, RecognitionItem
 from health.recognition import GENERATION_ROW, UNCOMMITTED_CHANGE, imaging_code
@@ -422,3 +423,17 @@ async def qc_certifications(session: AsyncSession, hospital_code: str) -> tuple[
         .order_by(QcCertification.category, QcCertification.valid_from)
     )
     return inst, list((await session.scalars(q)).all())
+
+
+async def on_member_changed(svc: Services, payload: dict[str, Any]) -> None:
+    """A hospital joined, or its level, ownership or participation date changed: verdicts read those from the
+    catalogue snapshot, so move the generation on and every process reloads it."""
+    if payload.get("kind") != "hospital":
+        return
+    async with svc.db.uow() as uow:
+        await bump_generation(uow)
+        await uow.commit()
+
+
+def register(svc: Services) -> None:
+    svc.on_event(MEMBER_CHANGED, on_member_changed)

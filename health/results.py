@@ -17,7 +17,6 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.identity.models import Person
-from federation.members.models import Institution
 from health import recognition
 from health.models import StoredResource
 
@@ -31,13 +30,13 @@ class Filters:
     category: str | None = None  # laboratory | imaging
     item: str | None = None  # a catalogue item code
     since: dt.date | None = None
-    limit: int = 200
+    limit: int = 50
     after: tuple[dt.datetime, str] | None = None  # keyset: continue after this (effective_at, id)
 
 
 @dataclasses.dataclass(frozen=True)
 class PriorResult:
-    row: StoredResource
+    row: Any  # a row of prior_results' columns
     verdict: recognition.Verdict
     hospital_code: str
     hospital_name: str
@@ -73,57 +72,74 @@ async def person_ids(session: AsyncSession, person_id: str) -> list[str]:
     return ids
 
 
-def _is_result():  # noqa: ANN202 - a SQL expression
-    return or_(
-        StoredResource.resource_type.in_(("Observation", "ImagingStudy")),
-        and_(StoredResource.resource_type == "DiagnosticReport", StoredResource.category != "laboratory"),
-    )
+# what a result row needs, without the ORM's identity map: a doctor's page is read, judged and shown, never changed
+_COLUMNS = (
+    StoredResource.id,
+    StoredResource.resource_type,
+    StoredResource.institution_id,
+    StoredResource.category,
+    StoredResource.code_system,
+    StoredResource.code,
+    StoredResource.status,
+    StoredResource.effective_at,
+    StoredResource.issued_at,
+    StoredResource.body,
+)
 
 
 async def prior_results(
     session: AsyncSession, person_id: str, filters: Filters, today: dt.date | None = None
-) -> tuple[list[PriorResult], StoredResource | None]:
+) -> tuple[list[PriorResult], Any | None]:
     """One page, newest first, and the row to continue after (None on the last page). ``filters.item`` is applied
-    after judging (the item of a result comes from the catalogue), so a page may hold fewer than ``limit``."""
+    after judging (the item of a result comes from the catalogue), so a page may hold fewer than ``limit``.
+
+    One query per (person, result type), each walking ``ix_fhir_resources_person_type_effective`` backwards and
+    stopping after ``limit`` rows, merged here: the cost follows the page size, not the patient's history. A result
+    without any date cannot be judged against a window and is not listed here (FHIR search still returns it)."""
+    limit = min(filters.limit, MAX_RESULTS)
     ids = await person_ids(session, person_id)
-    q = select(StoredResource).where(
-        StoredResource.person_id.in_(ids),
-        StoredResource.resource_type.in_(RESULT_TYPES),
-        StoredResource.withdrawn.is_(False),
-        _is_result(),
-    )
-    if filters.category:
-        q = q.where(StoredResource.category == filters.category)
-    if filters.since:
-        since = dt.datetime.combine(filters.since, dt.time(), CHINA)
-        q = q.where(StoredResource.effective_at >= since)
-    if filters.after:
-        at, last_id = filters.after
-        q = q.where(
-            or_(
-                StoredResource.effective_at < at,
-                and_(StoredResource.effective_at == at, StoredResource.id > last_id),
-            )
+    rows: list[Any] = []
+    for rtype in RESULT_TYPES:
+        if filters.category == "laboratory" and rtype == "ImagingStudy":
+            continue
+        whose = StoredResource.person_id == ids[0] if len(ids) == 1 else StoredResource.person_id.in_(ids)
+        q = select(*_COLUMNS).where(
+            whose,
+            StoredResource.resource_type == rtype,
+            StoredResource.effective_at.is_not(None),
+            StoredResource.withdrawn.is_(False),
         )
-    q = q.order_by(StoredResource.effective_at.desc(), StoredResource.id).limit(min(filters.limit, MAX_RESULTS))
-    rows = list((await session.execute(q)).scalars())
+        if rtype == "DiagnosticReport":  # a laboratory report is a panel: its Observations are the results
+            q = q.where(StoredResource.category != "laboratory")
+        if filters.category:
+            q = q.where(StoredResource.category == filters.category)
+        if filters.since:
+            q = q.where(StoredResource.effective_at >= dt.datetime.combine(filters.since, dt.time(), CHINA))
+        if filters.after:
+            at, last_id = filters.after
+            q = q.where(
+                or_(
+                    StoredResource.effective_at < at,
+                    and_(StoredResource.effective_at == at, StoredResource.id < last_id),
+                )
+            )
+        q = q.order_by(StoredResource.effective_at.desc(), StoredResource.id.desc()).limit(limit)
+        rows += (await session.execute(q)).all()
+    rows.sort(key=lambda r: (r.effective_at, r.id), reverse=True)
+    full = len(rows) >= limit  # a full page: there may be more (at worst the next page is empty)
+    rows = rows[:limit]
     verdicts = await recognition.judge_rows(session, rows, today)
-    hospitals = await _hospitals(session, {r.institution_id for r in rows})
+    catalogue = await recognition.load_catalogue(session)
     out = []
     for row, verdict in zip(rows, verdicts, strict=True):
         if filters.item and verdict.item_code != filters.item:
             continue
-        code, name, city = hospitals.get(row.institution_id, ("?", "?", None))
-        out.append(PriorResult(row, verdict, code, name, city))
-    limit = min(filters.limit, MAX_RESULTS)
-    return out, (rows[-1] if len(rows) == limit else None)
-
-
-async def _hospitals(session: AsyncSession, ids: set[str]) -> dict[str, tuple[str, str, str | None]]:
-    if not ids:
-        return {}
-    q = select(Institution.id, Institution.code, Institution.name, Institution.city).where(Institution.id.in_(ids))
-    return {r.id: (r.code, r.name, r.city) for r in await session.execute(q)}
+        hospital = catalogue.institutions.get(row.institution_id)
+        if hospital is None:
+            out.append(PriorResult(row, verdict, "?", "?", None))
+        else:
+            out.append(PriorResult(row, verdict, hospital.code, hospital.name, hospital.city))
+    return out, (rows[-1] if full else None)
 
 
 def group_by_item(results: Sequence[PriorResult]) -> list[tuple[str, str, list[PriorResult]]]:

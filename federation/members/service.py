@@ -13,6 +13,8 @@ from federation.db import UnitOfWork
 from federation.members.errors import MemberExists, MemberNotFound
 from federation.members.models import Institution, ServicePoint
 
+MEMBER_CHANGED = "member.changed"  # payload: code, kind
+
 
 @dataclasses.dataclass(frozen=True)
 class NewInstitution:
@@ -49,6 +51,7 @@ async def create(uow: UnitOfWork, cmd: NewInstitution) -> Institution:
     inst = Institution(**{**dataclasses.asdict(cmd), "code": code})
     uow.session.add(inst)
     await uow.session.flush()
+    uow.emit(MEMBER_CHANGED, code=code, kind=inst.kind)
     return inst
 
 
@@ -57,9 +60,14 @@ async def upsert(uow: UnitOfWork, cmd: NewInstitution) -> Institution:
         inst = await get(uow.session, cmd.code)
     except MemberNotFound:
         return await create(uow, cmd)
+    changed = False
     for key, value in dataclasses.asdict(cmd).items():
-        if key != "code":
+        if key != "code" and getattr(inst, key) != value:
             setattr(inst, key, value)
+            changed = True
+    if changed:
+        # what depends on a member's level, ownership or dates (health's recognition rules) reloads on this
+        uow.emit(MEMBER_CHANGED, code=inst.code, kind=inst.kind)
     return inst
 
 

@@ -232,3 +232,39 @@ async def test_bad_changes_leave_nothing_behind(demo) -> None:
     async with svc.db.reader() as s:
         assert await current_generation(s) == generation
         assert await s.scalar(select(func.count()).select_from(ItemVersion)) == versions
+
+
+async def test_a_hospital_downgraded_in_the_member_registry_is_judged_by_its_new_level(demo) -> None:
+    """The member registry is the core's; its change reaches the cached snapshot through the outbox."""
+    from federation.jobs import outbox
+    from federation.members import service as members
+
+    svc = demo
+    await _seeded(svc)
+    ids = await _ids(svc)
+    glucose = await _result(svc, ids["CQH1"], "2345-7", dt.date(2025, 8, 29))
+    async with svc.db.reader() as s:
+        (before,) = await judge_rows(s, [glucose], TODAY)
+    assert before.recognised
+
+    async with svc.db.uow() as uow:
+        inst = await members.get(uow.session, "CQH1")
+        await members.upsert(
+            uow,
+            members.NewInstitution(
+                "CQH1",
+                inst.name,
+                "hospital",
+                inst.province,
+                inst.city,
+                "一级",
+                inst.ownership,
+                participation_since=inst.participation_since,
+            ),
+        )
+        await uow.commit()
+    while await outbox.relay(svc):
+        pass
+    async with svc.db.reader() as s:
+        (after,) = await judge_rows(s, [glucose], TODAY)
+    assert after.reasons == (Reason.INSTITUTION_NOT_ELIGIBLE,)
