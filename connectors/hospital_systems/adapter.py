@@ -31,13 +31,12 @@ class HttpHospitalFhir:
             params["_lastUpdated"] = "gt" + fhir_instant(since)
         return self._page(rtype, await self.client.get_json(f"/{rtype}", SearchSet, params=params))
 
-    async def follow(self, url: str) -> Page:
+    async def follow(self, url: str, rtype: str) -> Page:
+        """The next page of a search of ``rtype`` (entries of other types are skipped, as on the first page)."""
         base = self.client.config.base_url
         if not url.startswith(base + "/") and not url.startswith(base + "?"):
             raise BadResponse(f"connector {self.client.name}: a next link leaves the server's base URL")
-        path = url[len(base) :]
-        rtype = path.lstrip("/").split("?", 1)[0].split("/", 1)[0]
-        return self._page(rtype, await self.client.get_json(path, SearchSet))
+        return self._page(rtype, await self.client.get_json(url[len(base) :], SearchSet))
 
     def _page(self, rtype: str, bundle: SearchSet | None) -> Page:
         assert bundle is not None  # no none_on statuses asked for

@@ -44,7 +44,7 @@ async def sync(run: SyncRun) -> None:
                     await run.commit(uow, service.dump_marks(marks))
             if page.next is None:
                 break
-            page = await fhir.follow(page.next)
+            page = await fhir.follow(page.next, rtype)
 
 
 def bearer(secrets: Secrets) -> dict[str, str]:

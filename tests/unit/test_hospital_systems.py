@@ -91,11 +91,13 @@ class FakeClient:
 async def test_a_next_link_outside_the_base_url_is_refused(url):
     client = FakeClient()
     with pytest.raises(BadResponse, match="leaves"):
-        await HttpHospitalFhir(client).follow(url)  # type: ignore[arg-type]
+        await HttpHospitalFhir(client).follow(url, "Observation")  # type: ignore[arg-type]
     assert client.paths == []
 
 
 async def test_a_next_link_under_the_base_url_is_followed_as_a_path():
     client = FakeClient()
-    page = await HttpHospitalFhir(client).follow("https://his.example/fhir/Observation?_after=a%7Cb&_count=5")  # type: ignore[arg-type]
+    page = await HttpHospitalFhir(client).follow(
+        "https://his.example/fhir/Observation?_after=a%7Cb&_count=5", "Observation"
+    )  # type: ignore[arg-type]
     assert client.paths == ["/Observation?_after=a%7Cb&_count=5"] and page.resources == []
