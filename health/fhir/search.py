@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import quote, urlencode
 
 from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -746,9 +746,3 @@ def searchset(
     if out:
         bundle["entry"] = out
     return bundle
-
-
-def cursor_from_url(url: str) -> str | None:
-    """The ``_cursor`` of a link (for tests and clients that keep only the token)."""
-    m = re.search(r"[?&]_cursor=([^&]+)", url)
-    return unquote(m.group(1)) if m else None
