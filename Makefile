@@ -1,5 +1,6 @@
 # Two commands set everything up on a fresh machine with Python 3.11+ and make:
-#   make run    create .venv, install, migrate, load the demo world, serve on http://127.0.0.1:8080
+#   make run    create .venv, install, migrate, load the demo world, serve on http://127.0.0.1:8080 (with the
+#               outside systems' sandboxes on ports 8701-8706)
 #   make test   create .venv if needed, install, run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -18,10 +19,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# the demo world's connectors call the outside systems' sandboxes: they run beside the service and stop with it
 run: $(STAMP)
 	$(BIN)/twincity db upgrade
 	$(BIN)/twincity demo load
-	$(BIN)/twincity run
+	$(BIN)/twincity sandbox all & trap 'kill $$! 2>/dev/null' EXIT INT TERM; $(BIN)/twincity run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
