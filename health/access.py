@@ -72,32 +72,30 @@ class Grant:
 
 async def live_person(session: AsyncSession, person_id: str) -> Person:
     """The person, following a merge to the survivor; unknown ids are 404."""
+    person_id = await live_person_id(session, person_id)
+    person = await session.get(Person, person_id)
+    if person is None:
+        raise PatientNotFound("no such patient")
+    return person
+
+
+async def live_person_id(session: AsyncSession, person_id: str) -> str:
+    """The id of the person or of the survivor it was merged into, with one small read per hop."""
     for _ in range(8):  # merge chains are short; a cycle would be a bug, not a reason to spin
-        person = await session.get(Person, person_id)
-        if person is None:
+        row = (
+            await session.execute(select(Person.status, Person.merged_into_id).where(Person.id == person_id))
+        ).first()
+        if row is None:
             break
-        if person.status != PersonStatus.MERGED or not person.merged_into_id:
-            return person
-        person_id = person.merged_into_id
+        if row.status != PersonStatus.MERGED or not row.merged_into_id:
+            return person_id
+        person_id = row.merged_into_id
     raise PatientNotFound("no such patient")
 
 
-async def _active_override(session: AsyncSession, who: Principal, person_id: str, at: dt.datetime) -> str | None:
-    q = (
-        select(AccessOverride.id)
-        .where(
-            AccessOverride.person_id == person_id,
-            AccessOverride.actor == who.actor,
-            AccessOverride.expires_at > at,
-        )
-        .order_by(AccessOverride.created_at.desc())
-        .limit(1)
-    )
-    return (await session.execute(q)).scalar_one_or_none()
-
-
 async def decide(session: AsyncSession, who: Principal, person_id: str) -> Grant | None:
-    """The basis on which ``who`` may read this person's results now, or None."""
+    """The basis on which ``who`` may read this person's results now, or None (two reads: the consents in force,
+    then, only without one, an open override)."""
     if who.kind == "resident":
         return Grant(person_id, Basis.SELF) if who.person_id == person_id else None
     now = utcnow()
@@ -105,7 +103,17 @@ async def decide(session: AsyncSession, who: Principal, person_id: str) -> Grant
         held = await consent.holding(session, person_id, consent.Purpose.RESULT_SHARING, who.institution, now)
         if held is not None:
             return Grant(person_id, Basis.CONSENT, consent_id=held.id)
-    override_id = await _active_override(session, who, person_id, now)
+    q = (
+        select(AccessOverride.id)
+        .where(
+            AccessOverride.person_id == person_id,
+            AccessOverride.actor == who.actor,
+            AccessOverride.expires_at > now,
+        )
+        .order_by(AccessOverride.created_at.desc())
+        .limit(1)
+    )
+    override_id = (await session.execute(q)).scalar_one_or_none()
     if override_id is not None:
         return Grant(person_id, Basis.OVERRIDE, override_id=override_id)
     return None
@@ -146,16 +154,16 @@ async def authorise(
     """Decide whether ``who`` may read the person's results, record the attempt (committed), and return the grant
     or raise :class:`NoConsent`. ``person_id`` may name a merged person: the survivor is read."""
     async with svc.db.reader() as s:
-        person = await live_person(s, person_id)
-        grant = await decide(s, who, person.id)
+        person_id = await live_person_id(s, person_id)
+        grant = await decide(s, who, person_id)
     async with svc.db.uow() as uow:
-        await svc.audit(uow, _record(who, person.id, action, grant, client, details or {}))
+        await svc.audit(uow, _record(who, person_id, action, grant, client, details or {}))
         await uow.commit()
     if grant is None:
         raise NoConsent(
             "the patient has not consented to share results with your institution; an emergency override "
             "with a stated reason is recorded and reviewed",
-            person_id=person.id,
+            person_id=person_id,
         )
     return grant
 
