@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 RUN_JOB = "twincity.run_job"
 RELAY_OUTBOX = "twincity.relay_outbox"
 SWEEP = "twincity.sweep"
+SCHEDULED = "twincity.scheduled_jobs"
 
 BuildServices = Callable[[Settings], Services]
 TRANSIENT = (OperationalError, InterfaceError, DBAPIError, ConnectionError, TimeoutError)
@@ -97,6 +98,8 @@ def make_celery(settings: Settings, *, build_services: BuildServices | None = No
         beat_schedule={
             "relay-outbox": {"task": RELAY_OUTBOX, "schedule": 5.0},
             "sweep": {"task": SWEEP, "schedule": 30.0},
+            # the extensions' periodic jobs (``runner.SCHEDULE_KEY``): checked often, queued once per period
+            "scheduled-jobs": {"task": SCHEDULED, "schedule": 5.0},
         },
     )
     runtime = Runtime(settings, build_services)
@@ -132,6 +135,19 @@ def make_celery(settings: Settings, *, build_services: BuildServices | None = No
 
         runtime.run(service.requeue_stale)
         ids = runtime.run(service.queued_ids)
+        for job_id in ids:
+            run_job.delay(job_id)
+        return len(ids)
+
+    @app.task(name=SCHEDULED, shared=False)
+    def scheduled_jobs() -> int:
+        """Queue the periodic jobs whose period has passed (the embedded runner does this in process)."""
+        from federation.jobs import runner, service
+
+        async def due(svc: Services) -> list[str]:
+            return await service.queue_due(svc, dict(svc.extras.get(runner.SCHEDULE_KEY, {})))
+
+        ids = runtime.run(due)
         for job_id in ids:
             run_job.delay(job_id)
         return len(ids)

@@ -195,3 +195,24 @@ async def requeue_stale(svc: Services, *, everything_running: bool = False) -> l
     if ids:
         log.warning("re-queued %d job(s) left running by a stopped process", len(ids))
     return ids
+
+
+async def queue_due(svc: Services, schedule: dict[str, float], *, now: dt.datetime | None = None) -> list[str]:
+    """With a broker, the periodic work the embedded runner queues by itself (notices, hold-shelf expiry,
+    connector syncs): each kind whose latest job, in any state, was created more than its period ago is queued
+    again. The jobs table is the schedule's memory, so a restarted beat neither skips nor repeats a period."""
+    now = now or utcnow()
+    queued: list[str] = []
+    for kind, every_s in sorted(schedule.items()):
+        async with svc.db.uow() as uow:
+            last = (
+                await uow.session.execute(
+                    select(Job.created_at).where(Job.kind == kind).order_by(Job.created_at.desc()).limit(1)
+                )
+            ).scalar_one_or_none()
+            if last is not None and (now - last).total_seconds() < every_s:
+                continue
+            job = await enqueue(uow, kind, {}, created_by="system:schedule")
+            await uow.commit()
+            queued.append(job.id)
+    return queued

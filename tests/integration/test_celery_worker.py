@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import threading
 import time
@@ -19,7 +20,7 @@ import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from kombu import Connection
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from federation.db import utcnow
 from federation.extensions import build_services
@@ -206,3 +207,46 @@ async def test_a_broker_that_is_down_does_not_fail_the_commit(svc, settings, tmp
     job_id = await enqueue(svc, "test.double", {"n": 1})
     assert time.monotonic() - started < 4, "a request would wait this long on a broker that is down"
     assert (await service.get(svc, job_id)).state == "queued"
+
+
+async def test_the_beat_queues_the_extensions_periodic_jobs_once_per_period(svc, settings, tmp_path, broker_url):
+    """With a broker the embedded runner does not run: the worker's beat task queues what it would have."""
+    from federation.jobs.celery_app import SCHEDULED
+    from federation.jobs.runner import SCHEDULE_KEY
+
+    seen = Seen()
+    build = worker_services(seen)
+
+    def with_schedule(worker_settings) -> Services:
+        built = build(worker_settings)
+        built.extras[SCHEDULE_KEY] = {"test.double": 3600.0}
+        return built
+
+    worker_settings = make_settings(tmp_path, database_url=settings.database_url, broker_url=broker_url)
+    app = make_celery(worker_settings, build_services=with_schedule)
+    app.conf.task_default_queue = f"twincity-test-{uuid.uuid4().hex[:12]}"
+    assert app.conf.beat_schedule["scheduled-jobs"]["task"] == SCHEDULED
+    with celery_worker(app):
+        send = asyncio.get_running_loop().run_in_executor
+        await send(None, lambda: app.send_task(SCHEDULED))
+        await send(None, lambda: app.send_task(SCHEDULED))  # within the period: nothing more
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            async with svc.db.reader() as s:
+                jobs = list((await s.execute(select(Job).where(Job.kind == "test.double"))).scalars())
+            if jobs and all(j.state in ("succeeded", "failed") for j in jobs):
+                break
+            assert time.monotonic() < deadline, "the scheduled job did not run"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+    async with svc.db.reader() as s:
+        jobs = list((await s.execute(select(Job).where(Job.kind == "test.double"))).scalars())
+    assert len(jobs) == 1 and jobs[0].created_by == "system:schedule"
+
+
+async def test_queue_due_remembers_the_last_run_in_the_jobs_table(svc):
+    t0 = utcnow()
+    assert len(await service.queue_due(svc, {"a.kind": 60.0, "b.kind": 600.0}, now=t0)) == 2
+    assert await service.queue_due(svc, {"a.kind": 60.0, "b.kind": 600.0}, now=t0 + dt.timedelta(seconds=30)) == []
+    again = await service.queue_due(svc, {"a.kind": 60.0, "b.kind": 600.0}, now=t0 + dt.timedelta(seconds=61))
+    assert len(again) == 1
