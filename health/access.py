@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +29,7 @@ from federation.web.routing import Principal
 from health.models import AccessOverride
 
 PURPOSE = consent.Purpose.RESULT_SHARING.value
+T = TypeVar("T")
 OVERRIDE_HOURS = 24
 
 
@@ -153,9 +155,31 @@ async def authorise(
 ) -> Grant:
     """Decide whether ``who`` may read the person's results, record the attempt (committed), and return the grant
     or raise :class:`NoConsent`. ``person_id`` may name a merged person: the survivor is read."""
+    grant, _ = await read_with_grant(svc, who, person_id, _nothing, action=action, client=client, details=details)
+    return grant
+
+
+async def _nothing(session: AsyncSession, grant: Grant) -> None:
+    return None
+
+
+async def read_with_grant(
+    svc: Services,
+    who: Principal,
+    person_id: str,
+    read: Callable[[AsyncSession, Grant], Awaitable[T]],
+    *,
+    action: str,
+    client: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> tuple[Grant, T]:
+    """:func:`authorise` and the read it allows in one read session: decide, read (only when allowed), then
+    record the attempt and commit it before anything is returned. Saves a session per request on the doctor's
+    hot path; nothing read leaves this function unless its audit entry is committed."""
     async with svc.db.reader() as s:
         person_id = await live_person_id(s, person_id)
         grant = await decide(s, who, person_id)
+        result = await read(s, grant) if grant is not None else None
     async with svc.db.uow() as uow:
         await svc.audit(uow, _record(who, person_id, action, grant, client, details or {}))
         await uow.commit()
@@ -165,7 +189,7 @@ async def authorise(
             "with a stated reason is recorded and reviewed",
             person_id=person_id,
         )
-    return grant
+    return grant, result  # type: ignore[return-value]
 
 
 async def open_override(

@@ -225,16 +225,16 @@ async def _prior_results(request: web.Request, person_id: str, query: PriorResul
         if after is None:
             raise InvalidInput("`after` is not a cursor this service gave out")
     filters = results.Filters(query.category, query.item, query.since, query.limit, after)
-    grant = await access.authorise(
+    grant, found = await access.read_with_grant(
         svc,
         who,
         person_id,
+        lambda s, g: results.prior_results(s, g.person_id, filters),
         action="health.prior_results",
         client=client_address(request),
         details={k: str(v) for k, v in query.model_dump(exclude_none=True, exclude={"limit", "after"}).items()},
     )
-    async with svc.db.reader() as s:
-        found, last = await results.prior_results(s, grant.person_id, filters)
+    found, last = found
     groups = [
         ResultGroup(key=key, title=title, latest=items[0].issued, results=[_result(r) for r in items])
         for key, title, items in results.group_by_item(found)

@@ -275,26 +275,25 @@ async def _search_results(request: web.Request, rtype: str, params: dict[str, li
     who = principal(request)
     person_id = _person_to_search(who, sp.patient)
     svc = services(request)
-    grant = await access.authorise(
+
+    async def read(s: Any, grant: access.Grant) -> tuple[search.Page, list[Any], list[Any], dict[str, Any]]:
+        pg = await search.page(s, sp, grant.person_id)
+        includes = await search.included_results(s, pg.rows, pg.person_ids) if sp.include_results else []
+        seen = {r.id for r in pg.rows}
+        includes = [r for r in includes if r.id not in seen]
+        provenance = await search.provenances(s, pg.rows) if sp.revinclude_provenance else []
+        provenance = [r for r in provenance if r.id not in seen]
+        return pg, includes, provenance, await _judge(s, pg.rows + includes)
+
+    _, (pg, includes, provenance, verdicts) = await access.read_with_grant(
         svc,
         who,
         person_id,
+        read,
         action="health.fhir.search",
         client=client_address(request),
         details={"type": rtype, "interaction": "search-type"},
     )
-
-    async def read(person: str) -> tuple[search.Page, list[Any], list[Any], dict[str, Any]]:
-        async with svc.db.reader() as s:
-            pg = await search.page(s, sp, person)
-            includes = await search.included_results(s, pg.rows, pg.person_ids) if sp.include_results else []
-            seen = {r.id for r in pg.rows}
-            includes = [r for r in includes if r.id not in seen]
-            provenance = await search.provenances(s, pg.rows) if sp.revinclude_provenance else []
-            provenance = [r for r in provenance if r.id not in seen]
-            return pg, includes, provenance, await _judge(s, pg.rows + includes)
-
-    pg, includes, provenance, verdicts = await read(grant.person_id)
     base = base_url(request)
     entries = [(b, "match") for b in _with_verdicts(pg.rows, verdicts)]
     entries += [(b, "include") for b in _with_verdicts(includes, verdicts)]
