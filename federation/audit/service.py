@@ -14,10 +14,11 @@ import hashlib
 import hmac
 import json
 import re
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import Engine, exists, insert, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.audit.models import AuditEntry
@@ -96,17 +97,48 @@ class Record:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+# The chain's head as this process last appended it, per engine: (seq, hash). Only a hint, checked by the insert
+# itself (see ``append``), so a head another process moved, or a transaction that rolled back, costs a re-read.
+_heads: weakref.WeakKeyDictionary[Engine, tuple[int, str]] = weakref.WeakKeyDictionary()
+
+
 async def append(session: AsyncSession, key: AuditKey, record: Record) -> AuditEntry:
+    """Append an entry under the chain's lock (the caller commits; the lock is held until then).
+
+    The usual step is one statement: an ``INSERT ... SELECT`` that writes the entry only when the head this process
+    remembers is still the chain's head (that entry exists with that hash, and nothing after it). Otherwise (another
+    process appended, the remembered entry was rolled back, a cold start) the head is read and the entry inserted.
+    The entry's seal needs the previous hash and a key the database does not hold, so it is made here either way.
+    """
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+    table = AuditEntry.__table__
+    head = _heads.get(bind)
+    if head is not None:
+        entry = _entry(key, record, head[0] + 1, head[1])
+        values = _values(entry)
+        guard = select(*(literal(values[c.key], c.type) for c in table.columns)).where(
+            exists().where(table.c.seq == head[0], table.c.hash == head[1]),
+            ~exists().where(table.c.seq > head[0]),
+        )
+        res = await session.execute(insert(table).from_select([c.key for c in table.columns], guard))
+        if res.rowcount == 1:
+            _heads[bind] = (entry.seq, entry.hash)
+            return entry
     last = (
         await session.execute(select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1))
     ).first()
-    now = utcnow()
+    entry = _entry(key, record, (last.seq + 1) if last else 1, last.hash if last else GENESIS)
+    await session.execute(insert(table).values(**_values(entry)))
+    _heads[bind] = (entry.seq, entry.hash)
+    return entry
+
+
+def _entry(key: AuditKey, record: Record, seq: int, prev_hash: str) -> AuditEntry:
     entry = AuditEntry(
-        seq=(last.seq + 1) if last else 1,
-        at=now,
+        seq=seq,
+        at=utcnow(),
         actor=_text(record.actor, 200),
         actor_institution=_text(record.actor_institution, 32),
         action=record.action,
@@ -115,12 +147,14 @@ async def append(session: AsyncSession, key: AuditKey, record: Record) -> AuditE
         outcome=record.outcome,
         client_address=_text(record.client_address, 64),
         details=_clean(record.details),
-        prev_hash=last.hash if last else GENESIS,
+        prev_hash=prev_hash,
     )
     entry.hash = seal(key, entry)
-    session.add(entry)
-    await session.flush()
     return entry
+
+
+def _values(entry: AuditEntry) -> dict[str, Any]:
+    return {c.key: getattr(entry, c.key) for c in AuditEntry.__table__.columns}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,10 +9,9 @@ import dataclasses
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from library.circulation.models import ClosedDay
+from library.circulation import cache
 
 TZ = ZoneInfo("Asia/Shanghai")
 HORIZON_DAYS = 366  # a calendar closed for more than a year in a row is a mistake, not a calendar
@@ -50,8 +49,9 @@ def local_day(at: dt.datetime) -> dt.date:
 
 
 async def of(session: AsyncSession, library: str) -> Calendar:
-    rows = (await session.execute(select(ClosedDay.date, ClosedDay.weekday).where(ClosedDay.library == library))).all()
-    return Calendar(frozenset(d for d, _ in rows if d is not None), frozenset(w for _, w in rows if w is not None))
+    """The library's calendar, from this process's copy (see ``cache`` for how fresh it is)."""
+    snap = await cache.snapshot(session)
+    return Calendar(snap.closed_dates.get(library, frozenset()), snap.closed_weekdays.get(library, frozenset()))
 
 
 async def due_date(session: AsyncSession, library: str, due: dt.datetime) -> dt.datetime:

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from federation.audit.service import Record
 from federation.db import UnitOfWork, new_id, utcnow
 from federation.services import Services
-from library.circulation import calendar, errors
-from library.circulation.models import Fine, LibraryPolicy, Loan
+from library.circulation import calendar, errors, policies
+from library.circulation.models import Fine, Loan
 
 OPEN, PAID, WAIVED = "open", "paid", "waived"
 
@@ -24,8 +24,8 @@ async def assess(session: AsyncSession, loan: Loan, returned_at: dt.datetime) ->
     """(open days late, amount in fen) of ``loan`` returned at ``returned_at``; (0, 0) when on time or free."""
     if returned_at <= loan.due_at:
         return 0, 0
-    lib = await session.get(LibraryPolicy, loan.library)
-    if lib is None or not lib.fine_per_day_fen:
+    lib = await policies.library_settings(session, loan.library)
+    if not lib.fine_per_day_fen:
         return 0, 0
     days = (await calendar.of(session, loan.library)).open_days_between(loan.due_at, returned_at)
     amount = days * lib.fine_per_day_fen

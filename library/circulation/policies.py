@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from library.circulation.models import ANY, FederationPolicy, LibraryPolicy, LoanPolicy
+from library.circulation import cache
+from library.circulation.models import ANY, FederationPolicy
 
 DEFAULT_MAX_TOTAL_LOANS = 8
 DEFAULT_LOAN_DAYS = 30
@@ -52,6 +52,21 @@ async def federation(session: AsyncSession) -> FederationPolicy:
     return row
 
 
+async def federation_values(session: AsyncSession) -> cache.Federation:
+    """The federation's limits from this process's copy (see ``cache`` for how fresh it is)."""
+    fed = (await cache.snapshot(session)).federation
+    if fed is None:
+        return cache.Federation(
+            DEFAULT_MAX_TOTAL_LOANS,
+            DEFAULT_LOAN_DAYS,
+            DEFAULT_MAX_RENEWALS,
+            None,
+            DEFAULT_DUE_SOON_DAYS,
+            DEFAULT_TRANSIT_OVERDUE_DAYS,
+        )
+    return fed
+
+
 def _defaults() -> FederationPolicy:
     """The built-in federation row (column defaults apply only on insert: an unsaved row needs them spelt out)."""
     return FederationPolicy(
@@ -65,29 +80,37 @@ def _defaults() -> FederationPolicy:
     )
 
 
-def _specificity(row: LoanPolicy) -> int:
+def _specificity(row: cache.Rule) -> int:
     return (row.reader_category != ANY) * 2 + (row.item_type != ANY)
 
 
 async def resolve(session: AsyncSession, library: str, category: str, item_type: str | None) -> Policy:
     """The rule for lending a copy of ``item_type`` to a reader of ``category`` at ``library``."""
-    fed = await federation(session)
-    q = select(LoanPolicy).where(
-        LoanPolicy.library == library,
-        LoanPolicy.reader_category.in_((category, ANY)),
-        LoanPolicy.item_type.in_((item_type or ANY, ANY)),
+    fed = await federation_values(session)
+    wanted_types = (item_type or ANY, ANY)
+    rows = sorted(
+        (
+            r
+            for r in (await cache.snapshot(session)).rules.get(library, ())
+            if r.reader_category in (category, ANY) and r.item_type in wanted_types
+        ),
+        key=_specificity,
+        reverse=True,
     )
-    rows = sorted((await session.execute(q)).scalars(), key=_specificity, reverse=True)
     if not rows:
         return Policy(fed.loan_days, fed.max_renewals, None, fed.max_total_loans)
     best = rows[0]
     return Policy(best.loan_days, best.max_renewals, best.max_loans, fed.max_total_loans, best.can_request)
 
 
+async def library_settings(session: AsyncSession, library: str) -> cache.LibrarySettings:
+    """A library's own settings (floating, fines, hold shelf), the built-in ones when it has no row."""
+    return (await cache.snapshot(session)).library(library) or cache.LibrarySettings()
+
+
 async def floats(session: AsyncSession, library: str) -> bool:
     """Whether ``library``'s copies stay where they are returned instead of travelling home."""
-    row = await session.get(LibraryPolicy, library)
-    return bool(row and row.floating)
+    return (await library_settings(session, library)).floating
 
 
 async def set_federation(

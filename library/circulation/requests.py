@@ -31,7 +31,7 @@ from federation.members.models import Institution
 from federation.services import Services
 from library.catalog.models import ItemRow, Work
 from library.circulation import errors, policies, service, standing, states
-from library.circulation.models import ItemState, LibraryPolicy, Loan, Request, Transit
+from library.circulation.models import ItemState, Loan, Request, Transit
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,11 @@ class Place:
 
 async def lends_out(session: AsyncSession, library: str) -> bool:
     """Whether ``library``'s copies may fill requests picked up at another library (default: yes)."""
-    row = await session.get(LibraryPolicy, library)
-    return row is None or row.lends_to_other_libraries is not False
+    return (await policies.library_settings(session, library)).lends_to_other_libraries
 
 
 async def hold_shelf_days(session: AsyncSession, library: str) -> int:
-    row = await session.get(LibraryPolicy, library)
-    return row.hold_shelf_days if row is not None and row.hold_shelf_days else HOLD_SHELF_DAYS
+    return (await policies.library_settings(session, library)).hold_shelf_days or HOLD_SHELF_DAYS
 
 
 # --- routing ----------------------------------------------------------------------------------------------------
@@ -351,14 +349,16 @@ async def place(
 
 async def checkout(uow: UnitOfWork, svc: Services, cmd: service.Checkout, staff: service.Staff) -> Loan:
     """Checkout; a copy on the hold shelf only to its reader, which fills the request."""
-    loan = await service.checkout(uow, svc, cmd, staff, holder=held_for)
+    lent = await service.lend(uow, svc, cmd, staff, holder=held_for)
+    loan = lent.loan
+    if lent.request_id is None:  # the usual case: the checkout's own query found no request on the copy
+        return loan
     s = uow.session
     now = utcnow()
     req = (
         await s.execute(
             select(Request)
-            .where(Request.item_id == loan.item_id, Request.state.in_((states.READY, states.TARGETED)))
-            .limit(1)
+            .where(Request.id == lent.request_id, Request.state.in_((states.READY, states.TARGETED)))
             .execution_options(populate_existing=True)
         )
     ).scalar_one_or_none()

@@ -21,12 +21,13 @@ from federation.db import UnitOfWork, new_id, utcnow
 from federation.identity import service as identity
 from federation.identity.errors import UnknownCredential
 from federation.identity.models import IdentifierType, Person
-from federation.members.models import Institution, InstitutionKind, ServicePoint
+from federation.members.models import InstitutionKind
 from federation.services import Services
-from library.catalog.items import set_item_status
+from library.catalog.items import STATUSES, BadItemStatus
 from library.catalog.models import ItemRow, Work
-from library.circulation import calendar, errors, fines, policies, standing, states
-from library.circulation.models import Borrower, ItemState, Loan, Reader, Transit
+from library.catalog.tasks import WORKS_CHANGED
+from library.circulation import cache, calendar, errors, fines, policies, standing, states
+from library.circulation.models import Borrower, ItemState, Loan, Reader, Request, Transit
 
 CREDENTIAL_TYPES = ("social_security_card", "id_number", "library_card")
 # circulation's item states in the catalogue's vocabulary (``library.catalog.items.STATUSES``)
@@ -117,34 +118,87 @@ async def no_holder(session: AsyncSession, item: ItemState) -> str | None:
 
 async def desk(session: AsyncSession, code: str, staff: Staff | None = None) -> Desk:
     """The service point ``code`` as a circulation desk; refused for another library's desk than the staff's."""
-    q = (
-        select(ServicePoint.code, Institution.code, Institution.kind)
-        .join(Institution, ServicePoint.institution_id == Institution.id)
-        .where(ServicePoint.code == code.strip().upper())
-    )
-    row = (await session.execute(q)).first()
-    if row is None:
+    point = (await cache.snapshot(session)).points.get(code.strip().upper())
+    if point is None:
         raise errors.ServicePointNotFound(f"no service point {code}")
-    sp_code, library, kind = row
-    if kind != InstitutionKind.LIBRARY:
-        raise errors.NotALibrary(f"{sp_code} is not a library's service point")
-    if staff is not None and staff.library != library:
-        raise errors.WrongLibrary(f"{sp_code} belongs to {library}; you work for {staff.library or 'no library'}")
-    return Desk(sp_code, library)
+    if point.kind != InstitutionKind.LIBRARY:
+        raise errors.NotALibrary(f"{point.code} is not a library's service point")
+    if staff is not None and staff.library != point.library:
+        raise errors.WrongLibrary(
+            f"{point.code} belongs to {point.library}; you work for {staff.library or 'no library'}"
+        )
+    return Desk(point.code, point.library)
 
 
 async def main_service_point(session: AsyncSession, library: str) -> str:
-    q = (
-        select(ServicePoint.code)
-        .join(Institution, ServicePoint.institution_id == Institution.id)
-        .where(Institution.code == library)
-        .order_by(ServicePoint.is_main.desc(), ServicePoint.code)
-        .limit(1)
-    )
-    code = (await session.execute(q)).scalar_one_or_none()
+    code = (await cache.snapshot(session)).main_points.get(library)
     if code is None:
         raise errors.ServicePointNotFound(f"{library} has no service point to send the copy to")
     return code
+
+
+@dataclasses.dataclass(frozen=True)
+class Copy:
+    """A copy as a checkout sees it: the catalogue's row, circulation's state of it (None before its first
+    circulation) and the request bound to it (ready on the hold shelf, or targeted), read in one statement."""
+
+    id: str
+    library: str
+    barcode: str
+    work_id: str
+    item_type: str | None
+    status: str  # the catalogue's
+    location: str | None
+    state_status: str | None
+    current_library: str | None
+    request_id: str | None
+
+    @property
+    def item_id(self) -> str:
+        return self.id
+
+
+async def find_copy(session: AsyncSession, barcode: str, desk: Desk, item_library: str | None = None) -> Copy:
+    """``find_item`` and the copy's circulation state and bound request, in one statement."""
+    bound = (
+        select(Request.id)
+        .where(Request.item_id == ItemRow.id, Request.state.in_((states.READY, states.TARGETED)))
+        .limit(1)
+        .scalar_subquery()
+    )
+    q = (
+        select(
+            ItemRow.id,
+            ItemRow.library,
+            ItemRow.barcode,
+            ItemRow.work_id,
+            ItemRow.item_type,
+            ItemRow.status,
+            ItemRow.location,
+            ItemState.status,
+            ItemState.current_library,
+            bound,
+        )
+        .outerjoin(ItemState, ItemState.item_id == ItemRow.id)
+        .where(ItemRow.barcode == barcode.strip())
+    )
+    if item_library:
+        q = q.where(ItemRow.library == item_library.strip().upper())
+    rows = [Copy(*r) for r in (await session.execute(q)).all()]
+    if not rows:
+        raise errors.ItemNotFound(f"no copy with barcode {barcode}")
+    if len(rows) == 1:
+        return rows[0]
+    own = [r for r in rows if r.library == desk.library]
+    if len(own) == 1:
+        return own[0]
+    found = [r for r in rows if r.state_status is not None and r.current_library == desk.library]
+    if len(found) == 1:
+        return found[0]
+    raise errors.AmbiguousBarcode(
+        f"{len(rows)} libraries hold a copy with barcode {barcode}: send item_library",
+        libraries=sorted(r.library for r in rows),
+    )
 
 
 async def find_item(session: AsyncSession, barcode: str, desk: Desk, item_library: str | None = None) -> ItemRow:
@@ -185,8 +239,12 @@ def _insert(session: AsyncSession, model: Any) -> Any:
     return insert(model)
 
 
-async def item_state(session: AsyncSession, item: ItemRow) -> ItemState:
+async def item_state(session: AsyncSession, item: ItemRow | Copy) -> ItemState:
     """Circulation's row for the copy, made on its first circulation from the catalogue's status and location."""
+    q = select(ItemState).where(ItemState.item_id == item.id).execution_options(populate_existing=True)
+    found = (await session.execute(q)).scalar_one_or_none()
+    if found is not None:  # every circulation but the copy's first: one statement
+        return found
     first = _insert(session, ItemState).values(
         item_id=item.id,
         library=item.library,
@@ -199,7 +257,6 @@ async def item_state(session: AsyncSession, item: ItemRow) -> ItemState:
         updated_at=utcnow(),
     )
     await session.execute(first.on_conflict_do_nothing(index_elements=["item_id"]))
-    q = select(ItemState).where(ItemState.item_id == item.id).execution_options(populate_existing=True)
     return (await session.execute(q)).scalar_one()
 
 
@@ -216,11 +273,7 @@ async def recognise(session: AsyncSession, svc: Services, cred: Credential) -> P
 
 
 async def _any_library_card(session: AsyncSession, svc: Services, value: str) -> Person:
-    libraries = (
-        await session.execute(
-            select(Institution.code).where(Institution.kind == InstitutionKind.LIBRARY).order_by(Institution.code)
-        )
-    ).scalars()
+    libraries = (await cache.snapshot(session)).libraries
     found: list[Person] = []
     for code in libraries:
         inp = identity.IdentifierInput(IdentifierType.LOCAL, value, code, "library_card")
@@ -259,7 +312,7 @@ async def reader(session: AsyncSession, person: Person, library: str, *, today: 
 
 
 async def _move_item(
-    uow: UnitOfWork, state: ItemState, t: states.Transition, *, library: str | None, service_point: str | None
+    uow: UnitOfWork, state: ItemState | Copy, t: states.Transition, *, library: str | None, service_point: str | None
 ) -> None:
     """Persist an item transition with one conditional UPDATE; a concurrent change makes it refuse, not double."""
     result = await uow.session.execute(
@@ -277,9 +330,24 @@ async def _move_item(
     if result.rowcount != 1:
         refusal = errors.ItemUnavailable if t.trigger == "checkout" else errors.TransitionRefused
         raise refusal("another desk changed this copy a moment ago", state="changed")
-    # the catalogue's copy follows, with a catalog.works_changed event so the search index does too
-    await set_item_status(uow, state.library, state.barcode, CATALOG_STATUS.get(t.destination, t.destination))
+    await _catalogue_follows(uow, state.item_id, state.work_id, CATALOG_STATUS.get(t.destination, t.destination))
     _emit(uow, t)
+
+
+async def _catalogue_follows(uow: UnitOfWork, item_id: str, work_id: str, status: str) -> None:
+    """The catalogue's copy takes circulation's status, with a ``catalog.works_changed`` event so the search index
+    does too (``library.catalog.items.set_item_status`` in one statement: circulation's conditional UPDATE has
+    already serialised the changes of this copy)."""
+    if status not in STATUSES:
+        raise BadItemStatus(f"unknown item status {status!r}; known: {', '.join(sorted(STATUSES))}")
+    res = await uow.session.execute(
+        update(ItemRow)
+        .where(ItemRow.id == item_id, ItemRow.status != status)
+        .values(status=status, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount:
+        uow.emit(WORKS_CHANGED, work_ids=[work_id])
 
 
 def _emit(uow: UnitOfWork, t: states.Transition) -> None:
@@ -287,8 +355,17 @@ def _emit(uow: UnitOfWork, t: states.Transition) -> None:
         uow.emit(ev.topic, **ev.payload)
 
 
-async def _count(uow: UnitOfWork, reader_id: str, person_id: str, delta: int, policy: policies.Policy | None) -> None:
-    """Move the reader's and the person's loan counters together; with a policy, refuse beyond its limits."""
+async def _count(
+    uow: UnitOfWork,
+    reader_id: str,
+    person_id: str,
+    delta: int,
+    policy: policies.Policy | None,
+    *,
+    has_borrower: bool = False,
+) -> None:
+    """Move the reader's and the person's loan counters together; with a policy, refuse beyond its limits.
+    ``has_borrower``: the person's federation-wide row is known to exist (no insert needed)."""
     q = update(Reader).where(Reader.id == reader_id)
     if policy is not None and policy.max_loans is not None:
         q = q.where(Reader.active_loans < policy.max_loans)
@@ -297,11 +374,12 @@ async def _count(uow: UnitOfWork, reader_id: str, person_id: str, delta: int, po
     )
     if res.rowcount != 1:
         raise errors.LimitReached(f"{policy.max_loans if policy else 0} loans at this library already", scope="library")
-    await uow.session.execute(
-        _insert(uow.session, Borrower)
-        .values(person_id=person_id, active_loans=0)
-        .on_conflict_do_nothing(index_elements=["person_id"])
-    )
+    if not has_borrower:
+        await uow.session.execute(
+            _insert(uow.session, Borrower)
+            .values(person_id=person_id, active_loans=0)
+            .on_conflict_do_nothing(index_elements=["person_id"])
+        )
     q2 = update(Borrower).where(Borrower.person_id == person_id)
     if policy is not None:
         q2 = q2.where(Borrower.active_loans < policy.max_total_loans)
@@ -332,49 +410,81 @@ async def _audit(
 # --- commands ---------------------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class Lent:
+    loan: Loan
+    request_id: str | None  # the request bound to the copy when it was lent (ready or targeted), if any
+
+
 async def checkout(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff, holder: Holder = no_holder) -> Loan:
     """Lend a copy at a desk to the person whose credential is presented."""
+    return (await lend(uow, svc, cmd, staff, holder)).loan
+
+
+async def lend(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff, holder: Holder = no_holder) -> Lent:
+    """``checkout``, telling also which request was bound to the copy (``requests.checkout`` fills or moves it).
+
+    The statements are few and their number does not depend on the reader's loans: the desk, the rules and the
+    calendar come from this process's copy (``cache``); the copy, its state and its bound request are one
+    statement, the reader and every check of their standing another; then the conditional UPDATEs, the loan,
+    and at commit the audit entry and the outbox."""
     s = uow.session
     at = await desk(s, cmd.service_point, staff)
-    item = await find_item(s, cmd.item_barcode, at, cmd.item_library)
-    state = await item_state(s, item)
+    item = await find_copy(s, cmd.item_barcode, at, cmd.item_library)
+    if item.state_status is None:  # its first circulation: circulation's row is made from the catalogue's
+        first = await item_state(s, item)
+        item = dataclasses.replace(item, state_status=first.status, current_library=first.current_library)
+    status = item.state_status
+    assert status is not None
     now = utcnow()
     # the copy first: most refused scans (already lent, elsewhere) are decided before the reader is looked up
-    facts = states.Facts(desk_library=at.library, current_library=state.current_library)
-    held = state.status == states.ON_HOLD_SHELF  # the hold shelf's guard needs the reader: fired below
+    facts = states.Facts(desk_library=at.library, current_library=item.current_library)
+    held = status == states.ON_HOLD_SHELF  # the hold shelf's guard needs the reader: fired below
     if not held:
-        t = states.fire("item", item.id, state.status, "checkout", facts, at=now)
+        t = states.fire("item", item.id, status, "checkout", facts, at=now)
     person = await recognise(s, svc, cmd.credential)
-    rdr = await reader(s, person, at.library)
-    if rdr.blocked:
-        raise errors.ReaderBlocked(f"blocked at {at.library}: {rdr.block_reason or 'ask the library'}")
-    await standing.refuse_checkout(s, person.id, at.library, now)
+    stand = await standing.of(s, person.id, at.library, now)
+    reader_id, category = stand.reader_id, stand.category
+    if reader_id is None:  # first use at this library
+        rdr = await reader(s, person, at.library)
+        reader_id, category = rdr.id, rdr.category
+        stand = dataclasses.replace(stand, reader_blocked=rdr.blocked, reader_block_reason=rdr.block_reason)
+    assert category is not None
+    stand.refuse_reader(at.library)
+    fed = await policies.federation_values(s)
+    standing.refuse(
+        stand, at.library, fed.overdue_block_days, (await policies.library_settings(s, at.library)).fine_block_fen
+    )
     if held:
-        facts = dataclasses.replace(facts, reader_id=rdr.id, held_for_reader_id=await holder(s, state))
-        t = states.fire("item", item.id, state.status, "checkout", facts, at=now)
-    policy = await policies.resolve(s, at.library, rdr.category, item.item_type)
+        holder_id = await holder(s, item) if item.request_id is not None else None
+        facts = dataclasses.replace(facts, reader_id=reader_id, held_for_reader_id=holder_id)
+        t = states.fire("item", item.id, status, "checkout", facts, at=now)
+    policy = await policies.resolve(s, at.library, category, item.item_type)
     due_at = await calendar.due_date(s, at.library, now + dt.timedelta(days=policy.loan_days))
-    await _move_item(uow, state, t, library=at.library, service_point=at.code)
-    await _count(uow, rdr.id, person.id, +1, policy)
+    await _move_item(uow, item, t, library=at.library, service_point=at.code)
+    await _count(uow, reader_id, person.id, +1, policy, has_borrower=stand.has_borrower)
     loan = Loan(
+        id=new_id(),
         item_id=item.id,
         barcode=item.barcode,
         owner_library=item.library,
         library=at.library,
-        reader_id=rdr.id,
+        reader_id=reader_id,
         person_id=person.id,
         state=states.ACTIVE,
         checkout_service_point=at.code,
         checked_out_at=now,
         due_at=due_at,
         renewals=0,
+        returned_at=None,
+        checkin_service_point=None,
+        version=1,
     )
-    s.add(loan)
+    columns = {c.key: getattr(loan, c.key) for c in Loan.__table__.columns}
     try:
-        async with s.begin_nested():
-            await s.flush()
+        await s.execute(_insert(s, Loan).values(**columns))
     except IntegrityError:
-        # the partial unique index: another active loan of this copy exists
+        # the partial unique index: another active loan of this copy exists (the unit of work rolls back)
         raise errors.ItemUnavailable("the copy is already on loan") from None
     uow.emit(
         "circulation.checked_out",
@@ -398,7 +508,7 @@ async def checkout(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff, 
         service_point=at.code,
         due_at=loan.due_at.isoformat(),
     )
-    return loan
+    return Lent(loan, item.request_id)
 
 
 async def checkin(

@@ -1,15 +1,108 @@
 """Whether a person may borrow: a federation-wide block, an overdue loan beyond the federation's limit, open fines
-above a library's threshold. Each check is one indexed query, so its cost does not grow with the loans held."""
+above a library's threshold. Each check is an indexed lookup, so its cost does not grow with the loans held; a
+checkout asks them all, with the reader record, in one statement (``of``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from federation.identity.models import Person
 from library.circulation import errors, policies, states
-from library.circulation.models import Borrower, Fine, LibraryPolicy, Loan
+from library.circulation.models import Borrower, Fine, Loan, Reader
+
+
+@dataclasses.dataclass(frozen=True)
+class Standing:
+    """A person's standing at one library, as one statement read it."""
+
+    reader_id: str | None  # None: no reader record at this library yet
+    category: str | None
+    reader_blocked: bool
+    reader_block_reason: str | None
+    has_borrower: bool  # the person's federation-wide row exists
+    blocked: bool  # federation-wide
+    block_reason: str | None
+    late_loan: str | None  # a loan overdue beyond the federation's limit (when it sets one)
+    owed_fen: int  # open fines at this library (counted only when it blocks on them)
+
+    def refuse_reader(self, library: str) -> None:
+        if self.reader_blocked:
+            raise errors.ReaderBlocked(f"blocked at {library}: {self.reader_block_reason or 'ask the library'}")
+
+
+async def of(session: AsyncSession, person_id: str, library: str, now: dt.datetime) -> Standing:
+    """The reader record, the federation-wide block, the oldest too-late loan and the open fines, in one query."""
+    fed = await policies.federation_values(session)
+    lib = await policies.library_settings(session, library)
+    late = literal(None)
+    if fed.overdue_block_days is not None:
+        late = (
+            select(Loan.id)
+            .where(
+                Loan.person_id == person_id,
+                Loan.state == states.ACTIVE,
+                Loan.due_at < now - dt.timedelta(days=fed.overdue_block_days),
+            )
+            .limit(1)
+            .scalar_subquery()
+        )
+    owed = literal(0)
+    if lib.fine_block_fen is not None:
+        owed = (
+            select(func.coalesce(func.sum(Fine.amount_fen), 0))
+            .where(Fine.person_id == person_id, Fine.library == library, Fine.state == "open")
+            .scalar_subquery()
+        )
+    q = (
+        select(
+            Reader.id,
+            Reader.category,
+            Reader.blocked,
+            Reader.block_reason,
+            Borrower.person_id,
+            Borrower.blocked,
+            Borrower.block_reason,
+            late,
+            owed,
+        )
+        .select_from(Person)
+        .outerjoin(Reader, (Reader.person_id == Person.id) & (Reader.library == library))
+        .outerjoin(Borrower, Borrower.person_id == Person.id)
+        .where(Person.id == person_id)
+    )
+    row = (await session.execute(q)).one()
+    return Standing(
+        reader_id=row[0],
+        category=row[1],
+        reader_blocked=bool(row[2]),
+        reader_block_reason=row[3],
+        has_borrower=row[4] is not None,
+        blocked=bool(row[5]),
+        block_reason=row[6],
+        late_loan=row[7],
+        owed_fen=int(row[8] or 0),
+    )
+
+
+def refuse(standing: Standing, library: str, fed_overdue_days: int | None, fine_block_fen: int | None) -> None:
+    """Refuse a checkout at ``library`` as ``refuse_checkout`` does, from a standing already read."""
+    if standing.blocked:
+        raise errors.ReaderBlocked(
+            f"blocked in every member library: {standing.block_reason or 'ask a library'}", scope="federation"
+        )
+    if standing.late_loan is not None:
+        raise errors.OverdueBlock(
+            f"a loan is more than {fed_overdue_days} days overdue: return it first", loan=standing.late_loan
+        )
+    if fine_block_fen is not None and standing.owed_fen > fine_block_fen:
+        raise errors.FineBlock(
+            f"open fines of ¥{standing.owed_fen / 100:.2f} at {library}, above ¥{fine_block_fen / 100:.2f}",
+            owed_fen=standing.owed_fen,
+        )
 
 
 async def refuse_blocked(session: AsyncSession, person_id: str) -> None:
@@ -24,31 +117,6 @@ async def refuse_blocked(session: AsyncSession, person_id: str) -> None:
 async def refuse_checkout(session: AsyncSession, person_id: str, library: str, now: dt.datetime) -> None:
     """Refuse a checkout at ``library`` to a blocked person, one with a loan overdue too long, or one whose open
     fines at this library are above its threshold."""
-    await refuse_blocked(session, person_id)
-    fed = await policies.federation(session)
-    if fed.overdue_block_days is not None:
-        late = await session.scalar(
-            select(Loan.id)
-            .where(
-                Loan.person_id == person_id,
-                Loan.state == states.ACTIVE,
-                Loan.due_at < now - dt.timedelta(days=fed.overdue_block_days),
-            )
-            .limit(1)
-        )
-        if late is not None:
-            raise errors.OverdueBlock(
-                f"a loan is more than {fed.overdue_block_days} days overdue: return it first", loan=late
-            )
-    lib = await session.get(LibraryPolicy, library)
-    if lib is not None and lib.fine_block_fen is not None:
-        owed = await session.scalar(
-            select(func.coalesce(func.sum(Fine.amount_fen), 0)).where(
-                Fine.person_id == person_id, Fine.library == library, Fine.state == "open"
-            )
-        )
-        if int(owed or 0) > lib.fine_block_fen:
-            raise errors.FineBlock(
-                f"open fines of ¥{int(owed or 0) / 100:.2f} at {library}, above ¥{lib.fine_block_fen / 100:.2f}",
-                owed_fen=int(owed or 0),
-            )
+    fed = await policies.federation_values(session)
+    lib = await policies.library_settings(session, library)
+    refuse(await of(session, person_id, library, now), library, fed.overdue_block_days, lib.fine_block_fen)

@@ -1,0 +1,92 @@
+"""The cost of a checkout, pinned: the SQL statements one checkout sends, counted at the driver.
+
+A checkout's latency under load is mostly its round trips and the time the audit chain's lock is held; this test
+keeps the count from silently growing back. The second checkout of a reader is the steady state (the first use at a
+library also creates the reader record). The count must not depend on the loans the reader already holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+from sqlalchemy import event
+
+from federation.demo import RESIDENTS
+from library.circulation import policies
+from tests.circulation_support import add_copies
+from tests.conftest import token_for
+
+# the steady-state checkout (known reader, a copy that circulated before, no request on it), with the request's
+# authentication: 15 on SQLite (its two BEGINs count), 14 on PostgreSQL (the audit lock counts); it was 29
+MAX_STATEMENTS = 15
+
+
+@contextlib.contextmanager
+def counting(svc) -> Iterator[list[str]]:
+    """Every statement sent through the service's engines while the block runs, but the background runner's
+    (SQLite's BEGIN counts; a COMMIT and PostgreSQL's BEGIN are not cursor statements)."""
+    seen: list[str] = []
+
+    def on_execute(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == "twincity-runner":
+            return  # the background relay (indexing, notices) is not the checkout's cost
+        seen.append(statement.split(None, 1)[0].upper() + " " + statement.replace("\n", " ")[:160])
+
+    engines = {id(e): e for e in (svc.db.engine, svc.db.read_engine)}.values()
+    for e in engines:
+        event.listen(e.sync_engine, "before_cursor_execute", on_execute)
+    try:
+        yield seen
+    finally:
+        for e in engines:
+            event.remove(e.sync_engine, "before_cursor_execute", on_execute)
+
+
+def _body(barcode: str, card: str) -> dict:
+    return {
+        "item_barcode": barcode,
+        "credential": {"type": "social_security_card", "value": card},
+        "service_point": "CQL-MAIN",
+    }
+
+
+async def test_a_checkout_sends_a_bounded_number_of_statements(client, demo):
+    codes = [f"STMT-{i:03d}" for i in range(30)]
+    await add_copies(demo, "CQL", codes)
+    async with demo.db.uow() as uow:
+        await policies.set_federation(uow.session, max_total_loans=100)
+        await uow.commit()
+    headers = await token_for(client, "librarian@CQL")
+    card = RESIDENTS[0].ss_card
+    resp = await client.post("/api/v1/circulation/checkouts", json=_body(codes[0], card), headers=headers)
+    assert resp.status == 201, await resp.text()
+
+    async def measured(barcode: str) -> list[str]:
+        with counting(demo) as seen:
+            r = await client.post("/api/v1/circulation/checkouts", json=_body(barcode, card), headers=headers)
+            assert r.status == 201, await r.text()
+        return seen
+
+    async def circulated(barcode: str) -> None:
+        """Lent and returned once: circulation's row of the copy exists, as for every copy after its first loan."""
+        r = await client.post("/api/v1/circulation/checkouts", json=_body(barcode, card), headers=headers)
+        assert r.status == 201, await r.text()
+        back = {"item_barcode": barcode, "service_point": "CQL-MAIN"}
+        r = await client.post("/api/v1/circulation/checkins", json=back, headers=headers)
+        assert r.status == 200, await r.text()
+
+    await circulated(codes[1])
+    light = await measured(codes[1])
+    for b in codes[2:25]:  # the same count however many loans the reader holds
+        r = await client.post("/api/v1/circulation/checkouts", json=_body(b, card), headers=headers)
+        assert r.status == 201, await r.text()
+    await circulated(codes[25])
+    heavy = await measured(codes[25])
+    counts = [len(light), len(heavy)]
+    seen = light
+    statements = "\n".join(seen)
+    assert counts[0] <= MAX_STATEMENTS, f"{counts[0]} statements per checkout:\n{statements}"
+    assert len(set(counts)) == 1, f"the count grows with the reader's loans: {counts}"
