@@ -8,14 +8,17 @@ relay finds the row later.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import dataclasses
 import datetime as dt
 import logging
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from sqlalchemy import JSON, DateTime, MetaData, String, TypeDecorator, event
+from sqlalchemy import JSON, DateTime, MetaData, String, TypeDecorator, event, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -120,6 +123,25 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self.doorbell: Doorbell = SilentDoorbell()
+        self._write_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def write_turn(self) -> asyncio.Lock | None:
+        """SQLite's writers of this process queue here, in order, instead of spinning on its file lock.
+
+        SQLite has one writer: a second ``BEGIN IMMEDIATE`` sleeps and retries (busy timeout) until the first
+        commits, which under load means retry storms and latency spikes. Queued on an asyncio lock, each writer
+        begins as soon as the previous one ends. Other processes (the CLI, a Celery worker) still meet the busy
+        timeout. None on PostgreSQL: its writers run concurrently.
+        """
+        if not self.is_sqlite:
+            return None
+        loop = asyncio.get_running_loop()
+        lock = self._write_turns.get(loop)
+        if lock is None:
+            lock = self._write_turns[loop] = asyncio.Lock()
+        return lock
 
     @classmethod
     def from_settings(cls, settings: Settings, **kw: Any) -> Database:
@@ -178,6 +200,8 @@ def _sqlite_setup(engine: AsyncEngine, *, immediate: bool) -> None:
 
 
 AfterCommit = Callable[[], Any]
+WRITE_TURN_TIMEOUT_S = 30.0  # as long as SQLite's busy timeout: a writer waits no longer for its turn than for the lock
+_writing: contextvars.ContextVar[bool] = contextvars.ContextVar("uow_writing", default=False)
 
 
 class UnitOfWork:
@@ -194,13 +218,24 @@ class UnitOfWork:
         self._committed = False
         self._before_commit: list[Callable[[], Awaitable[None]]] = []
         self.deferred: dict[str, Any] = {}
+        self._turn: asyncio.Lock | None = None
+        self._writing: contextvars.Token[bool]
 
     async def __aenter__(self) -> UnitOfWork:
+        turn = self.db.write_turn()
+        if turn is not None and not _writing.get():  # a unit of work inside one keeps SQLite's own locking
+            try:
+                async with asyncio.timeout(WRITE_TURN_TIMEOUT_S):
+                    await turn.acquire()
+            except TimeoutError:
+                raise TimeoutError(f"no write turn on the database within {WRITE_TURN_TIMEOUT_S:.0f}s") from None
+            self._turn, self._writing = turn, _writing.set(True)
         self.session = self.db.sessions()
         try:
             await self.session.begin()
         except BaseException:
             await self.session.close()
+            self._end_turn()
             raise
         return self
 
@@ -209,7 +244,16 @@ class UnitOfWork:
             if not self._committed:
                 await self.session.rollback()
         finally:
-            await self.session.close()
+            try:
+                await self.session.close()
+            finally:
+                self._end_turn()
+
+    def _end_turn(self) -> None:
+        if self._turn is not None:
+            _writing.reset(self._writing)
+            self._turn.release()
+            self._turn = None
 
     def emit(self, topic: str, **payload: Any) -> None:
         """Record a domain event; it is stored with this transaction and published after it."""
@@ -226,8 +270,9 @@ class UnitOfWork:
     async def commit(self) -> None:
         for hook in self._before_commit:
             await hook()
-        for ev in self._events:
-            self.session.add(OutboxMessage(topic=ev.topic, payload=ev.payload))
+        if self._events:  # one multi-row INSERT, without the ORM's unit-of-work bookkeeping per event
+            rows = [{"id": new_id(), "topic": ev.topic, "payload": ev.payload} for ev in self._events]
+            await self.session.execute(insert(OutboxMessage.__table__), rows)
         await self.session.commit()
         self._committed = True
         events, self._events = self._events, []
