@@ -1,6 +1,7 @@
 """Circulation under load: 20 concurrent desks checking out, checking in and renewing against the real server.
 
-The server is the real application (``twincity run``) in its own process on a free port, over a fresh database:
+The server is the real application (``twincity run --workers N``: two processes sharing the port on PostgreSQL,
+one on SQLite, whose writers queue in-process) in its own processes on a free port, over a fresh database:
 embedded SQLite in a temporary data directory by default, or ``--database postgresql+asyncpg://...`` (a database
 of its own: every table is dropped first). Before the clock starts the script loads the core's demo world (members,
 librarians), registers readers, and stores catalogue records holding thousands of copies; it then waits for the
@@ -160,17 +161,17 @@ out = sys.argv[1]
 prof = cProfile.Profile() if out else None
 if prof: prof.enable()
 try:
-    main(["run", "--port", sys.argv[2]], standalone_mode=False)
+    main(["run", "--port", sys.argv[2], "--workers", sys.argv[3]], standalone_mode=False)
 finally:
     if prof:
         prof.disable(); prof.dump_stats(out)
 """
 
 
-def start_server(env: dict[str, str], port: int, profile: str | None, log: Path) -> subprocess.Popen:
+def start_server(env: dict[str, str], port: int, profile: str | None, log: Path, workers: int) -> subprocess.Popen:
     with log.open("ab") as f:
         return subprocess.Popen(
-            [sys.executable, "-c", SERVER, profile or "", str(port)],
+            [sys.executable, "-c", SERVER, profile or "", str(port), str(workers)],
             cwd=ROOT,
             env=env,
             stdout=f,
@@ -432,7 +433,12 @@ def main() -> None:
     ap.add_argument("--readers-per-client", type=int, default=10)
     ap.add_argument("--heavy-samples", type=int, default=100)
     ap.add_argument("--baseline-n", type=int, default=2000)
-    ap.add_argument("--profile", help="write the server's cProfile stats here")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        help="server processes (twincity run --workers); default 2 on PostgreSQL, 1 on SQLite (one writer)",
+    )
+    ap.add_argument("--profile", help="write the server's cProfile stats here (runs one server process)")
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
     args = ap.parse_args()
 
@@ -444,7 +450,15 @@ def main() -> None:
         overrides["database_url"] = args.database
     settings = load_settings(**overrides)
     engine_name = "PostgreSQL" if not settings.is_sqlite else "SQLite (embedded)"
-    print(f"database: {engine_name}; {os.cpu_count()} CPUs shared by the server and the clients", flush=True)
+    workers = args.workers or (1 if settings.is_sqlite else 2)
+    if args.profile and workers > 1:
+        print("--profile: one server process (a profile covers one process)", flush=True)
+        workers = 1
+    print(
+        f"database: {engine_name}; {workers} server process(es); {os.cpu_count()} CPUs shared by the server and "
+        "the clients",
+        flush=True,
+    )
 
     prep = asyncio.run(prepare(settings, args))
     port = free_port()
@@ -457,7 +471,7 @@ def main() -> None:
     }
     if args.database:
         env["TWINCITY_DATABASE_URL"] = args.database
-    proc = start_server(env, port, args.profile, data_dir / "server.log")
+    proc = start_server(env, port, args.profile, data_dir / "server.log", workers)
     base = f"http://127.0.0.1:{port}"
     try:
         asyncio.run(wait_ready(base, proc))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from typing import Any
 
@@ -78,25 +79,83 @@ def main() -> None:
 @main.command()
 @click.option("--host", default=None, help="address to listen on (default from TWINCITY_HOST, 127.0.0.1)")
 @click.option("--port", default=None, type=int, help="port (default from TWINCITY_PORT, 8080)")
-def run(host: str | None, port: int | None) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="server processes sharing the port (PostgreSQL; SQLite has one writer, so one process serves it best)",
+)
+def run(host: str | None, port: int | None, workers: int) -> None:
     """Serve the API, the portal and (without a broker) the background jobs."""
+    settings = _settings()
+    host, port = host or settings.host, port or settings.port
+    if workers == 1:
+        _serve(host, port, background=True, reuse_port=False, settings=settings)
+        return
+    _serve_workers(host, port, workers)
+
+
+def _serve(host: str, port: int, *, background: bool, reuse_port: bool, settings: Any = None) -> None:
     from aiohttp import web
 
-    from federation.app import create_app
-
-    settings = _settings()
-    app = create_app(settings)
-    from federation.app import SERVER_LIMITS
+    from federation.app import SERVER_LIMITS, create_app
 
     web.run_app(
-        app,
+        create_app(settings or _settings(), run_background=background),
         handler_args=SERVER_LIMITS,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=host,
+        port=port,
+        reuse_port=reuse_port,
         shutdown_timeout=30,
         access_log=None,
         print=lambda s: click.echo(s, err=True),
     )
+
+
+def _worker_main(host: str, port: int, index: int) -> None:
+    """One of ``--workers`` processes: its own app, engine and pool. Only the first runs the in-process jobs and
+    outbox relay (the others' events wait for its poll, at most ``InProcessRunner.poll_s``); with a broker, the
+    Celery workers do, for every process alike."""
+    _serve(host, port, background=index == 0, reuse_port=True)
+
+
+def _serve_workers(host: str, port: int, workers: int) -> None:
+    """Start ``workers`` server processes on one port (``SO_REUSEPORT``: the kernel spreads the connections) and
+    stop them together: SIGINT or SIGTERM here is passed on, and one exiting stops the others."""
+    import multiprocessing
+    import signal
+
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: no loop, engine or pool shared by fork
+    procs = [ctx.Process(target=_worker_main, args=(host, port, i), name=f"twincity-{i}") for i in range(workers)]
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for p in procs:
+            p.start()
+        click.echo(f"twincity: {workers} server processes on http://{host}:{port}", err=True)
+        while not stopping and all(p.is_alive() for p in procs):
+            procs[0].join(timeout=0.5)
+        if not stopping:  # one died: the others go too (a supervisor restarts the whole service)
+            stop(signal.SIGTERM, None)
+        for p in procs:
+            p.join(timeout=40)
+            if p.is_alive():
+                p.kill()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    codes = [p.exitcode for p in procs]
+    if any(c not in (0, None, -signal.SIGINT) for c in codes):
+        raise click.ClickException(f"server processes exited with {codes}")
 
 
 @main.command()
