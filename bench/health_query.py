@@ -900,6 +900,9 @@ def main() -> None:
         manifest.write_text(json.dumps(data))
     else:
         print(f"reusing the generated data set ({manifest.name}, {VERSION})", flush=True)
+        from federation.migrate import upgrade
+
+        upgrade(settings.effective_database_url)  # the migrations added since it was generated
     patient = data["patient"]
     print(
         f"data set: {data['observations']:,} observations, {data['persons']:,} patients, {args.hospitals} hospitals; "

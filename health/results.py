@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.identity.models import Person
@@ -93,12 +93,13 @@ async def prior_results(
     """One page, newest first, and the row to continue after (None on the last page). ``filters.item`` is applied
     after judging (the item of a result comes from the catalogue), so a page may hold fewer than ``limit``.
 
-    One query per (person, result type), each walking ``ix_fhir_resources_person_type_effective`` backwards and
-    stopping after ``limit`` rows, merged here: the cost follows the page size, not the patient's history. A result
+    One statement: per result type, a branch walking ``ix_fhir_resources_person_type_effective`` backwards and
+    stopping after ``limit`` rows (UNION ALL), merged here: the cost follows the page size, not the patient's
+    history. A result
     without any date cannot be judged against a window and is not listed here (FHIR search still returns it)."""
     limit = min(filters.limit, MAX_RESULTS)
     ids = await person_ids(session, person_id)
-    rows: list[Any] = []
+    branches = []
     for rtype in RESULT_TYPES:
         if filters.category == "laboratory" and rtype == "ImagingStudy":
             continue
@@ -124,7 +125,8 @@ async def prior_results(
                 )
             )
         q = q.order_by(StoredResource.effective_at.desc(), StoredResource.id.desc()).limit(limit)
-        rows += (await session.execute(q)).all()
+        branches.append(q.subquery().select())  # its own ORDER BY and LIMIT, inside the compound
+    rows: list[Any] = list((await session.execute(union_all(*branches))).all())
     rows.sort(key=lambda r: (r.effective_at, r.id), reverse=True)
     full = len(rows) >= limit  # a full page: there may be more (at worst the next page is empty)
     rows = rows[:limit]

@@ -43,7 +43,7 @@ class Person(Base):
     phone_index: Mapped[str | None] = mapped_column(String(64), index=True)
     home_institution: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(10), default=PersonStatus.ACTIVE)
-    merged_into_id: Mapped[str | None] = mapped_column(ForeignKey("persons.id"))
+    merged_into_id: Mapped[str | None] = mapped_column(ForeignKey("persons.id"), index=True)  # who merged into whom
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
