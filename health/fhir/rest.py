@@ -16,6 +16,7 @@ from multidict import MultiMapping
 from sqlalchemy import select
 
 from federation.app import OPERATIONS_KEY, client_address, principal, services
+from federation.audit.service import Record
 from federation.errors import NotFound
 from federation.identity import service as identity
 from federation.identity.errors import CredentialInactive, UnknownCredential
@@ -209,9 +210,13 @@ async def _patient_search(request: web.Request, params: dict[str, list[str]]) ->
     if len(ids) + len(identifiers) > 1 or any("," in v for v in ids + identifiers):
         raise SearchError("search for one patient at a time: one _id or one identifier")
     if identifiers:
-        found, why = await _find_by_identifier(request, identifiers[0])
-        if found is None:  # no active holder: an empty searchset, with the reason when there is one
-            return fhir_response(_patient_bundle(request, None, why))
+        found, why, holder = await _find_by_identifier(request, identifiers[0])
+        if found is not None and who.kind == "resident" and found != who.person_id:
+            found = None  # a resident finds only themselves: someone else's number is as good as unknown
+        if found is None:
+            # no active holder: an empty searchset (the reason only for staff and systems), and the attempt recorded
+            await _record_miss(request, holder if who.kind != "resident" else None, "inactive" if why else "not_found")
+            return fhir_response(_patient_bundle(request, None, why if who.kind != "resident" else None))
         person_id, by = found, "identifier"
     elif ids:
         if not _ID.fullmatch(ids[0].strip()):
@@ -228,9 +233,30 @@ async def _patient_search(request: web.Request, params: dict[str, list[str]]) ->
     return fhir_response(_patient_bundle(request, patient))
 
 
-async def _find_by_identifier(request: web.Request, raw: str) -> tuple[str | None, dict[str, Any] | None]:
+async def _record_miss(request: web.Request, person_id: str | None, outcome: str) -> None:
+    """A Patient search by identifier that found nobody is a sensitive read too: who asked, when, and (for a card
+    no longer valid) whose card it was."""
+    svc, who = services(request), principal(request)
+    async with svc.db.uow() as uow:
+        await svc.audit(
+            uow,
+            Record(
+                action="health.fhir.search",
+                actor=who.actor,
+                actor_institution=who.institution,
+                subject_person_id=person_id,
+                purpose=access.PURPOSE,
+                outcome=outcome,
+                client_address=client_address(request),
+                details={"type": "Patient", "interaction": "search-type", "by": "identifier"},
+            ),
+        )
+        await uow.commit()
+
+
+async def _find_by_identifier(request: web.Request, raw: str) -> tuple[str | None, dict[str, Any] | None, str | None]:
     """The id of the person holding ``system|value``; when nobody does, None, with an OperationOutcome when the
-    card is no longer valid (the searchset then says why it is empty)."""
+    card is no longer valid (the searchset then says why it is empty) and the id of the card's holder."""
     system, sep, value = raw.partition("|")
     if not sep:
         system, value = "", raw
@@ -246,15 +272,18 @@ async def _find_by_identifier(request: web.Request, raw: str) -> tuple[str | Non
         kind = IdentifierType.ID_NUMBER if is_valid_id_number(value) else IdentifierType.SOCIAL_SECURITY_CARD
     svc = services(request)
     async with svc.db.reader() as s:
+        inp = identity.IdentifierInput(kind, value)
         try:
-            person = await identity.resolve_credential(s, svc.cipher, identity.IdentifierInput(kind, value))
+            person = await identity.resolve_credential(s, svc.cipher, inp)
         except UnknownCredential:
-            return None, None
+            return None, None, None
         except CredentialInactive as e:
             state = e.extra.get("credential_status", "inactive")
             text = f"the {kind.value} is {state}: it no longer identifies a patient"
-            return None, {"resourceType": "OperationOutcome", "issue": [issue("not-found", text, severity="warning")]}
-    return person.id, None
+            held = await identity.find_identifier(s, svc.cipher, inp)
+            outcome = {"resourceType": "OperationOutcome", "issue": [issue("not-found", text, severity="warning")]}
+            return None, outcome, held.person_id if held else None
+    return person.id, None, None
 
 
 @routes.get("/fhir/Patient/{id}", access=READERS, summary="FHIR read: Patient", document=False)

@@ -355,6 +355,7 @@ async def test_patient_by_identifier_never_in_the_url(client, world):
     assert ZHANG.id_number not in json.dumps([r.details for r in rows], ensure_ascii=False)
     assert {(r.action, r.outcome) for r in rows} == {
         ("health.fhir.search", "ok"),
+        ("health.fhir.search", "not_found"),  # a search that found nobody is recorded too
         ("health.fhir.search", "refused"),
         ("health.fhir.read", "ok"),
     }
