@@ -23,6 +23,7 @@ from federation.audit.service import Record
 from federation.consent import service as consent
 from federation.db import UnitOfWork, utcnow
 from federation.errors import Conflict, Forbidden, InvalidInput, NotFound
+from federation.identity.idnumber import mask_id_numbers_in_text
 from federation.identity.models import Person, PersonStatus
 from federation.services import Services
 from federation.web.routing import Principal
@@ -196,7 +197,7 @@ async def open_override(
     svc: Services, who: Principal, person_id: str, reason: str, *, client: str | None = None
 ) -> AccessOverride:
     """Open an emergency override for ``who`` on this person: reads are allowed for OVERRIDE_HOURS, flagged."""
-    reason = " ".join(reason.split())
+    reason = mask_id_numbers_in_text(" ".join(reason.split()))  # free text kept in clear never holds an ID number
     if len(reason) < 10:
         raise InvalidOverride("state the clinical reason for the override (at least 10 characters)")
     async with svc.db.uow() as uow:
@@ -245,6 +246,7 @@ async def review_override(
     override.reviewed_at = utcnow()
     override.reviewed_by = actor
     override.review_outcome = outcome
+    note = mask_id_numbers_in_text(note)
     override.review_note = note[:500]
     if outcome != "justified":
         override.expires_at = min(override.expires_at, override.reviewed_at)  # an unjustified override ends now

@@ -18,7 +18,7 @@ from federation.audit.models import AuditEntry
 from federation.audit.service import Record
 from federation.errors import InvalidInput
 from federation.identity import service as identity
-from federation.identity.errors import UnknownCredential
+from federation.identity.errors import CredentialInactive, UnknownCredential
 from federation.identity.models import IdentifierType
 from federation.web.routing import RESIDENT, Principal, Routes, scopes, staff
 from federation.web.schema import Input, Output
@@ -27,6 +27,7 @@ from health.fhir.outcome import fhir_response
 
 routes = Routes("health")
 
+EARLIEST, LATEST = dt.date(2000, 1, 1), dt.date(2100, 12, 31)  # the programme's figures lie well inside
 DOCTOR = staff("doctor")
 READER = DOCTOR | scopes("health.read")
 ADMIN = staff("admin")
@@ -45,6 +46,9 @@ class LookupIn(Input):
 
 
 class PatientOut(Output):
+    """Without the patient's consent or an override: the id, the name masked after its first character, nothing
+    else."""
+
     id: str
     name: str
     sex: str | None
@@ -164,8 +168,12 @@ class DecisionOut(Output):
 
 
 class FiguresQuery(Input):
-    since: dt.date | None = Field(default=None, description="first day of decisions counted; default: a year ago")
-    until: dt.date | None = Field(default=None, description="last day of decisions counted, included; default: today")
+    since: dt.date | None = Field(
+        default=None, ge=EARLIEST, le=LATEST, description="first day of decisions counted; default: a year ago"
+    )
+    until: dt.date | None = Field(
+        default=None, ge=EARLIEST, le=LATEST, description="last day of decisions counted, included; default: today"
+    )
 
 
 class AuditEventQuery(Input):
@@ -264,11 +272,8 @@ async def _prior_results(request: web.Request, person_id: str, query: PriorResul
 async def lookup(request: web.Request, body: LookupIn) -> LookupOut:
     svc, who = services(request), principal(request)
     inp = _credential(who, body.credential)
-    try:
-        async with svc.db.reader() as s:
-            person = await identity.resolve_credential(s, svc.cipher, inp)
-            grant = await access.decide(s, who, person.id)
-    except UnknownCredential:
+
+    async def record(outcome: str, person_id: str | None) -> None:
         async with svc.db.uow() as uow:
             await svc.audit(
                 uow,
@@ -276,38 +281,44 @@ async def lookup(request: web.Request, body: LookupIn) -> LookupOut:
                     action="health.lookup",
                     actor=who.actor,
                     actor_institution=who.institution,
-                    outcome="not_found",
+                    subject_person_id=person_id,
+                    purpose=access.PURPOSE,
+                    outcome=outcome,
                     client_address=client_address(request),
                     details={"credential": body.credential.type},
                 ),
             )
             await uow.commit()
+
+    try:
+        async with svc.db.reader() as s:
+            person = await identity.resolve_credential(s, svc.cipher, inp)
+            grant = await access.decide(s, who, person.id)
+    except UnknownCredential:
+        await record("not_found", None)
         raise
-    async with svc.db.uow() as uow:
-        await svc.audit(
-            uow,
-            Record(
-                action="health.lookup",
-                actor=who.actor,
-                actor_institution=who.institution,
-                subject_person_id=person.id,
-                purpose=access.PURPOSE,
-                client_address=client_address(request),
-                details={"credential": body.credential.type},
-            ),
-        )
-        await uow.commit()
+    except CredentialInactive:
+        await record("inactive", None)  # the card's holder is not named: a lost card identifies nobody
+        raise
+    await record("ok", person.id)
+    # without the patient's consent (or an override) the doctor learns who it is only as far as the card shows
+    shown = grant is not None
     return LookupOut(
         patient=PatientOut(
             id=person.id,
-            name=person.name,
-            sex=person.sex,
-            birth_date=person.birth_date,
-            identifiers=[f"{i.type} {i.masked}" for i in person.identifiers if i.status == "active"],
+            name=person.name if shown else _masked_name(person.name),
+            sex=person.sex if shown else None,
+            birth_date=person.birth_date if shown else None,
+            identifiers=[f"{i.type} {i.masked}" for i in person.identifiers if i.status == "active"] if shown else [],
         ),
         consent=grant is not None and grant.basis is access.Basis.CONSENT,
         override_active=grant is not None and grant.basis is access.Basis.OVERRIDE,
     )
+
+
+def _masked_name(name: str) -> str:
+    """张伟 → 张*, 欧阳娜娜 → 欧***: enough for the doctor to see the card matches, not a disclosure."""
+    return name[:1] + "*" * max(1, len(name) - 1)
 
 
 @routes.get(

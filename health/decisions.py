@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from federation.audit.service import Record
 from federation.db import UnitOfWork, utcnow
 from federation.errors import InvalidInput, NotFound
+from federation.identity.idnumber import mask_id_numbers_in_text
 from federation.members.models import Institution
 from federation.services import Services
 from health import recognition
@@ -95,8 +96,9 @@ async def record(
         person_id=grant.person_id,
         decision=cmd.decision,
         reason_code=cmd.reason_code,
-        reason_text=(cmd.reason_text or "").strip()[:500] or None,
-        note=(cmd.note or "").strip() or None,
+        # free text kept in clear never holds an ID number
+        reason_text=mask_id_numbers_in_text((cmd.reason_text or "").strip())[:500] or None,
+        note=mask_id_numbers_in_text((cmd.note or "").strip()) or None,
         recognised=verdict.recognised,
         reasons=[str(r) for r in verdict.reasons],
         item_code=verdict.item_code,

@@ -15,11 +15,12 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import logging
 import traceback
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, text, update
 
 from federation.db import UnitOfWork, utcnow
 from federation.errors import NotFound
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 LEASE = dt.timedelta(seconds=60)
 HEARTBEAT_S = 15.0  # well inside the lease
 MAX_ATTEMPTS = 5
+SCHEDULED_BY = "system:schedule"
 
 
 class JobNotFound(NotFound):
@@ -199,20 +201,27 @@ async def requeue_stale(svc: Services, *, everything_running: bool = False) -> l
 
 async def queue_due(svc: Services, schedule: dict[str, float], *, now: dt.datetime | None = None) -> list[str]:
     """With a broker, the periodic work the embedded runner queues by itself (notices, hold-shelf expiry,
-    connector syncs): each kind whose latest job, in any state, was created more than its period ago is queued
-    again. The jobs table is the schedule's memory, so a restarted beat neither skips nor repeats a period."""
+    connector syncs): each kind whose latest scheduled job, in any state, was created more than its period ago is
+    queued again. The jobs table is the schedule's memory, so a restarted beat neither skips nor repeats a period;
+    the check and the insert are one write transaction per kind (serialised on SQLite, under an advisory lock on
+    PostgreSQL), so two beats at once queue it once. A job someone started by hand does not move the schedule."""
     now = now or utcnow()
     queued: list[str] = []
     for kind, every_s in sorted(schedule.items()):
         async with svc.db.uow() as uow:
-            last = (
-                await uow.session.execute(
-                    select(Job.created_at).where(Job.kind == kind).order_by(Job.created_at.desc()).limit(1)
-                )
-            ).scalar_one_or_none()
+            if uow.session.get_bind().dialect.name == "postgresql":
+                key = int.from_bytes(hashlib.sha256(f"schedule:{kind}".encode()).digest()[:8], "big", signed=True)
+                await uow.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+            q = (
+                select(Job.created_at)
+                .where(Job.kind == kind, Job.created_by == SCHEDULED_BY)
+                .order_by(Job.created_at.desc())
+                .limit(1)
+            )
+            last = (await uow.session.execute(q)).scalar_one_or_none()
             if last is not None and (now - last).total_seconds() < every_s:
                 continue
-            job = await enqueue(uow, kind, {}, created_by="system:schedule")
+            job = await enqueue(uow, kind, {}, created_by=SCHEDULED_BY)
             await uow.commit()
             queued.append(job.id)
     return queued

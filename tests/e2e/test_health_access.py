@@ -200,3 +200,63 @@ async def test_resident_reads_own_results(client, demo):
     assert resp.status == 200, await resp.text()
     body = await resp.json()
     assert body["patient"] == person and body["basis"] == "self" and body["count"] >= 1
+
+
+async def test_lookup_without_consent_shows_only_what_the_card_shows(client, demo, doctor):
+    resp = await client.post(
+        "/api/v1/health/patient-lookups",
+        json={"credential": {"type": "social_security_card", "value": WITHOUT_CONSENT.ss_card}},
+        headers=doctor,
+    )
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["consent"] is False and body["override_active"] is False
+    patient = body["patient"]
+    assert patient["name"] == WITHOUT_CONSENT.name[0] + "*" * (len(WITHOUT_CONSENT.name) - 1)
+    assert (patient["sex"], patient["birth_date"], patient["identifiers"]) == (None, None, [])
+    assert await audit_count(demo, patient["id"], "health.lookup", "ok") == 1
+
+
+async def test_a_lost_card_lookup_is_refused_and_recorded(client, demo, doctor):
+    from federation.identity.models import CredentialStatus
+
+    async with demo.db.uow() as uow:
+        await identity.set_credential_status(
+            uow,
+            demo,
+            identity.IdentifierInput(IdentifierType.SOCIAL_SECURITY_CARD, WITH_CONSENT.ss_card),
+            CredentialStatus.LOST,
+            actor="test",
+        )
+        await uow.commit()
+    resp = await client.post(
+        "/api/v1/health/patient-lookups",
+        json={"credential": {"type": "social_security_card", "value": WITH_CONSENT.ss_card}},
+        headers=doctor,
+    )
+    assert resp.status == 403 and (await resp.json())["code"] == "identity.credential_inactive"
+    async with demo.db.reader() as s:
+        outcomes = list(
+            (await s.execute(select(AuditEntry.outcome).where(AuditEntry.action == "health.lookup"))).scalars()
+        )
+    assert outcomes == ["inactive"]
+
+
+async def test_free_text_never_keeps_an_id_number(client, demo, doctor):
+    person = await person_of(demo, WITHOUT_CONSENT)
+    reason = f"unconscious, wallet card says {WITH_CONSENT.id_number}"
+    resp = await client.post(f"/api/v1/health/patients/{person}/overrides", json={"reason": reason}, headers=doctor)
+    assert resp.status == 201
+    assert WITH_CONSENT.id_number not in await resp.text()
+    admin = await token_for(client, "admin@federation")
+    listed = await client.get("/api/v1/health/overrides", headers=admin)
+    assert WITH_CONSENT.id_number not in await listed.text()
+
+
+async def test_figures_refuse_dates_outside_the_programme(client, demo):
+    admin = await token_for(client, "admin@federation")
+    for query in ("until=0001-01-01", "since=0001-01-01&until=9999-12-31", "since=2099-01-01&until=2100-12-31"):
+        resp = await client.get(f"/api/v1/health/figures?{query}", headers=admin)
+        assert resp.status in (200, 422), (query, resp.status)
+        assert resp.status != 500
+    assert (await client.get("/api/v1/health/figures?until=0001-01-01", headers=admin)).status == 422

@@ -250,3 +250,12 @@ async def test_queue_due_remembers_the_last_run_in_the_jobs_table(svc):
     assert await service.queue_due(svc, {"a.kind": 60.0, "b.kind": 600.0}, now=t0 + dt.timedelta(seconds=30)) == []
     again = await service.queue_due(svc, {"a.kind": 60.0, "b.kind": 600.0}, now=t0 + dt.timedelta(seconds=61))
     assert len(again) == 1
+
+
+async def test_two_beats_at_once_queue_a_period_once_and_a_manual_run_does_not_count(svc):
+    await enqueue(svc, "c.kind", {})  # started by hand: the schedule still runs
+    t0 = utcnow()
+    first, second = await asyncio.gather(
+        service.queue_due(svc, {"c.kind": 60.0}, now=t0), service.queue_due(svc, {"c.kind": 60.0}, now=t0)
+    )
+    assert len(first) + len(second) == 1
