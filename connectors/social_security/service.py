@@ -79,11 +79,20 @@ async def verify_and_link(
 ) -> LinkedCard:
     """Verify the card with its system; if it is active and belongs to this name and ID number, link it to the
     person holding the ID number (registering the person if unknown). ``for_person`` (a resident linking their own
-    card) refuses an ID number that is not theirs. Linking twice is a no-op."""
+    card) refuses an ID number that is not theirs, before the partner is asked and with one answer whoever holds
+    it. Linking twice is a no-op."""
     card = identity.normalise_value(IdentifierType.SOCIAL_SECURITY_CARD, card_number)
     number = identity.normalise_value(IdentifierType.ID_NUMBER, id_number)
     name = name.strip()
     card_input = identity.IdentifierInput(IdentifierType.SOCIAL_SECURITY_CARD, card)
+    id_input = identity.IdentifierInput(IdentifierType.ID_NUMBER, number)
+    if for_person is not None and not await _is_own_id_number(svc, for_person, id_input):
+        # before any partner call: a resident must not learn, from which refusal comes back, whether a stranger's
+        # card, name and ID number belong together, nor have the stranger's name and ID number sent out
+        async with svc.db.uow() as uow:
+            await _audit_verification(uow, svc, actor, None, card_input, "", "not_yours", client_address)
+            await uow.commit()
+        raise NotYourCard("this ID number is not yours")
     try:
         connector, member, answer = await _verify_anywhere(svc, card, name, number)
     except (CardNotFound, ConnectorError) as e:  # the name and ID number were sent out: that is recorded too
@@ -92,7 +101,6 @@ async def verify_and_link(
             await _audit_verification(uow, svc, actor, None, card_input, "", outcome, client_address)
             await uow.commit()
         raise
-    id_input = identity.IdentifierInput(IdentifierType.ID_NUMBER, number)
     refused: Exception | None = None
     outcome = "mismatch" if not answer.holder_matches else "inactive" if answer.status != "active" else ""
     if not answer.holder_matches:
@@ -117,6 +125,21 @@ async def verify_and_link(
     return LinkedCard(person_id, masked, connector, member, outcome)
 
 
+async def _is_own_id_number(svc: Services, person_id: str, id_number: identity.IdentifierInput) -> bool:
+    """Whether the ID number is stored (by its blind index) for ``person_id``, merges followed on both sides. An ID
+    number stored for no one is not the resident's either: one answer for both, so neither can be told apart."""
+    async with svc.db.reader() as s:
+        existing = await identity.find_identifier(s, svc.cipher, id_number)
+        if existing is None:
+            return False
+        try:
+            holder = await identity.get_person(s, existing.person_id)
+            me = await identity.get_person(s, person_id)
+        except PersonNotFound:
+            return False
+    return holder.id == me.id
+
+
 async def _link(
     uow: UnitOfWork,
     svc: Services,
@@ -135,8 +158,8 @@ async def _link(
         )
         return reg.person.id, "registered"
     person = await identity.get_person(uow.session, existing.person_id)
-    if for_person is not None and person.id != for_person:
-        raise NotYourCard("this ID number is not yours")
+    if for_person is not None and person.id != (await identity.get_person(uow.session, for_person)).id:
+        raise NotYourCard("this ID number is not yours")  # checked before the partner call too; this is the race
     held = await identity.find_identifier(uow.session, svc.cipher, card)
     if held is not None:
         owner = await identity.get_person(uow.session, held.person_id)

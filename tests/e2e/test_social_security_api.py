@@ -142,6 +142,42 @@ async def test_a_resident_links_their_own_card_and_no_one_else_s(client, world):
     assert all(CQ.id_number not in str(e.details) and CQ.ss_card not in str(e.details) for e in entries)
 
 
+async def served(url: str) -> int:
+    async with ClientSession() as s, s.get(f"{url}/_sandbox/requests") as r:
+        return (await r.json())["served"]
+
+
+async def test_a_resident_cannot_probe_a_stranger_s_card_and_nothing_of_it_is_sent_out(client, world, partner):
+    # the partner would answer differently for a matching and a wrong name (linked elsewhere, card_mismatch, lost):
+    # a resident's ID number that is not their own is refused first, one answer whatever the rest says
+    me = await token_for(client, CQ.id_number)
+    other, unknown_person = RESIDENTS[1], "110101199003074573"
+    await sandbox_event(partner, type="lost", card_number=RESIDENTS[3].ss_card)
+    probes = [
+        {"card_number": other.ss_card, "name": other.name, "id_number": other.id_number},
+        {"card_number": other.ss_card, "name": "某某", "id_number": other.id_number},
+        {"card_number": "ZZ0000000", "name": other.name, "id_number": other.id_number},
+        {"card_number": RESIDENTS[3].ss_card, "name": RESIDENTS[3].name, "id_number": RESIDENTS[3].id_number},
+        {"card_number": other.ss_card, "name": other.name, "id_number": unknown_person},
+    ]
+    before = await served(partner)
+    answers = []
+    for body in probes:
+        resp = await client.post("/api/v1/social-security/card-verifications", json=body, headers=me)
+        problem = await resp.json()
+        answers.append((resp.status, problem["code"], problem.get("detail")))
+        assert other.id_number not in str(problem) and other.name not in str(problem)
+    assert set(answers) == {(403, "social_security.not_yours", "this ID number is not yours")}
+    assert await served(partner) == before  # the stranger's name and ID number never left
+    async with world.db.reader() as s:
+        q = select(AuditEntry).where(AuditEntry.action == "social_security.card_verified")
+        entries = list((await s.execute(q)).scalars())
+    assert [(e.outcome, e.details["result"], e.subject_person_id) for e in entries] == [
+        ("refused", "not_yours", None)
+    ] * len(probes)
+    assert all(other.id_number not in str(e.details) and other.ss_card not in str(e.details) for e in entries)
+
+
 async def test_a_librarian_links_a_reissued_card_and_a_lost_one_is_refused(client, world, partner):
     await sandbox_event(partner, type="lost", card_number=RESIDENTS[3].ss_card)
     desk = await token_for(client, "librarian@CQL")
