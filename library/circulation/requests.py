@@ -68,7 +68,7 @@ async def _fresh(session: AsyncSession, item_id: str) -> ItemState:
     return (await session.execute(q)).scalar_one()
 
 
-async def next_request(session: AsyncSession, item: ItemState) -> Request | None:
+async def next_request(session: AsyncSession, item: ItemState | service.Copy) -> Request | None:
     """The request this copy should go to: the one it is bound to, else the oldest waiting one it may fill."""
     bound = (
         select(Request)
@@ -105,14 +105,14 @@ class Router:
     def __init__(self) -> None:
         self.request: Request | None = None
 
-    async def __call__(self, session: AsyncSession, item: ItemState) -> tuple[str, str] | None:
+    async def __call__(self, session: AsyncSession, item: ItemState | service.Copy) -> tuple[str, str] | None:
         self.request = await next_request(session, item)
         if self.request is None:
             return None
         return self.request.pickup_service_point, self.request.reader_id
 
 
-async def held_for(session: AsyncSession, item: ItemState) -> str | None:
+async def held_for(session: AsyncSession, item: ItemState | service.Copy) -> str | None:
     """The reader (at the pickup library) the copy on the hold shelf is kept for."""
     q = select(Request.reader_id).where(Request.item_id == item.item_id, Request.state == states.READY)
     return (await session.execute(q.limit(1))).scalar_one_or_none()

@@ -12,9 +12,10 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from federation.audit.service import Record
 from federation.db import UnitOfWork, new_id, utcnow
@@ -98,18 +99,18 @@ class CheckinResult:
 
 # Requests (holds) will route a returned copy to a waiting reader: given the copy, the service point it should go
 # to and the reader it is for, or None. Until requests exist nothing waits.
-HoldRouter = Callable[[AsyncSession, ItemState], Awaitable[tuple[str, str] | None]]
+HoldRouter = Callable[[AsyncSession, "ItemState | Copy"], Awaitable[tuple[str, str] | None]]
 
 
-async def no_holds(session: AsyncSession, item: ItemState) -> tuple[str, str] | None:
+async def no_holds(session: AsyncSession, item: ItemState | Copy) -> tuple[str, str] | None:
     return None
 
 
 # The reader a copy on the hold shelf is kept for (requests answer it; nothing is held without them).
-Holder = Callable[[AsyncSession, ItemState], Awaitable[str | None]]
+Holder = Callable[[AsyncSession, "ItemState | Copy"], Awaitable[str | None]]
 
 
-async def no_holder(session: AsyncSession, item: ItemState) -> str | None:
+async def no_holder(session: AsyncSession, item: ItemState | Copy) -> str | None:
     return None
 
 
@@ -152,19 +153,33 @@ class Copy:
     state_status: str | None
     current_library: str | None
     request_id: str | None
+    waiting: bool = True  # a request may want this copy (False only when ``find_copy`` was asked and saw none)
 
     @property
     def item_id(self) -> str:
         return self.id
 
 
-async def find_copy(session: AsyncSession, barcode: str, desk: Desk, item_library: str | None = None) -> Copy:
-    """``find_item`` and the copy's circulation state and bound request, in one statement."""
+async def find_copy(
+    session: AsyncSession, barcode: str, desk: Desk, item_library: str | None = None, *, waiting: bool = False
+) -> Copy:
+    """``find_item`` and the copy's circulation state and bound request, in one statement; with ``waiting``, also
+    whether any request could want the copy (bound to it on the way, or queued for it or its work): when none
+    could, a check-in need not ask the requests' router."""
     bound = (
         select(Request.id)
         .where(Request.item_id == ItemRow.id, Request.state.in_((states.READY, states.TARGETED)))
         .limit(1)
         .scalar_subquery()
+    )
+    maybe = (
+        or_(
+            exists().where(Request.item_id == ItemRow.id, Request.state.in_((states.TARGETED, states.IN_TRANSIT))),
+            exists().where(Request.work_id == ItemRow.work_id, Request.state == states.QUEUED),
+            exists().where(Request.requested_item_id == ItemRow.id, Request.state == states.QUEUED),
+        )
+        if waiting
+        else true()
     )
     q = (
         select(
@@ -178,13 +193,14 @@ async def find_copy(session: AsyncSession, barcode: str, desk: Desk, item_librar
             ItemState.status,
             ItemState.current_library,
             bound,
+            maybe,
         )
         .outerjoin(ItemState, ItemState.item_id == ItemRow.id)
         .where(ItemRow.barcode == barcode.strip())
     )
     if item_library:
         q = q.where(ItemRow.library == item_library.strip().upper())
-    rows = [Copy(*r) for r in (await session.execute(q)).all()]
+    rows = [Copy(*r[:-1], waiting=bool(r[-1])) for r in (await session.execute(q)).all()]
     if not rows:
         raise errors.ItemNotFound(f"no copy with barcode {barcode}")
     if len(rows) == 1:
@@ -348,6 +364,12 @@ async def _catalogue_follows(uow: UnitOfWork, item_id: str, work_id: str, status
     )
     if res.rowcount:
         uow.emit(WORKS_CHANGED, work_ids=[work_id])
+
+
+def _committed(row: Any, **values: Any) -> None:
+    """Give a loaded row the values an UPDATE just wrote, as loaded ones (not changes to flush): no re-read."""
+    for key, value in values.items():
+        set_committed_value(row, key, value)
 
 
 def _emit(uow: UnitOfWork, t: states.Transition) -> None:
@@ -517,14 +539,18 @@ async def checkin(
     """Take a copy back at any desk: shelve it here, or send it home (or, later, to a waiting reader)."""
     s = uow.session
     at = await desk(s, cmd.service_point, staff)
-    item = await find_item(s, cmd.item_barcode, at, cmd.item_library)
-    state = await item_state(s, item)
+    item = await find_copy(s, cmd.item_barcode, at, cmd.item_library, waiting=True)
+    if item.state_status is None:  # its first circulation: circulation's row is made from the catalogue's
+        first = await item_state(s, item)
+        item = dataclasses.replace(item, state_status=first.status, current_library=first.current_library)
+    status = item.state_status
+    assert status is not None
     now = utcnow()
     loan = (
         await s.execute(select(Loan).where(Loan.item_id == item.id, Loan.state == states.ACTIVE))
     ).scalar_one_or_none()
 
-    hold = await holds(s, state)
+    hold = await holds(s, item) if item.waiting else None
     if hold is not None and hold[0] == at.code:
         action, trigger, destination = "hold_shelf", "checkin_hold", at.code
     elif hold is not None:
@@ -534,8 +560,8 @@ async def checkin(
     else:
         action, trigger, destination = "transit", "checkin_transit", await main_service_point(s, item.library)
 
-    t = states.fire("item", item.id, state.status, trigger, states.Facts(desk_library=at.library), at=now)
-    await _move_item(uow, state, t, library=at.library, service_point=at.code)
+    t = states.fire("item", item.id, status, trigger, states.Facts(desk_library=at.library), at=now)
+    await _move_item(uow, item, t, library=at.library, service_point=at.code)
 
     if loan is not None:
         lt = states.fire("loan", loan.id, loan.state, "checkin", states.Facts(), at=now)
@@ -549,7 +575,7 @@ async def checkin(
             raise errors.LoanNotActive("the loan was closed a moment ago")
         await _count(uow, loan.reader_id, loan.person_id, -1, None)
         _emit(uow, lt)
-        await s.refresh(loan)
+        _committed(loan, state=lt.destination, returned_at=now, checkin_service_point=at.code, version=loan.version + 1)
         fine = await fines.accrue(uow, loan, now)
 
     else:
@@ -682,7 +708,7 @@ async def renew(uow: UnitOfWork, svc: Services, cmd: Renewal, staff: Staff) -> L
     )
     if res.rowcount != 1:
         raise errors.RenewalLimit("the loan was renewed or returned a moment ago")
-    await s.refresh(loan)
+    _committed(loan, renewals=loan.renewals + 1, due_at=due, version=loan.version + 1)
     _emit(uow, t)
     uow.emit("circulation.renewed", loan_id=loan.id, person_id=loan.person_id, due_at=due.isoformat())
     await _audit(
