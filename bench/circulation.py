@@ -148,6 +148,22 @@ async def prepare(settings, args) -> dict:
 # --------------------------------------------------------------------------- the server (another process)
 
 
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the server process ``pid`` and its worker processes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -476,7 +492,9 @@ def main() -> None:
     try:
         asyncio.run(wait_ready(base, proc))
         asyncio.run(wait_outbox_drained(settings))
+        cpu0 = server_cpu_s(proc.pid)
         stats = asyncio.run(run_load(base, prep, args))
+        cpu_load = server_cpu_s(proc.pid) - cpu0
         heavy_t, light_t = asyncio.run(heavy_reader(base, prep, args))
     finally:
         proc.send_signal(signal.SIGINT)
@@ -496,6 +514,11 @@ def main() -> None:
         )
     total = sum(len(v) for v in stats.latency.values())
     print(f"{'all':<10} {total:>7} {sum(stats.refused.values()):>8} {total / elapsed:>8.1f}")
+    print(
+        f"server CPU (every server process, user + system) during the mix: {cpu_load:.1f}s of {elapsed:.1f}s, "
+        f"{cpu_load * 1000 / max(1, total + sum(stats.refused.values())):.2f} ms per operation "
+        "(independent of what else the machine runs)"
+    )
     for e in stats.errors:
         print("  refused:", e)
     print(
