@@ -53,7 +53,7 @@ from health.models import ResourceLink, StoredResource
 log = logging.getLogger(__name__)
 
 RESULTS_CHANGED = "health.results_changed"
-CHINA = dt.timezone(dt.timedelta(hours=8))
+CHINA = profile.CHINA
 IMAGING_SYSTEM = "urn:twincity:imaging"
 DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 SOURCE_VERSION_URL = "https://twincity.example/fhir/StructureDefinition/source-version-id"
@@ -296,7 +296,8 @@ def _prepare(item: Item, now: dt.datetime, svc: Services) -> None:
         item.refuse(p.path, p.message, p.code)
     if not item.ok:
         return
-    item.source_id = source_key(svc, _source_id(r))
+    sent, by_identifier = _source_id(r)
+    item.source_id = source_key(svc, sent, identifier=by_identifier)
     if item.source_id is None:
         item.refuse("id", "the resource has neither an id nor an identifier: a re-send could not be recognised")
         return
@@ -308,21 +309,26 @@ def _prepare(item: Item, now: dt.datetime, svc: Services) -> None:
     item.refs = refs
 
 
-def source_key(svc: Services, source_id: str | None) -> str | None:
-    """The ``source_id`` column for a hospital's id: as sent, unless it holds an ID number (a Patient id, or the
-    first identifier, may be one), which is never stored in clear: then a keyed blind index of it."""
-    if source_id is None or mask_id_numbers_in_text(source_id) == source_id:
+def source_key(svc: Services, source_id: str | None, *, identifier: bool = False) -> str | None:
+    """The ``source_id`` column for a hospital's id: as sent, unless it holds an ID number (a Patient id may be
+    one), which is never stored in clear: then a keyed blind index of it. An identifier (``system|value``, for a
+    resource sent without an id) is always blind-indexed: it may be a social-security card, a record number or a
+    phone number, and the column is neither encrypted nor masked. The index is deterministic, so a re-send
+    finds its row."""
+    if source_id is None or (not identifier and mask_id_numbers_in_text(source_id) == source_id):
         return source_id
     return "bi:" + svc.cipher.blind_index(source_id, "fhir:source-id")
 
 
-def _source_id(r: dict[str, Any]) -> str | None:
+def _source_id(r: dict[str, Any]) -> tuple[str | None, bool]:
+    """The hospital's key for the resource: its ``id``, else its first identifier as ``system|value``; and
+    whether it is the identifier."""
     if isinstance(r.get("id"), str) and r["id"]:
-        return r["id"]
+        return r["id"], False
     for ident in r.get("identifier") or ():
         if isinstance(ident, dict) and ident.get("value"):
-            return f"{ident.get('system') or ''}|{ident['value']}"
-    return None
+            return f"{ident.get('system') or ''}|{ident['value']}", True
+    return None, False
 
 
 def _copy(node: Any, path: Any, refs: list[tuple[str, str, dict[str, Any], Any]]) -> Any:
@@ -338,6 +344,8 @@ def _copy(node: Any, path: Any, refs: list[tuple[str, str, dict[str, Any], Any]]
                 continue
             if isinstance(v, dict | list):
                 out[k] = _copy(v, (path, k), refs)
+                if k == "identifier" and isinstance(v, dict):  # a Reference's: see _mask_identifier
+                    _mask_identifier(out[k])
             elif isinstance(v, str) and len(v) >= 15 and ID_NUMBER_PATTERN.search(v):
                 out[k] = mask_id_numbers_in_text(v)
             else:
@@ -352,6 +360,16 @@ def _copy(node: Any, path: Any, refs: list[tuple[str, str, dict[str, Any], Any]]
     if isinstance(node, str) and len(node) >= 15 and ID_NUMBER_PATTERN.search(node):
         return mask_id_numbers_in_text(node)
     return node
+
+
+def _mask_identifier(ident: dict[str, Any]) -> None:
+    """A single ``identifier`` is a Reference's (a logical reference: in the resources we take, every other
+    identifier element is a list). Hospitals put the patient's card or record number there, which would be
+    stored and served in clear: its value is masked like a stored Patient's identifiers."""
+    value = ident.get("value")
+    if isinstance(value, str):
+        kind = IdentifierType.ID_NUMBER if ident.get("system") == profile.ID_NUMBER_SYSTEM else "other"
+        ident["value"] = identity.mask(kind, value)
 
 
 def _parts(path: Any) -> list[Any]:
@@ -412,17 +430,10 @@ async def _hospital(session: AsyncSession, code: str | None) -> Hospital:
 
 
 def _date(value: Any) -> dt.datetime | None:
-    """A FHIR date/dateTime/instant as an aware UTC datetime; a date alone is that day's start in China time."""
-    if not isinstance(value, str) or len(value) < 4:
-        return None
-    try:
-        if len(value) <= 10:
-            parts = [int(p) for p in value.split("-")] + [1, 1]
-            return dt.datetime(parts[0], parts[1], parts[2], tzinfo=CHINA).astimezone(dt.UTC)
-        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=CHINA)).astimezone(dt.UTC)
+    """A FHIR date/dateTime/instant as an aware UTC datetime; a date alone is that day's start in China time.
+    None for anything else, including a moment with no UTC equivalent (the profile refuses those on the way in;
+    a body stored before may still hold one)."""
+    return profile.to_utc(value)
 
 
 def _code(concept: Any) -> tuple[str | None, str | None]:
@@ -479,23 +490,37 @@ def _stored_source_meta(body: dict[str, Any]) -> tuple[str | None, str | None]:
 def _older(incoming: tuple[str | None, str | None], stored: tuple[str | None, str | None]) -> bool:
     """Whether the incoming resource is older than the stored one, by the hospital's own version or time."""
     (v_in, t_in), (v_st, t_st) = incoming, stored
-    if v_in and v_st and v_in.isdigit() and v_st.isdigit():
-        return int(v_in) < int(v_st)
+    if _number(v_in) is not None and _number(v_st) is not None:
+        return _number(v_in) < _number(v_st)  # type: ignore[operator]
+    # whatever a stored body holds (a date past the calendar's ends, not a string): not comparable, so not older
     a, b = _date(t_in), _date(t_st)
     return a is not None and b is not None and a < b
+
+
+def _number(version: Any) -> int | None:
+    """A version id made of ASCII digits as a number (``str.isdigit`` also takes ``²``, which ``int`` does not)."""
+    return int(version) if isinstance(version, str) and version.isascii() and version.isdigit() else None
 
 
 def _without_meta(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k != "meta"}
 
 
+ADDRESS_KEPT = ("city", "district", "state", "country")
+
+
 def _mask_patient(body: dict[str, Any]) -> None:
-    """A stored Patient shows its identifiers masked; the identity layer holds them (encrypted)."""
+    """A stored Patient shows its identifiers masked and no contact data: no phone or e-mail (``telecom``), and
+    of an address only the city, district, province and country (what results are counted by); the identity
+    layer holds contact data, encrypted. The narrative (``text``) would repeat all of it in clear, and the
+    contact persons (``contact``: relatives' names, phones, addresses) are not the patient's results: both go."""
     for ident in body.get("identifier") or ():
-        value = ident.get("value")
-        if isinstance(value, str):
-            kind = IdentifierType.ID_NUMBER if ident.get("system") == profile.ID_NUMBER_SYSTEM else "other"
-            ident["value"] = identity.mask(kind, value)
+        _mask_identifier(ident)
+    for element in ("telecom", "text", "contact"):
+        body.pop(element, None)
+    addresses = [{k: a[k] for k in ADDRESS_KEPT if k in a} for a in body.pop("address", None) or ()]
+    if any(addresses):
+        body["address"] = [a for a in addresses if a]
 
 
 def _name(body: dict[str, Any]) -> str:

@@ -66,6 +66,8 @@ COMPARATORS = frozenset({"<", "<=", ">=", ">"})
 ISSUED_REQUIRED = frozenset({"final", "amended", "corrected", "appended"})
 WITH_SUBJECT = frozenset({"Observation", "DiagnosticReport", "ImagingStudy"})
 CLOCK_SKEW = dt.timedelta(minutes=10)  # a hospital's clock may run a little ahead of ours
+CHINA = dt.timezone(dt.timedelta(hours=8))  # a date or time sent without an offset is China time
+EARLIEST_YEAR = 1900  # no result, study or record update we take is older than this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,26 +158,50 @@ def _coded(concept: Any, path: str, problems: list[Problem], *, required: bool =
             problems.append(Problem(f"{path}.coding[{i}].code", "a code must not be blank", "code-invalid"))
 
 
-def _instant(value: Any) -> dt.datetime | None:
-    """The moment a dateTime/instant string names (its start, for a date), for the no-future check."""
+def _parse(value: Any) -> dt.datetime | None:
+    """The moment a dateTime/instant string names as written (its start, for a partial date), naive when sent
+    without an offset; None for what is not one (the model says what is wrong with it)."""
     if not isinstance(value, str) or len(value) < 4:
         return None
     try:
         if len(value) == 4:
-            return dt.datetime(int(value), 1, 1, tzinfo=dt.UTC)
+            return dt.datetime(int(value), 1, 1)
         if len(value) == 7:
-            return dt.datetime(int(value[:4]), int(value[5:7]), 1, tzinfo=dt.UTC)
+            return dt.datetime(int(value[:4]), int(value[5:7]), 1)
         if len(value) == 10:
-            return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None  # the model has said what is wrong with it
-    return parsed if parsed.tzinfo else None
+            return dt.datetime.fromisoformat(value)
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, OverflowError):
+        return None
 
 
-def _not_future(value: Any, path: str, now: dt.datetime, problems: list[Problem]) -> None:
-    moment = _instant(value)
-    if moment is not None and moment > now + CLOCK_SKEW:
+def to_utc(value: Any) -> dt.datetime | None:
+    """A FHIR date/dateTime/instant as an aware UTC datetime (a date, or a time without an offset, is China
+    time); None for what is not one or has no UTC equivalent (``0001-01-01T00:00:00+14:00`` is in year 0)."""
+    moment = _parse(value)
+    if moment is None:
+        return None
+    try:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=CHINA)).astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _when(value: Any, path: str, now: dt.datetime | None, problems: list[Problem]) -> None:
+    """A date the ingest turns into a column: not before 1900, representable in UTC, and (given ``now``) not in
+    the future. Python's datetime stops at years 1 and 9999: a value at either end, once moved to UTC, would
+    fall outside it, and nothing that old or that far ahead is a result."""
+    moment = _parse(value)
+    if moment is None:
+        return
+    if moment.year < EARLIEST_YEAR:
+        problems.append(Problem(path, f"a date before {EARLIEST_YEAR} is not a result we accept", "value"))
+        return
+    utc = to_utc(value)
+    if utc is None:
+        problems.append(Problem(path, "a date that has no UTC equivalent (past the end of the calendar)", "value"))
+        return
+    if now is not None and utc > now + CLOCK_SKEW:
         problems.append(Problem(path, "a date in the future", "value"))
 
 
@@ -196,11 +222,12 @@ def profile_problems(r: dict[str, Any], now: dt.datetime) -> list[Problem]:
         for i, cat in enumerate(r.get("category") or () if isinstance(r.get("category"), list) else ()):
             _coded(cat, f"category[{i}]", problems, required=False)
         for field in ("effectiveDateTime", "effectiveInstant"):
-            _not_future(r.get(field), field, now, problems)
+            _when(r.get(field), field, now, problems)
         period = r.get("effectivePeriod")
         if isinstance(period, dict):
-            _not_future(period.get("start"), "effectivePeriod.start", now, problems)
-        _not_future(r.get("issued"), "issued", now, problems)
+            _when(period.get("start"), "effectivePeriod.start", now, problems)
+            _when(period.get("end"), "effectivePeriod.end", None, problems)
+        _when(r.get("issued"), "issued", now, problems)
     if rtype == "DiagnosticReport" and status in ISSUED_REQUIRED and not r.get("issued"):
         problems.append(Problem("issued", f"a {status} report must say when it was issued", "required"))
     if rtype == "Observation":
@@ -210,7 +237,7 @@ def profile_problems(r: dict[str, Any], now: dt.datetime) -> list[Problem]:
         if not isinstance(subject, dict) or not isinstance(subject.get("reference"), str):
             problems.append(Problem("subject", "a reference to the patient is required", "required"))
     if rtype == "ImagingStudy":
-        _not_future(r.get("started"), "started", now, problems)
+        _when(r.get("started"), "started", now, problems)
         series = r.get("series") if isinstance(r.get("series"), list) else []
         for i, s in enumerate(series):
             modality = s.get("modality") if isinstance(s, dict) else None
@@ -220,7 +247,12 @@ def profile_problems(r: dict[str, Any], now: dt.datetime) -> list[Problem]:
         gender = r.get("gender")
         if gender is not None and gender not in GENDERS:
             problems.append(Problem("gender", f"gender must be one of {', '.join(sorted(GENDERS))}", "code-invalid"))
-        _not_future(r.get("birthDate"), "birthDate", now, problems)
+        birth = _parse(r.get("birthDate"))
+        if birth is not None and birth.replace(tzinfo=dt.UTC) > now + CLOCK_SKEW:
+            problems.append(Problem("birthDate", "a date in the future", "value"))
+    meta = r.get("meta")
+    if isinstance(meta, dict):  # compared with what is stored to tell an older version from a newer one
+        _when(meta.get("lastUpdated"), "meta.lastUpdated", None, problems)
     return problems
 
 

@@ -190,3 +190,33 @@ async def test_ndjson_import_reports_each_bad_line(client: TestClient, demo: Ser
     assert list((demo.settings.data_dir / "uploads").iterdir()) == []
     resp = await client.post("/fhir/$import", data=ndjson, headers={**headers, "Content-Type": "text/csv"})
     assert resp.status == 415 and resp.content_type == FHIR
+
+
+async def test_dates_at_the_ends_of_the_calendar_are_a_422_naming_the_field(client: TestClient, demo: Services) -> None:
+    headers = await key_for(demo)
+    cases = [
+        (4, "effectiveDateTime", "0001-01-01T00:00:00+14:00"),
+        (4, "effectiveDateTime", "0001-01-01"),
+        (4, "effectiveDateTime", "9999-12-31T23:59:59-12:00"),
+        (4, "issued", "0001-01-01T00:00:00+14:00"),
+        (4, "issued", "9999-12-31T23:59:59-12:00"),
+        (0, "meta.lastUpdated", "0001-01-01T00:00:00+14:00"),
+    ]
+    for index, field, value in cases:
+        resources = [*basics(), fx.load("observation-quantity")]
+        if field == "meta.lastUpdated":
+            resources[index]["meta"] = {"lastUpdated": value}
+        else:
+            resources[index][field] = value
+        resp = await post(client, headers, fx.bundle(resources))
+        assert resp.status == 422 and resp.content_type == FHIR, (field, value, await resp.text())
+        body = await resp.json()
+        assert_outcome(body)
+        expressions = [x for i in body["issue"] for x in i.get("expression", ())]
+        assert f"Bundle.entry[{index}].resource.{field}" in expressions, body
+    assert await stored_count(demo) == 0
+    # the same load with ordinary dates goes in, and in again unchanged
+    for status in ("201 Created", "200 OK"):
+        resp = await post(client, headers, fx.bundle([*basics(), fx.load("observation-quantity")]))
+        assert resp.status == 200, await resp.text()
+        assert {e["response"]["status"] for e in (await resp.json())["entry"]} == {status}

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from federation.audit.models import AuditEntry
 from federation.db import OutboxMessage
@@ -18,6 +18,8 @@ from federation.services import Services
 from health.fhir.ingest import (
     IMAGING_SYSTEM,
     RESULTS_CHANGED,
+    SOURCE_UPDATED_URL,
+    SOURCE_VERSION_URL,
     IngestRefused,
     IngestResult,
     UnknownHospital,
@@ -323,3 +325,122 @@ async def test_the_hospitals_own_record_number_system_links_without_a_type(demo:
     result = await ingest(demo, fx.bundle([later]))
     assert result.ok, result.issues()
     assert result.items[0].person_id == await person_of(demo, RESIDENTS[2].id_number)
+
+
+PHONE = "13912345678"
+STREET = "解放碑街道 12 号 3-1"
+
+
+async def table_text(svc: Services, *tables: str) -> str:
+    """Every column of every row of these tables, as text (PostgreSQL's JSON as its rendering, SQLite's as is)."""
+    out = []
+    async with svc.db.reader() as s:
+        for table in tables:
+            rows = (await s.execute(text(f"SELECT * FROM {table}"))).all()  # noqa: S608
+            out.append(json.dumps([list(map(str, r)) for r in rows], ensure_ascii=False))
+    return "\n".join(out)
+
+
+def card_only_load() -> dict[str, Any]:
+    """A Patient sent without an id, known by its social-security card alone, with a phone and a street address;
+    an Observation naming it both by reference and by that card (a logical reference)."""
+    r = RESIDENTS[0]
+    p = fx.patient(ss_card=r.ss_card, name=(r.name[0], r.name[1:]))
+    del p["id"]
+    p["telecom"].append({"system": "phone", "value": PHONE})
+    p["address"][0]["line"] = [STREET]
+    p["contact"] = [{"name": {"text": "李娜"}, "telecom": [{"system": "phone", "value": PHONE}]}]
+    url = "urn:uuid:0b1c1c1e-1111-4111-8111-111111111111"
+    obs = fx.load("observation-string")
+    obs["subject"] = {
+        "reference": url,
+        "identifier": {"system": fx.SOCIAL_SECURITY_CARD_SYSTEM, "value": r.ss_card},
+    }
+    entries = [fx.entry(p, url, "POST"), fx.entry(fx.load("organization")), fx.entry(obs)]
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+async def test_no_clear_card_or_phone_number_in_stored_results(demo: Services) -> None:
+    card = RESIDENTS[0].ss_card
+    bundle = card_only_load()
+    result = await ingest(demo, copy.deepcopy(bundle))
+    assert result.ok, result.issues()
+    (patient,) = await rows(demo, resource_type="Patient")
+    assert patient.person_id == await person_of(demo, RESIDENTS[0].id_number)
+    assert patient.source_id.startswith("bi:")
+    assert patient.body["address"] == [{"city": "重庆", "district": "渝中区"}]
+    assert not {"telecom", "contact"} & set(patient.body)
+    (obs,) = await rows(demo, resource_type="Observation")
+    assert obs.body["subject"] == {
+        "reference": f"Patient/{patient.person_id}",
+        "identifier": {"system": fx.SOCIAL_SECURITY_CARD_SYSTEM, "value": "*" * (len(card) - 4) + card[-4:]},
+    }
+    # the blind-indexed key still recognises a re-send
+    again = await ingest(demo, copy.deepcopy(bundle))
+    assert {i.outcome for i in again.items} == {"unchanged"}
+    dump = await table_text(demo, "fhir_resources", "fhir_links", "audit_entries", "outbox")
+    for needle in (card, PHONE, "13800230001", STREET, "李娜"):
+        assert needle not in dump, needle
+
+
+async def test_an_identifier_keyed_observation_is_recognised_when_sent_again(demo: Services) -> None:
+    obs = fx.load("observation-string")
+    del obs["id"]
+    result = await ingest(demo, fx.bundle([*basics(), obs]))
+    assert result.ok, result.issues()
+    (row,) = await rows(demo, resource_type="Observation")
+    assert row.source_id.startswith("bi:") and "URINE-COLOR" not in row.source_id
+    changed = copy.deepcopy(obs)
+    changed["valueString"] = "Amber"
+    result = await ingest(demo, fx.bundle([changed]))
+    assert [(i.outcome, i.id) for i in result.items] == [("updated", row.id)]
+
+
+@pytest.mark.parametrize(
+    "stored_meta",
+    [
+        [{"url": SOURCE_UPDATED_URL, "valueInstant": "0001-01-01T00:00:00+14:00"}],
+        [{"url": SOURCE_UPDATED_URL, "valueInstant": "9999-12-31T23:59:59-12:00"}],
+        [{"url": SOURCE_UPDATED_URL, "valueInstant": 17}, {"url": SOURCE_VERSION_URL, "valueString": "²"}],
+    ],
+)
+async def test_a_stored_date_past_the_calendar_does_not_break_later_loads(demo: Services, stored_meta: Any) -> None:
+    """Bodies stored before the profile refused such dates may hold one: a later load containing the row works."""
+    assert (await ingest(demo, fx.bundle(basics()))).ok
+    (row,) = await rows(demo, resource_type="Patient")
+    body = {**row.body, "meta": {**row.body["meta"], "extension": stored_meta}}
+    async with demo.db.uow() as uow:
+        await uow.session.execute(update(StoredResource).where(StoredResource.id == row.id).values(body=body))
+        await uow.commit()
+    newer = resident_patient()
+    newer["meta"] = {"versionId": "2", "lastUpdated": "2024-03-02T08:00:00+08:00"}
+    newer["active"] = False
+    result = await ingest(demo, fx.bundle([newer, fx.load("organization"), fx.load("observation-string")]))
+    assert result.ok, result.issues()
+    assert result.items[0].outcome == "updated"
+    (after,) = await rows(demo, resource_type="Patient")
+    assert after.body["active"] is False
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("effectiveDateTime", "0001-01-01T00:00:00+14:00"),
+        ("effectiveDateTime", "0001-01-01"),
+        ("effectiveDateTime", "9999-12-31T23:59:59-12:00"),
+        ("issued", "0001-01-01T00:00:00+14:00"),
+        ("issued", "9999-12-31T23:59:59-12:00"),
+    ],
+)
+async def test_dates_past_the_calendar_are_refused_and_store_nothing(demo: Services, field: str, value: str) -> None:
+    obs = fx.load("observation-string")
+    obs[field] = value
+    before = await counts(demo)
+    with pytest.raises(IngestRefused) as caught:
+        await ingest(demo, fx.bundle([*basics(), obs]))
+    assert caught.value.status == 422
+    assert f"Bundle.entry[4].resource.{field}" in [x for i in caught.value.issues for x in i["expression"]]
+    assert await counts(demo) == before
+    batch = await ingest(demo, fx.bundle([*basics(), obs], kind="batch"))
+    assert [i.outcome for i in batch.items][4] == "error"
+    assert len(await rows(demo, resource_type="Observation")) == 0
