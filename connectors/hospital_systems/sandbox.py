@@ -50,6 +50,7 @@ class State:
         rtype, rid = resource["resourceType"], resource["id"]
         old = self.resources.setdefault(rtype, {}).get(rid)
         version = int(old.resource["meta"]["versionId"]) + 1 if old else 1
+        when = when.replace(microsecond=when.microsecond // 1000 * 1000)  # compared at the precision it is shown
         body = dict(resource)
         body["meta"] = {"versionId": str(version), "lastUpdated": instant(when)}
         stored = Stored(body, when)

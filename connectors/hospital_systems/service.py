@@ -6,6 +6,13 @@ one exception: while more pages follow, resources sharing the page's greatest in
 page, and a resumed ``_lastUpdated=gt`` query would skip them; so mid-list it moves only to the greatest instant
 *below* that one (the resources at that instant are fetched again after a crash, and stored again unchanged).
 
+A resource the ingest refuses (most often a result whose Patient the hospital has not sent yet) holds its type's
+watermark just below it: the rest of the run still stores what follows, but the next run asks again from there,
+so a Patient arriving later lets the result in (nothing is skipped for good). The runs held at the same instant are
+counted in the watermark (``{"Observation": ["...Z", 3]}``); once a refusal outlives the connector's option
+``refusal_retries`` (``DEFAULT_REFUSAL_RETRIES`` further runs), it is given up: its ids are written to the
+connector's last error and the watermark moves on, so one permanently bad resource cannot hold the feed forever.
+
 The ingest commits on its own (``ingest_items`` opens its unit of work), so the watermark is committed right after
 it, in a second transaction. A crash between the two leaves the watermark behind data already stored: the next run
 fetches that page again and the ingest, idempotent by hospital + resource type + id, finds it unchanged. The
@@ -15,6 +22,7 @@ watermark therefore never passes uncommitted data; at worst it lags by one page.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
@@ -31,24 +39,60 @@ from health.fhir.ingest import IngestResult, ingest_bundle
 # resolves a reference through what the hospital stored before
 RESOURCE_TYPES = ("Patient", "Observation", "ImagingStudy", "DiagnosticReport")
 MAX_WATERMARK = 200  # the connectors table's watermark column
+# further runs a refused resource holds its type's watermark for: an hour at the 300 s schedule, for a Patient sent
+# late; kept below 100 so four held types still fit the watermark column
+DEFAULT_REFUSAL_RETRIES = 12
+MAX_REFUSAL_RETRIES = 99
+
+
+def parse_state(raw: str | None) -> tuple[dict[str, dt.datetime], dict[str, int]]:
+    """The stored watermark: each type's instant, and for a type held by a refusal the runs held there (a held type
+    may have no instant yet: its first page began with the refusal)."""
+    if not raw:
+        return {}, {}
+    marks: dict[str, dt.datetime] = {}
+    held: dict[str, int] = {}
+    try:
+        data = json.loads(raw)
+        for k, v in data.items():
+            if isinstance(v, list):
+                at, runs = v
+                if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
+                    raise ValueError("held runs")
+                held[str(k)] = runs
+                if at is not None:
+                    marks[str(k)] = parse_instant(str(at))
+            else:
+                marks[str(k)] = parse_instant(str(v))
+    except (ValueError, AttributeError, TypeError) as e:
+        raise InvalidConnector(f"the stored watermark is not this kind's ({e.__class__.__name__})") from None
+    return marks, held
+
+
+def dump_state(marks: Mapping[str, dt.datetime], held: Mapping[str, int]) -> str:
+    ordered: dict[str, Any] = {}
+    for t in sorted(set(marks) | set(held), key=_order):
+        at = fhir_instant(marks[t]) if t in marks else None
+        ordered[t] = [at, held[t]] if t in held else at
+    raw = json.dumps(ordered, separators=(",", ":"))
+    if len(raw) > MAX_WATERMARK:
+        raise InvalidConnector(f"the watermarks of {len(ordered)} resource types do not fit; pull fewer types")
+    return raw
 
 
 def parse_marks(raw: str | None) -> dict[str, dt.datetime]:
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-        return {str(k): parse_instant(str(v)) for k, v in data.items()}
-    except (ValueError, AttributeError) as e:
-        raise InvalidConnector(f"the stored watermark is not this kind's ({e.__class__.__name__})") from None
+    return parse_state(raw)[0]
 
 
 def dump_marks(marks: Mapping[str, dt.datetime]) -> str:
-    ordered = {t: fhir_instant(marks[t]) for t in sorted(marks, key=_order)}
-    raw = json.dumps(ordered, separators=(",", ":"))
-    if len(raw) > MAX_WATERMARK:
-        raise InvalidConnector(f"the watermarks of {len(marks)} resource types do not fit; pull fewer types")
-    return raw
+    return dump_state(marks, {})
+
+
+def refusal_retries(options: Mapping[str, Any]) -> int:
+    value = options.get("refusal_retries", DEFAULT_REFUSAL_RETRIES)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_REFUSAL_RETRIES:
+        raise InvalidConnector(f"option refusal_retries must be a whole number from 0 to {MAX_REFUSAL_RETRIES}")
+    return value
 
 
 def _order(rtype: str) -> tuple[int, str]:
@@ -85,6 +129,49 @@ def next_mark(current: dt.datetime | None, page: Sequence[Changed], *, more: boo
     if candidate is None or (current is not None and candidate <= current):
         return current
     return candidate
+
+
+@dataclasses.dataclass(frozen=True)
+class Hold:
+    """Where a type's watermark stays for a refused resource: ``at`` (None: the type has no instant yet), held there
+    for ``runs`` consecutive runs, this one included."""
+
+    at: dt.datetime | None
+    runs: int
+
+
+def hold_for(
+    start: dt.datetime | None,
+    start_runs: int,
+    current: dt.datetime | None,
+    page: Sequence[Changed],
+    refused: Sequence[Changed],
+    *,
+    retries: int,
+) -> tuple[Hold | None, list[Changed]]:
+    """Where the watermark must stay for the refused resources of a stored ``page``, and those given up.
+
+    ``start``/``start_runs`` are the type's watermark and held runs as the run found them, ``current`` the watermark
+    before this page. The watermark stays at the greatest instant of the page below the earliest refusal (every
+    resource there is on this page: a later instant follows on it), so the next run asks for the refused resource
+    again. Held at the run's starting instant, it has been refused in ``start_runs`` runs before: past ``retries``
+    further runs the resources at that instant are given up and the next refusal of the page, if any, decides."""
+    given_up: list[Changed] = []
+    pending = sorted(refused, key=lambda r: (r.updated, r.id))
+    while pending:
+        first = pending[0].updated
+        at = next_mark(current, [r for r in page if r.updated < first], more=False)
+        runs = start_runs + 1 if at == start else 1
+        if runs <= retries:
+            return Hold(at, runs), given_up
+        given_up += [r for r in pending if r.updated == first]
+        pending = [r for r in pending if r.updated != first]
+    return None, given_up
+
+
+def refused_of(resources: Sequence[Changed], result: IngestResult) -> list[Changed]:
+    """The resources of a stored page that the ingest refused (its items are the page's entries, in order)."""
+    return [resources[i.index] for i in result.items if i.outcome == "error" and 0 <= i.index < len(resources)]
 
 
 def batch_bundle(resources: Sequence[Changed]) -> dict[str, Any]:

@@ -324,3 +324,60 @@ async def test_the_demo_connector_points_at_the_sandbox_port_and_loads_idempoten
     async with demo.db.reader() as s:
         loaded = await connectors.load(s, demo, his_demo.NAME)
     assert loaded.config.base_url == f"http://127.0.0.1:{his_demo.PORT}/fhir" and loaded.member_code == "SCH2"
+
+
+async def test_a_result_refused_for_a_late_patient_is_stored_once_the_patient_arrives(world, partner):
+    await run_sync(world, NAME, actor="test")
+    early = json.loads((await row(world)).watermark)["Observation"]
+    await sandbox_call(partner, "POST", "/_sandbox/resources", his.observation(99999, 7, random.Random(3)))
+    later = his.observation(99998, 1, random.Random(4))  # a known patient's result, changed just after
+    await sandbox_call(partner, "POST", "/_sandbox/resources", later)
+
+    first = await run_sync(world, NAME, actor="test")
+    assert (first["Observation.refused"], first["Observation.created"], first["Observation.held_runs"]) == (1, 1, 1)
+    state = await stored(world)
+    assert ("Observation", "his-o99998") in state and ("Observation", "his-o99999") not in state  # the rest flows
+    held = json.loads(first["watermark"])["Observation"]
+    assert held == [early, 1]  # held below the refused result, not past it
+    r = await row(world)
+    assert (r.last_counts["Observation.refused"], r.last_counts["Observation.held_runs"]) == (1, 1)
+
+    await sandbox_call(partner, "POST", "/_sandbox/resources", his._patient(7))  # the Patient lands a run later
+    second = await run_sync(world, NAME, actor="test")
+    assert second["Observation.created"] == 1 and "Observation.refused" not in second
+    state = await stored(world)
+    assert ("Patient", "his-p007") in state and state[("Observation", "his-o99999")][1] is not None
+    marks = json.loads(second["watermark"])
+    assert isinstance(marks["Observation"], str) and marks["Observation"] > early  # moved on, no hold left
+    third = await run_sync(world, NAME, actor="test")
+    assert not any(k.startswith("Observation.") for k in third)
+
+
+async def test_a_permanently_refused_result_is_given_up_after_the_retries_and_named_in_the_health(world, partner):
+    await configure(world, partner, options={"refusal_retries": 2})
+    await run_sync(world, NAME, actor="test")
+    bad = his.observation(99999, 40, random.Random(3))  # its Patient never comes
+    await sandbox_call(partner, "POST", "/_sandbox/resources", bad)
+
+    held = [await run_sync(world, NAME, actor="test") for _ in range(3)]
+    assert [r["Observation.refused"] for r in held] == [1, 1, 1]  # asked again in each of the retries
+    assert [r.get("Observation.held_runs") for r in held] == [1, 2, None]
+    assert [r.get("Observation.given_up", 0) for r in held] == [0, 0, 1]
+    r = await row(world)
+    assert r.last_error_code == "hospital_systems.refusals_given_up" and "Observation/his-o99999" in r.last_error
+    assert isinstance(json.loads(r.watermark)["Observation"], str)  # the watermark has passed it
+
+    after = his.observation(99998, 1, random.Random(4))
+    await sandbox_call(partner, "POST", "/_sandbox/resources", after)
+    fourth = await run_sync(world, NAME, actor="test")
+    assert fourth["Observation.created"] == 1 and "Observation.refused" not in fourth  # the feed is not blocked
+    assert ("Observation", "his-o99999") not in await stored(world)
+
+
+async def test_no_retries_configured_passes_a_refusal_at_once(world, partner):
+    await configure(world, partner, options={"refusal_retries": 0})
+    await sandbox_call(partner, "POST", "/_sandbox/resources", his.observation(99999, 40, random.Random(3)))
+    first = await run_sync(world, NAME, actor="test")
+    assert (first["Observation.refused"], first["Observation.given_up"]) == (1, 1)
+    again = await run_sync(world, NAME, actor="test")
+    assert "Observation.refused" not in again

@@ -54,6 +54,43 @@ def test_the_watermark_round_trips_in_utc_and_types_are_pulled_referenced_first(
         service.resource_types({"resource_types": "Patient"})
 
 
+def test_a_refusal_holds_the_watermark_below_it_and_is_given_up_only_after_the_retries():
+    page = [at(1, "a"), at(2, "b"), at(2, "c"), at(3, "d"), at(4, "e")]
+    start = T0
+    hold, passed = service.hold_for(start, 0, start, page, [at(3, "d")], retries=2)
+    assert (hold, passed) == (service.Hold(T0 + dt.timedelta(seconds=2), 1), [])  # every resource below it stored
+    # held at the run's starting instant: one more run each time, until the retries are spent
+    hold, passed = service.hold_for(start, 1, start, [at(3, "d"), at(4, "e")], [at(3, "d")], retries=2)
+    assert (hold, passed) == (service.Hold(start, 2), [])
+    hold, passed = service.hold_for(start, 2, start, [at(3, "d"), at(4, "e")], [at(3, "d")], retries=2)
+    assert hold is None and [r.id for r in passed] == ["d"]
+    # given up at one instant, the next refusal of the page starts its own count
+    hold, passed = service.hold_for(start, 2, start, [at(3, "d"), at(4, "e")], [at(4, "e"), at(3, "d")], retries=2)
+    assert hold == service.Hold(T0 + dt.timedelta(seconds=3), 1) and [r.id for r in passed] == ["d"]
+    # a type with no instant yet is held at none; no retries passes everything at once
+    assert service.hold_for(None, 0, None, page, [at(1, "a")], retries=1) == (service.Hold(None, 1), [])
+    assert service.hold_for(None, 0, None, page, [at(1, "a"), at(4, "e")], retries=0)[1] == [at(1, "a"), at(4, "e")]
+
+
+def test_the_held_runs_round_trip_in_the_watermark_and_four_held_types_still_fit():
+    late = T0 + dt.timedelta(microseconds=123456)
+    marks = {t: late for t in service.RESOURCE_TYPES}
+    raw = service.dump_state(marks, {t: service.MAX_REFUSAL_RETRIES for t in service.RESOURCE_TYPES})
+    assert len(raw) <= service.MAX_WATERMARK
+    assert service.parse_state(raw) == (marks, {t: service.MAX_REFUSAL_RETRIES for t in service.RESOURCE_TYPES})
+    raw = service.dump_state({"Patient": T0}, {"Observation": 3})
+    assert raw == '{"Patient":"2026-06-01T00:00:00.000Z","Observation":[null,3]}'
+    assert service.parse_state(raw) == ({"Patient": T0}, {"Observation": 3})
+    assert service.parse_marks(raw) == {"Patient": T0}
+    for broken in ('{"Observation":[null,0]}', '{"Observation":[null]}', '{"Observation":["x",1]}'):
+        with pytest.raises(InvalidConnector):
+            service.parse_state(broken)
+    assert service.refusal_retries({}) == service.DEFAULT_REFUSAL_RETRIES
+    for bad in (-1, 100, "3", True):
+        with pytest.raises(InvalidConnector):
+            service.refusal_retries({"refusal_retries": bad})
+
+
 def test_a_searchset_without_usable_heads_is_refused_at_the_edge():
     with pytest.raises(ValueError, match="meta.lastUpdated"):
         SearchSet.model_validate(
