@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import time
 import weakref
 from typing import Any
@@ -37,6 +38,7 @@ TABLES = (
     "circ_closed_days",
 )
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "TRUNCATE", "DROP", "ALTER")
+_TABLE_NAMES = re.compile(r"\b(?:" + "|".join(TABLES) + r")\b", re.IGNORECASE)  # a column named alike is no match
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,8 +117,7 @@ def _touches_cached(statement: str) -> bool:
     head = statement.lstrip()[:8].upper()
     if not head.startswith(_WRITES):
         return False
-    lowered = statement.lower()
-    return any(t in lowered for t in TABLES)
+    return _TABLE_NAMES.search(statement) is not None
 
 
 def _on_execute(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:

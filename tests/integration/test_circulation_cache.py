@@ -1,0 +1,53 @@
+"""Circulation's per-process copy of its rules: a write in this process is seen at once, however it is made; a
+write from another process within ``cache.TTL_S``."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy import text
+
+from library.circulation import cache, policies
+from library.circulation.models import LoanPolicy
+
+
+async def rule_days(svc) -> int:
+    async with svc.db.reader() as s:
+        return (await policies.resolve(s, "CQL", "adult", "book")).loan_days
+
+
+async def test_a_write_in_this_process_is_seen_at_once(demo):
+    before = await rule_days(demo)
+    async with demo.db.uow() as uow:  # through the ORM
+        uow.session.add(LoanPolicy(library="CQL", reader_category="*", item_type="book", loan_days=11, max_renewals=0))
+        await uow.commit()
+    assert before != 11 and await rule_days(demo) == 11
+    async with demo.db.engine.begin() as conn:  # raw SQL on the engine, no session
+        await conn.execute(text("UPDATE circ_loan_policies SET loan_days = 12 WHERE library = 'CQL'"))
+    assert await rule_days(demo) == 12
+
+
+async def test_a_rolled_back_write_is_not_kept(demo):
+    before = await rule_days(demo)
+    async with demo.db.uow() as uow:
+        uow.session.add(LoanPolicy(library="CQL", reader_category="*", item_type="book", loan_days=13, max_renewals=0))
+        await uow.session.flush()
+        assert (await policies.resolve(uow.session, "CQL", "adult", "book")).loan_days == 13  # its own change
+        assert await rule_days(demo) == before  # not shared before it commits
+    assert await rule_days(demo) == before  # rolled back
+
+
+async def test_another_process_write_is_seen_within_the_bound(demo, settings, monkeypatch):
+    if not settings.is_sqlite:
+        pytest.skip("another process is played by a second driver on the SQLite file")
+    before = await rule_days(demo)
+    path = settings.effective_database_url.split("///", 1)[1]
+    with sqlite3.connect(path) as conn:  # not through any engine of this process: nothing tells the cache
+        conn.execute(
+            "INSERT INTO circ_loan_policies (id, library, reader_category, item_type, loan_days, max_renewals, "
+            "can_request) VALUES ('p1', 'CQL', '*', 'book', 17, 0, 1)"
+        )
+    assert await rule_days(demo) == before  # still the copy...
+    monkeypatch.setattr(cache, "TTL_S", 0.0)  # ...until it expires (TTL_S after it was loaded)
+    assert await rule_days(demo) == 17
