@@ -177,7 +177,8 @@ out = sys.argv[1]
 prof = cProfile.Profile() if out else None
 if prof: prof.enable()
 try:
-    main(["run", "--port", sys.argv[2], "--workers", sys.argv[3]], standalone_mode=False)
+    workers = ["--workers", sys.argv[3]] if sys.argv[3] != "1" else []  # one: any version of the command
+    main(["run", "--port", sys.argv[2], *workers], standalone_mode=False)
 finally:
     if prof:
         prof.disable(); prof.dump_stats(out)

@@ -39,7 +39,8 @@ class Services:
         """Record an audit entry with this unit of work.
 
         Entries are appended just before the commit: appending takes the chain's lock (an advisory lock on
-        PostgreSQL), and taking it last keeps it for three statements instead of the whole transaction.
+        PostgreSQL), and taking it last keeps it for two statements (the lock, the guarded ``INSERT ... SELECT``
+        of ``append``) and the commit instead of the whole transaction.
         """
         pending: list[Record] = uow.deferred.setdefault("audit", [])
         if not pending:
