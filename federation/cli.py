@@ -103,7 +103,7 @@ def _serve(host: str, port: int, *, background: bool, reuse_port: bool, settings
 
     web.run_app(
         create_app(settings or _settings(), run_background=background),
-        handler_args=SERVER_LIMITS,
+        **SERVER_LIMITS,  # run_app passes these to the request handler (a `handler_args=` keyword is dropped)
         host=host,
         port=port,
         reuse_port=reuse_port,
