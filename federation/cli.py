@@ -117,7 +117,10 @@ def _worker_main(host: str, port: int, index: int) -> None:
     """One of ``--workers`` processes: its own app, engine and pool. Only the first runs the in-process jobs and
     outbox relay (the others' events wait for its poll, at most ``InProcessRunner.poll_s``); with a broker, the
     Celery workers do, for every process alike."""
-    _serve(host, port, background=index == 0, reuse_port=True)
+    try:
+        _serve(host, port, background=index == 0, reuse_port=True)
+    except KeyboardInterrupt:  # stopped while still starting (importing, connecting): nothing to shut down yet
+        return
 
 
 def _serve_workers(host: str, port: int, workers: int) -> None:
@@ -144,6 +147,7 @@ def _serve_workers(host: str, port: int, workers: int) -> None:
         click.echo(f"twincity: {workers} server processes on http://{host}:{port}", err=True)
         while not stopping and all(p.is_alive() for p in procs):
             procs[0].join(timeout=0.5)
+        stopped_by_signal = stopping  # asked to stop, a worker interrupted while starting is no failure
         if not stopping:  # one died: the others go too (a supervisor restarts the whole service)
             stop(signal.SIGTERM, None)
         for p in procs:
@@ -154,7 +158,7 @@ def _serve_workers(host: str, port: int, workers: int) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     codes = [p.exitcode for p in procs]
-    if any(c not in (0, None, -signal.SIGINT) for c in codes):
+    if not stopped_by_signal and any(c not in (0, None, -signal.SIGINT) for c in codes):
         raise click.ClickException(f"server processes exited with {codes}")
 
 
