@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from sqlalchemy import event
 
 from federation.demo import RESIDENTS
-from library.circulation import policies
+from library.circulation import cache, policies
 from tests.circulation_support import add_copies
 from tests.conftest import token_for
 
@@ -53,7 +53,10 @@ def _body(barcode: str, card: str) -> dict:
     }
 
 
-async def test_a_checkout_sends_a_bounded_number_of_statements(client, demo):
+async def test_a_checkout_sends_a_bounded_number_of_statements(client, demo, monkeypatch):
+    # the rules' copy expires every cache.TTL_S (six statements, once per process, not per checkout): kept here so
+    # a slow run does not count a reload
+    monkeypatch.setattr(cache, "TTL_S", 3600.0)
     codes = [f"STMT-{i:03d}" for i in range(30)]
     await add_copies(demo, "CQL", codes)
     async with demo.db.uow() as uow:
