@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.audit.service import Record
 from federation.db import UnitOfWork, new_id, utcnow
+from federation.identity.idnumber import mask_id_numbers_in_text
 from federation.services import Services
 from library.circulation import calendar, errors, policies
 from library.circulation.models import Fine, Loan
@@ -68,6 +69,7 @@ async def settle(
 ) -> Fine:
     """Record a payment (``paid``) or a waiver (``waived``); staff settle only their own library's fines."""
     s = uow.session
+    note = mask_id_numbers_in_text(note) if note else note  # free text kept in clear never holds an ID number
     fine = await s.get(Fine, fine_id)
     if fine is None:
         raise errors.FineNotFound(f"no fine {fine_id}")
