@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 # ``Services.extras`` key: {job kind: seconds between runs}. The runner queues each kind once per period (the first
 # one period after start), so periodic work (notices, hold-shelf expiry) needs no scheduler server either.
 SCHEDULE_KEY = "jobs.schedule"
+# True in the runner's task and every task it starts (wait_for, gather copy the context): what the background does
+IN_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("twincity_in_background", default=False)
 
 
 class InProcessRunner:
@@ -76,6 +79,7 @@ class InProcessRunner:
             await outbox.relay(self.svc)
 
     async def _loop(self) -> None:
+        IN_BACKGROUND.set(True)
         while not self._stopping:
             self._wake.clear()
             try:
