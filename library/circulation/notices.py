@@ -146,40 +146,50 @@ def _date(iso: str) -> str:
     return calendar.local_day(dt.datetime.fromisoformat(iso)).isoformat()
 
 
-async def on_due_soon(svc: Services, p: dict[str, Any]) -> None:
+async def _loan_notice(
+    svc: Services, p: dict[str, Any], topic: str, title: tuple[str, str], body: tuple[str, str]
+) -> None:
+    """A notice about one loan: ``body`` holds templates filled with the library, the title and the due day."""
     item_id, library = await _loan_item(svc, p["loan_id"])
-    title, _ = await _about_item(svc, item_id)
+    book, _ = await _about_item(svc, item_id)
     due = _date(p["due_at"])
     await _deliver(
         svc,
         inbox.Notice(
             person_id=p["person_id"],
-            key=f"{TOPICS[DUE_SOON]}:{p['loan_id']}:{p['day']}",
-            kind=TOPICS[DUE_SOON],
-            title_zh="还书提醒",
-            title_en="Due soon",
-            body_zh=f"您在{library}借阅的《{title}》将于{due}到期，请按时归还或续借。",
-            body_en=f"'{title}', borrowed at {library}, is due on {due}: please return or renew it.",
+            key=f"{TOPICS[topic]}:{p['loan_id']}:{p['day']}",
+            kind=TOPICS[topic],
+            title_zh=title[0],
+            title_en=title[1],
+            body_zh=body[0].format(library=library, title=book, due=due),
+            body_en=body[1].format(library=library, title=book, due=due),
             link=f"/me/loans/{p['loan_id']}",
         ),
     )
 
 
-async def on_overdue(svc: Services, p: dict[str, Any]) -> None:
-    item_id, library = await _loan_item(svc, p["loan_id"])
-    title, _ = await _about_item(svc, item_id)
-    due = _date(p["due_at"])
-    await _deliver(
+async def on_due_soon(svc: Services, p: dict[str, Any]) -> None:
+    await _loan_notice(
         svc,
-        inbox.Notice(
-            person_id=p["person_id"],
-            key=f"{TOPICS[OVERDUE]}:{p['loan_id']}:{p['day']}",
-            kind=TOPICS[OVERDUE],
-            title_zh="逾期提醒",
-            title_en="Overdue",
-            body_zh=f"您在{library}借阅的《{title}》已于{due}到期，请尽快归还（可在任一成员馆还书）。",
-            body_en=f"'{title}', borrowed at {library}, was due on {due}: please return it at any member library.",
-            link=f"/me/loans/{p['loan_id']}",
+        p,
+        DUE_SOON,
+        ("还书提醒", "Due soon"),
+        (
+            "您在{library}借阅的《{title}》将于{due}到期，请按时归还或续借。",
+            "'{title}', borrowed at {library}, is due on {due}: please return or renew it.",
+        ),
+    )
+
+
+async def on_overdue(svc: Services, p: dict[str, Any]) -> None:
+    await _loan_notice(
+        svc,
+        p,
+        OVERDUE,
+        ("逾期提醒", "Overdue"),
+        (
+            "您在{library}借阅的《{title}》已于{due}到期，请尽快归还（可在任一成员馆还书）。",
+            "'{title}', borrowed at {library}, was due on {due}: please return it at any member library.",
         ),
     )
 
