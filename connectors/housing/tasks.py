@@ -3,11 +3,11 @@ with the watermark (the last applied sequence number) in one unit of work."""
 
 from __future__ import annotations
 
+from connectors.framework.feed import contiguous
 from connectors.framework.service import ConnectorKind, register_kind
 from connectors.framework.sync import SyncRun
 from connectors.housing import service
 from connectors.housing.adapter import HttpHousing
-from connectors.housing.feed import contiguous
 from federation.services import Services
 
 SCHEDULE_S = 300.0

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from connectors.framework import service as connectors
 from connectors.framework.errors import ConnectorError
+from connectors.framework.feed import contiguous
 from connectors.social_security.adapter import HttpSocialSecurity
 from connectors.social_security.errors import (
     CardMismatch,
@@ -203,22 +204,7 @@ async def _audit_verification(
 def next_batch(events: Iterable[CardEvent], after: int) -> tuple[list[CardEvent], dict[str, int]]:
     """The events to apply now, in order: sequence numbers ``after + 1, after + 2, ...`` with no hole. Duplicates and
     events already applied are dropped; at a gap the batch ends (the rest waits for a later run)."""
-    counts = {"duplicates": 0, "already_applied": 0, "waiting": 0}
-    by_seq: dict[int, CardEvent] = {}
-    for e in events:
-        if e.seq <= after:
-            counts["already_applied"] += 1
-        elif e.seq in by_seq:
-            counts["duplicates"] += 1
-        else:
-            by_seq[e.seq] = e
-    batch: list[CardEvent] = []
-    expected = after + 1
-    while expected in by_seq:
-        batch.append(by_seq.pop(expected))
-        expected += 1
-    counts["waiting"] = len(by_seq)  # beyond a gap
-    return batch, counts
+    return contiguous(events, after)
 
 
 async def apply_event(uow: UnitOfWork, svc: Services, event: CardEvent, *, actor: str) -> str:

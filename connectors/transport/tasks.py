@@ -3,9 +3,9 @@ committed with the watermark (the last applied sequence number) in one unit of w
 
 from __future__ import annotations
 
+from connectors.framework.feed import contiguous
 from connectors.framework.service import ConnectorKind, register_kind
 from connectors.framework.sync import SyncRun
-from connectors.housing.feed import contiguous
 from connectors.transport import service
 from connectors.transport.adapter import HttpTransport
 from federation.services import Services

@@ -1,6 +1,6 @@
 """Feeds numbered 1, 2, 3, ...: which items to apply now, whatever a partner sends (duplicates, out of order, holes).
 
-Shared by the housing and transport feeds. The rule is the social-security feed's: apply strictly in sequence
+Shared by the social-security, housing and transport feeds: apply strictly in sequence
 order, drop what is at or below the watermark, stop at a hole until a later run.
 """
 
