@@ -22,7 +22,7 @@ import time
 import weakref
 from typing import Any
 
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, event, exc, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.members.models import Institution, InstitutionKind, ServicePoint
@@ -127,7 +127,13 @@ def _on_execute(conn: Any, cursor: Any, statement: str, parameters: Any, context
 
 
 def _on_end(conn: Any) -> None:
-    if conn.info.pop("circulation.cache_dirty", False):
+    try:
+        dirty = conn.info.pop("circulation.cache_dirty", False)
+    except exc.SQLAlchemyError:
+        # the connection was invalidated inside its transaction (a statement cancelled mid-flight): what it wrote
+        # is unknown, so the copies are dropped as if it had written
+        dirty = True
+    if dirty:
         invalidate()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from library.circulation import cache, policies
 from library.circulation.models import LoanPolicy
@@ -51,3 +51,18 @@ async def test_another_process_write_is_seen_within_the_bound(demo, settings, mo
     assert await rule_days(demo) == before  # still the copy...
     monkeypatch.setattr(cache, "TTL_S", 0.0)  # ...until it expires (TTL_S after it was loaded)
     assert await rule_days(demo) == 17
+
+
+def test_a_transaction_whose_connection_was_invalidated_rolls_back_and_drops_the_copies():
+    """A statement cancelled mid-flight invalidates its connection; the rollback that follows must still end (it
+    once raised from the cache's listener) and, not knowing what was written, drop this process's copies."""
+    cache._listen()
+    engine = create_engine("sqlite://")
+    with engine.connect() as conn:
+        conn.execute(text("CREATE TABLE service_points (code TEXT)"))
+        conn.commit()
+        conn.execute(text("SELECT 1"))  # a transaction that has not written to a cached table
+        conn.invalidate()
+        before = cache.generation()
+        conn.rollback()
+    assert cache.generation() > before
