@@ -12,18 +12,21 @@ import asyncio
 import contextvars
 import dataclasses
 import datetime as dt
+import json
 import logging
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import JSON, DateTime, MetaData, String, TypeDecorator, event, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import NullPool
 
+from federation import sqlite_driver
 from federation.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -166,12 +169,23 @@ class Database:
             await self.read_engine.dispose()
 
 
+def json_loads(text: str | bytes) -> Any:
+    """JSON columns are read with orjson (a doctor's page decodes fifty FHIR bodies); the standard library reads
+    what orjson refuses but ``json.dumps`` may have written (NaN, Infinity, integers beyond 64 bits)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _make_engine(url: str, *, echo: bool, pool: bool, immediate: bool) -> AsyncEngine:
-    kwargs: dict[str, Any] = {"echo": echo}
+    kwargs: dict[str, Any] = {"echo": echo, "json_deserializer": json_loads}
     if not pool:
         kwargs["poolclass"] = NullPool
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
+        if url.startswith("sqlite+aiosqlite"):
+            kwargs["module"] = sqlite_driver.dbapi()  # one trip to SQLite's thread per statement
     else:
         kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
     engine = create_async_engine(url, **kwargs)
