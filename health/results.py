@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, or_, select, union_all
+from sqlalchemy import and_, bindparam, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.identity.models import Person
@@ -87,23 +88,22 @@ _COLUMNS = (
 )
 
 
-async def prior_results(
-    session: AsyncSession, person_id: str, filters: Filters, today: dt.date | None = None
-) -> tuple[list[PriorResult], Any | None]:
-    """One page, newest first, and the row to continue after (None on the last page). ``filters.item`` is applied
-    after judging (the item of a result comes from the catalogue), so a page may hold fewer than ``limit``.
+@functools.lru_cache(maxsize=64)
+def _page_statement(category: str | None, since: bool, after: bool, merged: bool) -> Any:
+    """The page query for one shape of filters, built once: its values are bound parameters (``person``, or the
+    expanding ``persons`` when others were merged into the patient; ``since``; ``at`` and ``last_id``; ``limit``).
 
-    One statement: per result type, a branch walking ``ix_fhir_resources_person_type_effective`` backwards and
-    stopping after ``limit`` rows (UNION ALL), merged here: the cost follows the page size, not the patient's
-    history. A result
-    without any date cannot be judged against a window and is not listed here (FHIR search still returns it)."""
-    limit = min(filters.limit, MAX_RESULTS)
-    ids = await person_ids(session, person_id)
+    Per result type, a branch walking ``ix_fhir_resources_person_type_effective`` backwards and stopping after
+    ``limit`` rows (UNION ALL): the cost follows the page size, not the patient's history."""
     branches = []
     for rtype in RESULT_TYPES:
-        if filters.category == "laboratory" and rtype == "ImagingStudy":
+        if category == "laboratory" and rtype == "ImagingStudy":
             continue
-        whose = StoredResource.person_id == ids[0] if len(ids) == 1 else StoredResource.person_id.in_(ids)
+        whose = (
+            StoredResource.person_id.in_(bindparam("persons", expanding=True))
+            if merged
+            else StoredResource.person_id == bindparam("person")
+        )
         q = select(*_COLUMNS).where(
             whose,
             StoredResource.resource_type == rtype,
@@ -112,28 +112,49 @@ async def prior_results(
         )
         if rtype == "DiagnosticReport":  # a laboratory report is a panel: its Observations are the results
             q = q.where(StoredResource.category != "laboratory")
-        if filters.category:
-            q = q.where(StoredResource.category == filters.category)
-        if filters.since:
-            q = q.where(StoredResource.effective_at >= dt.datetime.combine(filters.since, dt.time(), CHINA))
-        if filters.after:
-            at, last_id = filters.after
+        if category:
+            q = q.where(StoredResource.category == category)
+        if since:
+            q = q.where(StoredResource.effective_at >= bindparam("since", type_=StoredResource.effective_at.type))
+        if after:
+            at = bindparam("at", type_=StoredResource.effective_at.type)
             q = q.where(
                 or_(
                     StoredResource.effective_at < at,
-                    and_(StoredResource.effective_at == at, StoredResource.id < last_id),
+                    and_(StoredResource.effective_at == at, StoredResource.id < bindparam("last_id")),
                 )
             )
-        q = q.order_by(StoredResource.effective_at.desc(), StoredResource.id.desc()).limit(limit)
+        q = q.order_by(StoredResource.effective_at.desc(), StoredResource.id.desc()).limit(bindparam("limit"))
         branches.append(q.subquery().select())  # its own ORDER BY and LIMIT, inside the compound
-    rows: list[Any] = list((await session.execute(union_all(*branches))).all())
+    return union_all(*branches)
+
+
+async def prior_results(
+    session: AsyncSession, person_id: str, filters: Filters, today: dt.date | None = None
+) -> tuple[list[PriorResult], Any | None]:
+    """One page, newest first, and the row to continue after (None on the last page). ``filters.item`` is applied
+    after judging (the item of a result comes from the catalogue), so a page may hold fewer than ``limit``.
+
+    One statement (:func:`_page_statement`), its branches merged here. A result without any date cannot be judged
+    against a window and is not listed here (FHIR search still returns it)."""
+    limit = min(filters.limit, MAX_RESULTS)
+    ids = await person_ids(session, person_id)
+    merged = len(ids) > 1
+    params: dict[str, Any] = {"limit": limit, **({"persons": ids} if merged else {"person": ids[0]})}
+    if filters.since:
+        params["since"] = dt.datetime.combine(filters.since, dt.time(), CHINA)
+    if filters.after:
+        params["at"], params["last_id"] = filters.after
+    statement = _page_statement(filters.category, filters.since is not None, filters.after is not None, merged)
+    rows: list[Any] = list((await session.execute(statement, params)).all())
     rows.sort(key=lambda r: (r.effective_at, r.id), reverse=True)
     full = len(rows) >= limit  # a full page: there may be more (at worst the next page is empty)
     rows = rows[:limit]
-    verdicts = await recognition.judge_rows(session, rows, today)
     catalogue = await recognition.load_catalogue(session)
+    day = today or recognition.today_in_china()
     out = []
-    for row, verdict in zip(rows, verdicts, strict=True):
+    for row in rows:
+        verdict = catalogue.judge(recognition.facts_of(row), day)
         if filters.item and verdict.item_code != filters.item:
             continue
         hospital = catalogue.institutions.get(row.institution_id)
