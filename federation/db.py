@@ -14,7 +14,8 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import uuid
+import os
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -45,7 +46,15 @@ def utcnow() -> dt.datetime:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A UUID version 7 in hex: 48 bits of Unix time in milliseconds, then 74 random bits (RFC 9562). Rows made
+    together get neighbouring keys, so a large table's primary-key and reference indexes take new rows on the few
+    pages at their right edge instead of on random pages all over them (a million FHIR resources: random keys
+    made every insert read pages that were not cached). Built from bytes, not ``uuid.UUID``: three times cheaper."""
+    raw = bytearray(os.urandom(16))
+    raw[0:6] = (time.time_ns() // 1_000_000).to_bytes(6, "big")
+    raw[6] = raw[6] & 0x0F | 0x70  # version 7
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 9562 variant
+    return raw.hex()
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):

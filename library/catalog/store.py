@@ -9,14 +9,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from federation.db import utcnow
+from federation.db import new_id, utcnow
 from library.catalog.clusters import match_key
 from library.catalog.models import BibRecordRow, ClusterLog, ItemRow, Work, WorkIsbn
 from library.catalog.records import BibRecord, Item, Name
@@ -100,14 +99,6 @@ def from_data(data: dict[str, Any]) -> BibRecord:
     return _instance(BibRecord, values)
 
 
-def _new_id() -> str:
-    """``federation.db.new_id()`` (a UUID4 in hex) without building a ``uuid.UUID``: three times cheaper."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = raw[6] & 0x0F | 0x40  # version 4
-    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
-    return raw.hex()
-
-
 def content_hash(data: dict[str, Any]) -> str:
     return hashlib.sha1(
         json.dumps(data, sort_keys=True, ensure_ascii=False).encode(), usedforsecurity=False
@@ -186,7 +177,7 @@ async def store_batch(session: AsyncSession, library: str, batch: Sequence[Incom
             elif key in by_key and not key.startswith("|"):
                 work_id, reason = by_key[key], f"key {key}"
             else:
-                work_id, action, reason = _new_id(), "created", "no matching work"
+                work_id, action, reason = new_id(), "created", "no matching work"
                 result.created[work_id] = (bib.title[:500], bib.year)
                 new_works.append(
                     {
@@ -217,7 +208,7 @@ async def store_batch(session: AsyncSession, library: str, batch: Sequence[Incom
             "updated_at": now,
         }
         if old is None:
-            record_id = _new_id()
+            record_id = new_id()
             new_records.append({"id": record_id, "created_at": now, "pinned": False, **values})
             result.added += 1
         else:
@@ -234,7 +225,7 @@ async def store_batch(session: AsyncSession, library: str, batch: Sequence[Incom
         if old is None or old.work_id != work_id:
             logs.append(
                 {
-                    "id": _new_id(),
+                    "id": new_id(),
                     "work_id": work_id,
                     "record_id": record_id,
                     "action": action if old is None else "moved",
@@ -246,7 +237,7 @@ async def store_batch(session: AsyncSession, library: str, batch: Sequence[Incom
         for item in () if bib.deleted else bib.items:
             items.append(
                 {
-                    "id": _new_id(),
+                    "id": new_id(),
                     "library": (item.library or library).upper(),
                     "barcode": item.barcode,
                     "record_id": record_id,
