@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
@@ -127,6 +128,26 @@ async def test_bad_input_is_an_operation_outcome_and_stores_nothing(client: Test
     resp = await post(client, headers, b"<Bundle/>", ctype="application/xml")
     assert resp.status == 415 and resp.content_type == FHIR
     assert await stored_count(demo) == 0
+
+
+@pytest.mark.parametrize("levels", [200, 480, 500, 520, 2_000])
+async def test_deep_nesting_is_answered_never_a_500(client: TestClient, demo: Services, levels: int) -> None:
+    """Extensions nested ``levels`` deep (two JSON levels each): around the JSON readers' own depth limits (the
+    standard library's and orjson's 1,024) and Python's recursion limit, a FHIR answer, and all or nothing."""
+    deep = '{"url": "urn:x:node", "extension": [' * levels + '{"url": "urn:x:leaf", "valueString": "x"}'
+    deep += "]}" * levels  # written out: Python's own json, copy and repr stop near a depth of 1,000
+    observation = fx.load("observation-string")
+    observation["extension"] = ["DEEP"]
+    payload = json.dumps(fx.bundle([*basics(), observation]), ensure_ascii=False).replace('"DEEP"', deep)
+    resp = await post(client, await key_for(demo), payload.encode())
+    assert resp.status in (200, 400, 422) and resp.content_type == FHIR, await resp.text()
+    body = await resp.json()
+    if resp.status == 200:
+        assert body["type"] == "transaction-response"
+        assert await stored_count(demo) > 0
+    else:
+        assert_outcome(body)
+        assert await stored_count(demo) == 0
 
 
 async def test_a_50_mb_bundle_is_refused(client: TestClient, demo: Services) -> None:
