@@ -28,6 +28,7 @@ import unicodedata
 from stdnum import numdb
 
 __all__ = [
+    "DIGIT_RUN",
     "ID_NUMBER_PATTERN",
     "IdNumber",
     "InvalidIdNumber",
@@ -76,6 +77,9 @@ _D = "0-9\uff10-\uff19"
 ID_NUMBER_PATTERN: re.Pattern[str] = re.compile(
     rf"(?<![{_D}])(?:[{_D}]{{17}}[{_D}Xx\uff38\uff58]|[{_D}]{{15}})(?![{_D}Xx\uff38\uff58])"
 )
+# Fifteen digits in a row: every ID_NUMBER_PATTERN match holds such a run. Searching for the run alone is two
+# to three times cheaper (no look-arounds), so a walk over many strings asks it first.
+DIGIT_RUN: re.Pattern[str] = re.compile(rf"[{_D}]{{15}}")
 
 
 @dataclasses.dataclass(frozen=True)

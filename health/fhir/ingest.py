@@ -43,7 +43,7 @@ from federation.audit.service import Record
 from federation.db import UnitOfWork, new_id, utcnow
 from federation.errors import DomainError
 from federation.identity import service as identity
-from federation.identity.idnumber import ID_NUMBER_PATTERN, mask_id_numbers_in_text
+from federation.identity.idnumber import DIGIT_RUN, ID_NUMBER_PATTERN, mask_id_numbers_in_text
 from federation.identity.models import IdentifierType, Person, PersonStatus
 from federation.members.models import Institution
 from federation.services import Services
@@ -336,31 +336,39 @@ def _copy(node: Any, path: Any, refs: list[tuple[str, str, dict[str, Any], Any]]
     """The stored copy of a JSON value: nulls dropped, ID numbers masked in every string, and each Reference
     recorded as (top-level element, path, the copy's dict, the reference string) for rewriting.
 
-    This walk runs over every element of every resource, so it must cost little beside validation: leaves are
-    handled in place, and the path is a chain of (parent, key) pairs spelled out only for a reference."""
+    This walk runs over every element of every resource, so it must cost little beside validation: strings (most
+    leaves) are tested first by exact type, only a string holding fifteen digits in a row is searched for an ID
+    number, and the path is a chain of (parent, key) pairs spelled out only for a reference."""
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
             if v is None:
                 continue
-            if isinstance(v, dict | list):
-                out[k] = _copy(v, (path, k), refs)
+            if type(v) is str:
+                out[k] = _masked(v) if len(v) >= 15 and DIGIT_RUN.search(v) else v
+            elif isinstance(v, (dict, list)):
+                out[k] = copied = _copy(v, (path, k), refs)
                 if k == "identifier" and isinstance(v, dict):  # a Reference's: see _mask_identifier
-                    _mask_identifier(out[k])
-            elif isinstance(v, str) and len(v) >= 15 and ID_NUMBER_PATTERN.search(v):
-                out[k] = mask_id_numbers_in_text(v)
+                    _mask_identifier(copied)
+            elif isinstance(v, str):
+                out[k] = _masked(v)
             else:
                 out[k] = v
-        ref = node.get("reference")
-        if isinstance(ref, str) and path is not None:
-            parts = _parts(path)
-            refs.append((str(parts[0]), _spelled(parts), out, ref))
+        if path is not None:
+            ref = node.get("reference")
+            if isinstance(ref, str):
+                parts = _parts(path)
+                refs.append((str(parts[0]), _spelled(parts), out, ref))
         return out
     if isinstance(node, list):
         return [_copy(v, (path, n), refs) for n, v in enumerate(node) if v is not None]
-    if isinstance(node, str) and len(node) >= 15 and ID_NUMBER_PATTERN.search(node):
-        return mask_id_numbers_in_text(node)
+    if isinstance(node, str):
+        return _masked(node)
     return node
+
+
+def _masked(text: str) -> str:
+    return mask_id_numbers_in_text(text) if len(text) >= 15 and ID_NUMBER_PATTERN.search(text) else text
 
 
 def _mask_identifier(ident: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from federation.identity.idnumber import (
+    DIGIT_RUN,
     ID_NUMBER_PATTERN,
     IdNumber,
     InvalidIdNumber,
@@ -353,3 +354,17 @@ def test_mask_never_reveals_the_birth_date(first17: str) -> None:
     assert masked[:6] == number[:6] and masked[-4:] == number[-4:]
     assert set(masked[6:-4]) == {"*"}
     assert mask_id_numbers_in_text(f"<{number}>") == f"<{masked}>"
+
+
+@given(
+    st.lists(
+        st.one_of(first17s().map(lambda f: f + check_digit(f)), st.text("0123456789０１２３Xx -", max_size=24)),
+        max_size=4,
+    ).map("".join)
+)
+def test_every_text_holding_an_id_number_holds_a_run_of_fifteen_digits(text: str) -> None:
+    """DIGIT_RUN is the cheap first test before ID_NUMBER_PATTERN: it must never miss what the pattern finds."""
+    if ID_NUMBER_PATTERN.search(text):
+        assert DIGIT_RUN.search(text)
+    if not DIGIT_RUN.search(text):
+        assert mask_id_numbers_in_text(text) == text
