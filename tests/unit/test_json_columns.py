@@ -1,0 +1,46 @@
+"""JSON columns are written with orjson and read with orjson; each value reads back as the standard library's
+text of it would (the columns held that text before)."""
+
+import dataclasses
+import datetime as dt
+import json
+import math
+
+import pytest
+
+from federation.db import json_dumps, json_loads
+
+VALUES = [
+    {"resourceType": "Observation", "valueQuantity": {"value": 5.6, "unit": "mmol/L"}, "note": [{"text": "空腹血糖"}]},
+    {"big": 2**70, "negative": -(2**64), "small": 1e-300, "e": 1e16},
+    {"nan": math.nan, "inf": math.inf, "ninf": -math.inf},
+    {"none": None, "nested": [None, {"a": None}], "text": "null and void"},
+    {1: "int key", 2.5: "float key", True: "bool key", None: "none key"},
+    ["tuple", ("a", 1)],
+    "\ud800 a lone surrogate",
+    "\u2028 line separator, 😀 astral",
+    12345678901234567890,
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=range(len(VALUES)))
+def test_a_value_reads_back_as_the_standard_librarys_text_of_it_would(value):
+    expected = json.loads(json.dumps(value))
+    got = json_loads(json_dumps(value))
+    if isinstance(expected, dict) and any(isinstance(v, float) and math.isnan(v) for v in expected.values()):
+        assert math.isnan(got["nan"]) and got["inf"] == math.inf and got["ninf"] == -math.inf
+    else:
+        assert got == expected
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+@pytest.mark.parametrize("value", [{"at": dt.datetime(2026, 1, 1)}, {"d": dt.date(2026, 1, 1)}, Point(1), {1, 2}])
+def test_what_the_standard_library_refuses_is_still_refused(value):
+    with pytest.raises(TypeError):
+        json.dumps(value)
+    with pytest.raises(TypeError):
+        json_dumps(value)
