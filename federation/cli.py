@@ -101,8 +101,10 @@ def _serve(host: str, port: int, *, background: bool, reuse_port: bool, settings
 
     from federation.app import SERVER_LIMITS, create_app
 
+    app = create_app(settings or _settings(), run_background=background)
+    app.on_startup.append(_freeze_startup_heap)
     web.run_app(
-        create_app(settings or _settings(), run_background=background),
+        app,
         **SERVER_LIMITS,  # run_app passes these to the request handler (a `handler_args=` keyword is dropped)
         host=host,
         port=port,
@@ -111,6 +113,16 @@ def _serve(host: str, port: int, *, background: bool, reuse_port: bool, settings
         access_log=None,
         print=lambda s: click.echo(s, err=True),
     )
+
+
+async def _freeze_startup_heap(_app: Any) -> None:
+    """Once the app has started, the objects it made (modules, the FHIR and ORM models' schemas, compiled
+    queries: a few hundred thousand) stay for the life of the process; ``gc.freeze`` takes them out of the
+    cyclic collector's sweeps, which otherwise walk them all at every full collection in the middle of a request."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _worker_main(host: str, port: int, index: int) -> None:
