@@ -13,13 +13,13 @@ generates into that database (a database of its own: every table is dropped firs
 Then, in the same run:
 
 1. the real server (``twincity run``) in its own process on a free port; the doctor logs in and sends ``--requests``
-   sequential requests (after a warm-up) of each kind: the prior-results API's first page (its default page of 200,
-   and a page of 50), the FHIR Observation search's first page (``_count=50``) and a page deep in, reached by
+   sequential requests (after a warm-up) of each kind: the prior-results API's first page (its default page of 50,
+   and a page of 200), the FHIR Observation search's first page (``_count=50``) and a page deep in, reached by
    following ``next`` links; p50/p99 at the client; then a few concurrent clients for throughput;
 2. ingest: transaction Bundles (Patients with their ID numbers, and their Observations) from a hospital through the
    ingest service function in this process and through ``POST /fhir`` with the hospital's API key, in
-   resources/s including validation; what was ingested is deleted afterwards, so the cached data set stays as
-   generated;
+   resources/s including validation, after one warm-up bundle per path that is not counted; what was ingested
+   is deleted afterwards, so the cached data set stays as generated;
 3. the baselines: the bare indexed SQL query the APIs run (``fhir_resources`` by person and type, newest first,
    ``LIMIT`` page size) through the application's engine on the same database, after the server has stopped; and
    bare ``fhir.resources`` parsing (``model_validate``) of the very resources ingested, each bundle parsed just
@@ -575,8 +575,8 @@ async def measure_queries(base: str, patient: str, args: argparse.Namespace) -> 
                 raise SystemExit(f"prior-results answered {r.status}: {first}")
         res["prior_count"] = first["count"]
         n, w = args.requests, min(20, args.requests)
-        res["prior-results (200, default)"] = await timed(http, prior, token, n, w)
-        res["prior-results limit=50"] = await timed(http, prior + "?limit=50", token, n, w)
+        res["prior-results (default page, 50)"] = await timed(http, prior, token, n, w)
+        res["prior-results limit=200"] = await timed(http, prior + "?limit=200", token, n, w)
 
         fhir = f"{base}/fhir/Observation?patient={patient}&_count=50"
         async with http.get(fhir, headers=token) as r:
@@ -691,7 +691,9 @@ async def ingest_service(settings: Any, bundles: list[dict[str, Any]]) -> tuple[
     svc = build_services(settings)
     n, counts, elapsed, parsing = 0, {}, 0.0, 0.0
     try:
-        for bundle in bundles:
+        bare_parse(bundles[0])  # the warm-up bundle (first statements compiled, catalogue read): not counted
+        await ingest.ingest_bundle(svc, bundles[0], institution=INGEST_HOSPITAL, actor="bench")
+        for bundle in bundles[1:]:
             parsing += bare_parse(bundle)
             t = time.perf_counter()
             result = await ingest.ingest_bundle(svc, bundle, institution=INGEST_HOSPITAL, actor="bench")
@@ -730,7 +732,10 @@ async def ingest_http(base: str, key: str, bundles: list[dict[str, Any]]) -> tup
     n, statuses, elapsed, parsing = 0, {}, 0.0, 0.0
     async with aiohttp.ClientSession() as http:
         payloads = [json.dumps(b, ensure_ascii=False).encode() for b in bundles]
-        for bundle, payload in zip(bundles, payloads, strict=True):
+        async with http.post(f"{base}/fhir", data=payloads[0], headers=headers) as r:  # warm-up, not counted
+            if r.status >= 300:
+                return n, elapsed, parsing, f"HTTP {r.status}: {(await r.text())[:300]}"
+        for bundle, payload in zip(bundles[1:], payloads[1:], strict=True):
             parsing += bare_parse(bundle)
             t = time.perf_counter()
             async with http.post(f"{base}/fhir", data=payload, headers=headers) as r:
@@ -912,8 +917,9 @@ def main() -> None:
     )
 
     hospital = asyncio.run(hospital_row(settings))
-    svc_set = ingest_bundles("svc", args.bundles, args.bundle_size, hospital) if not args.skip_ingest else []
-    http_set = ingest_bundles("http", args.bundles, args.bundle_size, hospital) if not args.skip_ingest else []
+    # one more bundle per path than measured: the first warms the path up and is not counted
+    svc_set = ingest_bundles("svc", args.bundles + 1, args.bundle_size, hospital) if not args.skip_ingest else []
+    http_set = ingest_bundles("http", args.bundles + 1, args.bundle_size, hospital) if not args.skip_ingest else []
     # The inputs (ten thousand resources as JSON objects) live for the whole run: out of the cyclic collector's
     # sweeps, like a server's startup heap (``twincity run`` freezes it), so neither the service function nor the
     # bare parse pays for walking them at each full collection.
@@ -964,7 +970,7 @@ def main() -> None:
         lat, status, size = value
         p50, p99 = pct(lat, 50) * 1000, pct(lat, 99) * 1000
         goal, met = "", ""
-        if "first page" in name or "prior-results" in name:
+        if "first page" in name or "default page" in name:  # the goal is the first page's (a page of 200: shown)
             goal = f"<={GOAL_P50_MS:.0f} / <={GOAL_P99_MS:.0f}"
             met = "yes" if p50 <= GOAL_P50_MS and p99 <= GOAL_P99_MS else "NO"
             first_pages.append(name)
