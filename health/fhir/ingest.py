@@ -5,11 +5,12 @@ One pass per load, with no round trip per resource:
 1. every resource is validated (fhir.resources R4B and our profile, ``health.fhir.profile``) and copied into the
    body we will store (nulls dropped, anything shaped like an ID number masked), collecting its references;
 2. references are resolved inside the load (``fullUrl``, ``urn:uuid``, ``Type/id``) or against what the hospital
-   stored before, with ONE select for all rows the load touches;
+   stored before, with one select per resource type for all rows the load touches;
 3. each Patient is linked to a person once (resident ID number, social-security card, or a hospital record
    number already cross-referenced), through the identity layer, which alone keeps identifiers in clear;
-4. rows are written with Core bulk inserts and updates, with their links and a Provenance per change, one audit
-   entry and one ``health.results_changed`` event.
+4. rows are written with Core bulk inserts and updates, with their links; one Provenance per patient and activity
+   (create, update) names every version the load made of that patient's resources (a Provenance never names two
+   patients': whoever may read it may read all it names); one audit entry and one ``health.results_changed`` event.
 
 A transaction is all or nothing: any problem, and nothing is written (the identity layer's writes included). A
 batch stores the good entries and refuses the others, with every entry that depends on a refused one.
@@ -857,8 +858,9 @@ class _Load:
         body["meta"] = meta
 
     async def write(self, changed: list[Item]) -> None:
-        """Bulk inserts and updates of the changed rows, their links, and one Provenance per change."""
-        inserts, updates, links, provenances = [], [], [], []
+        """Bulk inserts and updates of the changed rows, their links, and the Provenances (see the module)."""
+        inserts, updates, links = [], [], []
+        groups: dict[tuple[str | None, str], list[Item]] = {}
         for item in changed:
             body = item.body or {}
             rtype = item.rtype or ""
@@ -888,9 +890,11 @@ class _Load:
             }
             (inserts if item.outcome == "created" else updates).append(values)
             links.extend({"source_id": item.id, "rel": rel, "target_id": tid} for rel, tid in item.links)
-            provenance = self._provenance(item)
-            provenances.append(provenance)
-            links.append({"source_id": provenance["id"], "rel": "target", "target_id": item.id})
+            activity = "CREATE" if item.outcome == "created" else "UPDATE"
+            groups.setdefault((item.person_id, activity), []).append(item)
+        provenances = [self._provenance(person, activity, items) for (person, activity), items in groups.items()]
+        for provenance, items in zip(provenances, groups.values(), strict=True):
+            links.extend({"source_id": provenance["id"], "rel": "target", "target_id": i.id} for i in items)
         if updates:
             ids = [u["id"] for u in updates]
             for start in range(0, len(ids), SELECT_CHUNK):
@@ -905,15 +909,15 @@ class _Load:
         if unique:
             await self.session.execute(insert(ResourceLink.__table__), list(unique.values()))
 
-    def _provenance(self, item: Item) -> dict[str, Any]:
+    def _provenance(self, person_id: str | None, activity: str, items: list[Item]) -> dict[str, Any]:
+        """A Provenance naming the versions this load made (``activity``) of one patient's resources (or of those
+        that belong to no patient: organisations, practitioners)."""
         pid = new_id()
-        activity = "CREATE" if item.outcome == "created" else "UPDATE"
-        target = f"{item.rtype}/{item.id}/_history/{item.version}"
         body = {
             "resourceType": "Provenance",
             "id": pid,
             "meta": {"versionId": "1", "lastUpdated": self.now.isoformat(), "source": self.source},
-            "target": [{"reference": target}],
+            "target": [{"reference": f"{i.rtype}/{i.id}/_history/{i.version}"} for i in items],
             "recorded": self.now.isoformat(),
             "activity": {"coding": [{"system": DATA_OPERATION, "code": activity}]},
             "agent": [{"who": {"type": "Organization", "display": self.hospital.name}}],
@@ -922,11 +926,11 @@ class _Load:
             "id": pid,
             "resource_type": "Provenance",
             "institution_id": self.hospital.id,
-            "source_id": f"prov:{item.id}:{item.version}",
+            "source_id": f"prov:{pid}",
             "version": 1,
             "last_updated": self.now,
             "status": None,
-            "person_id": item.person_id,
+            "person_id": person_id,
             "category": None,
             "code_system": None,
             "code": None,

@@ -115,14 +115,21 @@ async def test_every_fixture_is_stored_with_its_columns(demo: Services) -> None:
     assert (glu.id, "specimen", stored[("Specimen", "spec1")].id) in links
     ct_report = stored[("DiagnosticReport", "ct-report-1")]
     assert (ct_report.id, "imagingStudy", ct.id) in links
+    # one Provenance per patient (and one for what belongs to no patient), naming every version the load made
     provenances = await rows(demo, resource_type="Provenance")
-    non_prov = [r for r in stored.values() if r.resource_type != "Provenance"]
-    assert len(provenances) == len(non_prov)
-    assert {p.source_id for p in provenances} == {f"prov:{r.id}:1" for r in non_prov}
-    prov = next(p for p in provenances if p.source_id == f"prov:{glu.id}:1")
-    assert (prov.id, "target", glu.id) in links
-    assert prov.body["activity"]["coding"][0]["code"] == "CREATE"
-    assert prov.body["agent"][0]["who"]["display"] == "重庆医科大学附属第一医院"
+    non_prov = {r.id: r for r in stored.values() if r.resource_type != "Provenance"}
+    assert len(provenances) == len({r.person_id for r in non_prov.values()})
+    named: list[str] = []
+    for prov in provenances:
+        targets = sorted(t for source, rel, t in links if source == prov.id and rel == "target")
+        assert targets and {non_prov[t].person_id for t in targets} == {prov.person_id}
+        assert sorted(x["reference"] for x in prov.body["target"]) == sorted(
+            f"{non_prov[t].resource_type}/{t}/_history/1" for t in targets
+        )
+        assert prov.body["activity"]["coding"][0]["code"] == "CREATE"
+        assert prov.body["agent"][0]["who"]["display"] == "重庆医科大学附属第一医院"
+        named += targets
+    assert sorted(named) == sorted(non_prov)
 
 
 async def test_generated_multi_patient_transaction(demo: Services) -> None:
@@ -172,7 +179,11 @@ async def test_newer_version_supersedes_and_older_is_ignored(demo: Services) -> 
     assert [(i.outcome, i.version) for i in result.items] == [("updated", 2)]
     (row,) = await rows(demo, resource_type="Observation")
     assert (row.version, row.status, row.body["valueQuantity"]["value"]) == (2, "amended", 5.1)
-    assert len(await rows(demo, resource_type="Provenance", source_id=f"prov:{row.id}:2")) == 1
+    (update,) = [
+        p for p in await rows(demo, resource_type="Provenance") if p.body["activity"]["coding"][0]["code"] == "UPDATE"
+    ]
+    assert update.body["target"] == [{"reference": f"Observation/{row.id}/_history/2"}]
+    assert update.person_id == row.person_id
     # the old version arriving late is answered with the stored one
     result = await ingest(demo, fx.bundle([glu]))
     assert [(i.outcome, i.version, i.id) for i in result.items] == [("stale", 2, row.id)]
