@@ -15,7 +15,7 @@ VALUES = [
     {"big": 2**70, "negative": -(2**64), "small": 1e-300, "e": 1e16},
     {"nan": math.nan, "inf": math.inf, "ninf": -math.inf},
     {"none": None, "nested": [None, {"a": None}], "text": "null and void"},
-    {1: "int key", 2.5: "float key", True: "bool key", None: "none key"},
+    {1: "int key", 2.5: "float key", False: "bool key", None: "none key"},
     ["tuple", ("a", 1)],
     "\ud800 a lone surrogate",
     "\u2028 line separator, 😀 astral",
