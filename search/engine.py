@@ -87,6 +87,10 @@ class QueryError(ValueError):
     """A query the engine cannot run (unknown field, range on a text field, ...)."""
 
 
+class IndexReadOnly(RuntimeError):
+    """A write to an index this process may only read (an embedded index another process writes)."""
+
+
 class Engine(Protocol):
     async def open(self, index: str, schema: Schema) -> None:
         """Create the index if missing (idempotent)."""

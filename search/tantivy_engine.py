@@ -95,6 +95,14 @@ through the queue (it is a different tantivy index). Writes that arrive while it
 runs go to the live index *and* to a journal; at the swap, the writer task
 replays the journal on the new version, commits it, and switches. So a write
 made during a rebuild is never lost, and wins over the rebuilt document.
+
+Another process
+===============
+
+An index has one writer across processes (tantivy's lock file). A process that opens an index another one writes
+(``twincity catalog search`` beside a running server) opens it to read only: it touches no file, its searches
+follow what the writer commits (a reload at most once a second, to the version the writer's pointer names), and
+a write, refresh or rebuild raises :class:`IndexReadOnly`.
 """
 
 from __future__ import annotations
@@ -133,7 +141,19 @@ from search.common import (
     plain_value,
     text_value,
 )
-from search.engine import Document, Facet, Field, FieldKind, Hit, QueryError, Result, Schema, Sort, SortOrder
+from search.engine import (
+    Document,
+    Facet,
+    Field,
+    FieldKind,
+    Hit,
+    IndexReadOnly,
+    QueryError,
+    Result,
+    Schema,
+    Sort,
+    SortOrder,
+)
 from search.highlight import highlight_needles, needles
 from search.query import Node
 
@@ -339,6 +359,15 @@ class _Index:
     journal: list[tuple[str, Any]] | None = None
     rebuild_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     closed: bool = False
+    read_only: bool = False  # another process holds the index's writer
+    reloaded_at: float = 0.0
+
+
+_FOLLOW_S = 1.0  # a read-only index reloads what the writing process committed at most this often
+
+
+def _now() -> float:
+    return time.monotonic()
 
 
 def _new_version_name() -> str:
@@ -473,28 +502,57 @@ class TantivyEngine:
         else:
             path = index_dir / current
             tindex = tantivy.Index(tschema, str(path), reuse=True)
-        for child in index_dir.iterdir():  # leftovers of a crashed rebuild or an old schema
-            if child.is_dir() and child.name != current:
-                shutil.rmtree(child, ignore_errors=True)
-        writer = tindex.writer(self.writer_heap, 1)
+        try:
+            writer = tindex.writer(self.writer_heap, 1)
+        except ValueError as e:
+            if "LockBusy" not in str(e):
+                raise
+            writer = None  # another process writes this index: read what it commits, touch nothing
+        else:
+            for child in index_dir.iterdir():  # leftovers of a crashed rebuild or an old schema
+                if child.is_dir() and child.name != current:
+                    shutil.rmtree(child, ignore_errors=True)
         tindex.reload()
         version = _Version(path, tindex, writer, tindex.searcher())
-        return _Index(name, index_dir, schema, wanted, tschema, {f.name: f for f in schema.fields}, version)
+        fields = {f.name: f for f in schema.fields}
+        return _Index(
+            name, index_dir, schema, wanted, tschema, fields, version, read_only=writer is None, reloaded_at=_now()
+        )
+
+    def _follow(self, st: _Index) -> None:
+        """A read-only index: the searcher of the writer's last commit, on the version its pointer names."""
+        try:
+            current = (st.dir / _POINTER).read_text(encoding="utf-8").strip()
+        except OSError:
+            current = st.version.path.name
+        if _VERSION_NAME.match(current) and current != st.version.path.name:
+            tindex = tantivy.Index(st.tschema, str(st.dir / current), reuse=True)
+            st.version = _Version(st.dir / current, tindex, None, tindex.searcher())
+        else:
+            st.version.index.reload()
+            st.version.searcher = st.version.index.searcher()
+        st.reloaded_at = _now()
 
     # -------------------------------------------------------------------------------------- writes
 
     def _prepare_all(self, st: _Index, docs: Sequence[Document]) -> list[tuple[str, tantivy.Document]]:
         return [_prepare(st.schema, st.fields, d) for d in docs]
 
+    @staticmethod
+    def _writable(st: _Index) -> _Index:
+        if st.read_only:
+            raise IndexReadOnly(f"index {st.name!r} is written by another process; this one only reads it")
+        return st
+
     async def upsert(self, index: str, docs: Sequence[Document]) -> None:
-        st = self._state(index)
+        st = self._writable(self._state(index))
         if not docs:
             return
         prepared = await self._write_thread(self._prepare_all, st, list(docs))
         await self._call(st, "upsert", prepared)
 
     async def delete(self, index: str, ids: Sequence[str]) -> None:
-        st = self._state(index)
+        st = self._writable(self._state(index))
         ids = list(ids)
         if any(not isinstance(i, str) for i in ids):
             raise ValueError("document ids are strings")
@@ -502,7 +560,7 @@ class TantivyEngine:
             await self._call(st, "delete", ids)
 
     async def refresh(self, index: str) -> None:
-        await self._call(self._state(index), "refresh")
+        await self._call(self._writable(self._state(index)), "refresh")
 
     async def _writer(self, st: _Index) -> None:
         """The one consumer of ``st.queue``: applies writes in batches, commits, swaps versions."""
@@ -638,7 +696,7 @@ class TantivyEngine:
     # -------------------------------------------------------------------------------------- rebuild
 
     async def rebuild(self, index: str, docs: AsyncIterable[Sequence[Document]]) -> None:
-        st = self._state(index)
+        st = self._writable(self._state(index))
         async with st.rebuild_lock:
             new = await self._write_thread(self._create_version, st)
             await self._call(st, "journal")
@@ -694,8 +752,14 @@ class TantivyEngine:
 
     # -------------------------------------------------------------------------------------- reads
 
+    async def _reading(self, index: str) -> _Index:
+        st = self._state(index)
+        if st.read_only and _now() - st.reloaded_at >= _FOLLOW_S:
+            await self._write_thread(self._follow, st)
+        return st
+
     async def count(self, index: str) -> int:
-        return self._state(index).version.searcher.num_docs
+        return (await self._reading(index)).version.searcher.num_docs
 
     async def search(
         self,
@@ -709,7 +773,7 @@ class TantivyEngine:
         limit: int = 20,
         highlight: Sequence[str] = (),
     ) -> Result:
-        st = self._state(index)
+        st = await self._reading(index)
         check_window(offset, limit)
         version = st.version
         version.active += 1

@@ -32,11 +32,17 @@ def _run(coro: Any) -> Any:
     from sqlalchemy.exc import DBAPIError
 
     from federation.errors import DomainError
+    from search.engine import IndexReadOnly
 
     try:
         return asyncio.run(coro)
     except DomainError as e:
         raise click.ClickException(e.detail) from None
+    except IndexReadOnly:
+        raise click.ClickException(
+            "the search index is being written by a running server: stop it for this command, or load files "
+            "through the server (POST /api/v1/catalog/imports)"
+        ) from None
     except DBAPIError as e:
         first = str(e.orig).strip().splitlines()[0] if e.orig is not None else type(e).__name__
         hint = "; has `twincity db upgrade` been run?" if "no such table" in first or "does not exist" in first else ""

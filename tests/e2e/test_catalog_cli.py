@@ -6,6 +6,7 @@ in it, in file order.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -217,6 +218,26 @@ def test_search_refuses_a_bad_query_in_a_sentence(world: World) -> None:
     out = run(world.data_dir, "catalog", "search", "x " * 1500)
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert "query too long" in out.stderr
+
+
+def test_search_answers_beside_a_running_server_and_reindex_says_why_it_cannot(world: World) -> None:
+    """The server holds the embedded index's only writer; the command reads beside it instead of failing to lock."""
+    from library.catalog import indexing
+    from search.tantivy_engine import TantivyEngine
+
+    async def hold(commands: list[tuple[str, ...]]) -> list[subprocess.CompletedProcess[str]]:
+        server = TantivyEngine(world.data_dir / "search")
+        await server.open(indexing.INDEX, indexing.SCHEMA)  # the writer, as `twincity run` holds it
+        try:
+            return [await asyncio.to_thread(run, world.data_dir, *c) for c in commands]
+        finally:
+            await server.close()
+
+    found, reindex = asyncio.run(hold([("catalog", "search", "红楼梦", "--json"), ("catalog", "reindex")]))
+    body = json.loads(ok(found))
+    assert body["items"][0]["title"] == "红楼梦"
+    assert reindex.returncode == 1 and "Traceback" not in reindex.stderr, reindex.stderr
+    assert "being written by a running server" in reindex.stderr
 
 
 def test_reindex_rebuilds_and_searches_still_answer(world: World) -> None:
