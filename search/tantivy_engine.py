@@ -101,8 +101,9 @@ Another process
 
 An index has one writer across processes (tantivy's lock file). A process that opens an index another one writes
 (``twincity catalog search`` beside a running server) opens it to read only: it touches no file, its searches
-follow what the writer commits (a reload at most once a second, to the version the writer's pointer names), and
-a write, refresh or rebuild raises :class:`IndexReadOnly`.
+follow what the writer commits (a reload at most once a second, to the version the writer's pointer names). A
+write, refresh or rebuild takes the writer if the other process has let it go since, and otherwise raises
+:class:`IndexReadOnly`.
 """
 
 from __future__ import annotations
@@ -361,6 +362,7 @@ class _Index:
     closed: bool = False
     read_only: bool = False  # another process holds the index's writer
     reloaded_at: float = 0.0
+    upgrade_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
 
 _FOLLOW_S = 1.0  # a read-only index reloads what the writing process committed at most this often
@@ -538,21 +540,36 @@ class TantivyEngine:
     def _prepare_all(self, st: _Index, docs: Sequence[Document]) -> list[tuple[str, tantivy.Document]]:
         return [_prepare(st.schema, st.fields, d) for d in docs]
 
-    @staticmethod
-    def _writable(st: _Index) -> _Index:
-        if st.read_only:
-            raise IndexReadOnly(f"index {st.name!r} is written by another process; this one only reads it")
+    async def _writable(self, st: _Index) -> _Index:
+        """The index, writable: a read-only one takes the writer now if the other process let it go (a server
+        started while a command held the index becomes its writer at its first write), or raises IndexReadOnly."""
+        if not st.read_only:
+            return st
+        async with st.upgrade_lock:
+            if st.read_only and not await self._write_thread(self._take_writer, st):
+                raise IndexReadOnly(f"index {st.name!r} is written by another process; this one only reads it")
         return st
 
+    def _take_writer(self, st: _Index) -> bool:
+        self._follow(st)  # the version the last writer left current
+        try:
+            writer = st.version.index.writer(self.writer_heap, 1)
+        except ValueError as e:
+            if "LockBusy" not in str(e):
+                raise
+            return False
+        st.version.writer, st.read_only = writer, False
+        return True
+
     async def upsert(self, index: str, docs: Sequence[Document]) -> None:
-        st = self._writable(self._state(index))
+        st = await self._writable(self._state(index))
         if not docs:
             return
         prepared = await self._write_thread(self._prepare_all, st, list(docs))
         await self._call(st, "upsert", prepared)
 
     async def delete(self, index: str, ids: Sequence[str]) -> None:
-        st = self._writable(self._state(index))
+        st = await self._writable(self._state(index))
         ids = list(ids)
         if any(not isinstance(i, str) for i in ids):
             raise ValueError("document ids are strings")
@@ -560,7 +577,7 @@ class TantivyEngine:
             await self._call(st, "delete", ids)
 
     async def refresh(self, index: str) -> None:
-        await self._call(self._writable(self._state(index)), "refresh")
+        await self._call(await self._writable(self._state(index)), "refresh")
 
     async def _writer(self, st: _Index) -> None:
         """The one consumer of ``st.queue``: applies writes in batches, commits, swaps versions."""
@@ -696,7 +713,7 @@ class TantivyEngine:
     # -------------------------------------------------------------------------------------- rebuild
 
     async def rebuild(self, index: str, docs: AsyncIterable[Sequence[Document]]) -> None:
-        st = self._writable(self._state(index))
+        st = await self._writable(self._state(index))
         async with st.rebuild_lock:
             new = await self._write_thread(self._create_version, st)
             await self._call(st, "journal")

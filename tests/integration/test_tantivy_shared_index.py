@@ -92,3 +92,24 @@ async def test_the_reader_reloads_at_most_once_a_second(writer: TantivyEngine, t
         assert await reader.count(INDEX) == 5  # opened a moment ago: not reloaded yet
     finally:
         await reader.close()
+
+
+async def test_a_reader_becomes_the_writer_once_the_other_lets_go(tmp_path: Path) -> None:
+    """A server started while a command held the index: read only at first, the writer at its first write after."""
+    command = TantivyEngine(tmp_path / "search")
+    await command.open(INDEX, SCHEMA)
+    await command.upsert(INDEX, DOCS[:3])
+    await command.refresh(INDEX)
+    server = TantivyEngine(tmp_path / "search")
+    try:
+        await server.open(INDEX, SCHEMA)
+        with pytest.raises(IndexReadOnly):
+            await server.upsert(INDEX, DOCS[3:4])
+        await command.close()
+        await server.upsert(INDEX, DOCS[3:6])
+        await server.refresh(INDEX)
+        assert await ids(server) == {d.id for d in DOCS[:6]}
+        await server.rebuild(INDEX, batches(DOCS))
+        assert await server.count(INDEX) == len(DOCS)
+    finally:
+        await server.close()
