@@ -8,9 +8,11 @@ import pytest
 from sqlalchemy import select
 
 from connectors.framework.sandbox import started
+from connectors.framework.sync import run_sync
 from connectors.housing import sandbox as housing_sandbox
 from connectors.housing import service as housing
 from connectors.housing.models import RentalApplication
+from federation.audit.models import AuditEntry
 from federation.demo import RESIDENTS
 from federation.identity.idnumber import check_digit
 from tests.feed_sync_cases import *  # noqa: F403 - the shared cases run against this system
@@ -78,3 +80,14 @@ async def system():
             add_changes=add_changes,
             clean_applied=6,
         )
+
+
+async def test_an_application_of_someone_outside_the_federation_is_counted_and_not_kept(system, world):
+    """CD-GZF-2026-0099 names an ID number no person of the federation holds: counted, not stored, and the number
+    appears nowhere in the audit trail."""
+    result = await run_sync(world, system.connector, actor="test")
+    assert result["unknown_person"] == 1
+    assert "CD-GZF-2026-0099" not in await system.stored(world)
+    async with world.db.reader() as s:
+        details = [e.details for e in (await s.execute(select(AuditEntry))).scalars()]
+    assert UNKNOWN not in repr(details)

@@ -7,9 +7,11 @@ import pytest
 from sqlalchemy import select
 
 from connectors.framework.sandbox import started
+from connectors.framework.sync import run_sync
 from connectors.transport import sandbox as transport_sandbox
 from connectors.transport import service as transport
 from connectors.transport.models import CommuterPass, TripCount
+from federation.audit.models import AuditEntry
 from federation.demo import RESIDENTS
 from federation.identity import service as identity
 from federation.identity.models import Identifier
@@ -89,3 +91,15 @@ async def system():
             add_changes=add_changes,
             clean_applied=55,
         )
+
+
+async def test_an_unlinked_cards_rides_are_counted_and_nothing_of_them_is_kept(system, world):
+    """LI's card is linked to nobody: the sync counts its update and stores nothing of it, and no station of any
+    ride (travel data) is stored or audited, only monthly counts."""
+    result = await run_sync(world, system.connector, actor="test")
+    assert result["unknown_card"] == 1
+    passes, counts = await system.stored(world)
+    assert {card for card, _ in counts} <= LINKED and LI not in {p[0] for p in passes.values()}
+    async with world.db.reader() as s:
+        details = [e.details for e in (await s.execute(select(AuditEntry))).scalars()]
+    assert not any(station in repr(details) for station in ("杨家坪站", "沙坪坝站"))
