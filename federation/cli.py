@@ -116,13 +116,9 @@ def _serve(host: str, port: int, *, background: bool, reuse_port: bool, settings
 
 
 async def _freeze_startup_heap(_app: Any) -> None:
-    """Once the app has started, the objects it made (modules, the FHIR and ORM models' schemas, compiled
-    queries: a few hundred thousand) stay for the life of the process; ``gc.freeze`` takes them out of the
-    cyclic collector's sweeps, which otherwise walk them all at every full collection in the middle of a request."""
-    import gc
+    from federation.bootstrap import freeze_startup_heap
 
-    gc.collect()
-    gc.freeze()
+    freeze_startup_heap()
 
 
 def _worker_main(host: str, port: int, index: int) -> None:

@@ -504,13 +504,8 @@ class TantivyEngine:
         else:
             path = index_dir / current
             tindex = tantivy.Index(tschema, str(path), reuse=True)
-        try:
-            writer = tindex.writer(self.writer_heap, 1)
-        except ValueError as e:
-            if "LockBusy" not in str(e):
-                raise
-            writer = None  # another process writes this index: read what it commits, touch nothing
-        else:
+        writer = self._try_writer(tindex)
+        if writer is not None:  # else another process writes this index: read what it commits, touch nothing
             for child in index_dir.iterdir():  # leftovers of a crashed rebuild or an old schema
                 if child.is_dir() and child.name != current:
                     shutil.rmtree(child, ignore_errors=True)
@@ -552,14 +547,20 @@ class TantivyEngine:
 
     def _take_writer(self, st: _Index) -> bool:
         self._follow(st)  # the version the last writer left current
-        try:
-            writer = st.version.index.writer(self.writer_heap, 1)
-        except ValueError as e:
-            if "LockBusy" not in str(e):
-                raise
+        writer = self._try_writer(st.version.index)
+        if writer is None:
             return False
         st.version.writer, st.read_only = writer, False
         return True
+
+    def _try_writer(self, tindex: tantivy.Index) -> Any:
+        """The index's writer, or None while another process holds it (tantivy's lock file)."""
+        try:
+            return tindex.writer(self.writer_heap, 1)
+        except ValueError as e:
+            if "LockBusy" not in str(e):
+                raise
+            return None
 
     async def upsert(self, index: str, docs: Sequence[Document]) -> None:
         st = await self._writable(self._state(index))

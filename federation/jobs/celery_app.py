@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import threading
 import weakref
@@ -19,6 +18,7 @@ from typing import Any
 from celery import Celery, signals
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError, ProgrammingError
 
+from federation.bootstrap import freeze_startup_heap
 from federation.services import Services
 from federation.settings import Settings
 
@@ -164,12 +164,10 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
 
 
 @signals.worker_process_init.connect
-def freeze_startup_heap(**_: Any) -> None:
-    """A pool process's startup objects (modules, the FHIR and ORM models' schemas) stay for its life: out of the
-    cyclic collector's sweeps (``gc.freeze``), as ``twincity run`` does, so a large load's full collections walk
-    only what the load made. Each forked pool process, once (the default prefork pool runs the tasks there)."""
-    gc.collect()
-    gc.freeze()
+def _on_worker_process_init(**_: Any) -> None:
+    """Each forked pool process (the default prefork pool runs the tasks there) freezes its startup heap, as
+    ``twincity run`` does."""
+    freeze_startup_heap()
 
 
 @signals.worker_process_shutdown.connect

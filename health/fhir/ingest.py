@@ -44,7 +44,7 @@ from federation.audit.service import Record
 from federation.db import UnitOfWork, new_id, utcnow
 from federation.errors import DomainError
 from federation.identity import service as identity
-from federation.identity.idnumber import DIGIT_RUN, ID_NUMBER_PATTERN, mask_id_numbers_in_text
+from federation.identity.idnumber import mask_id_numbers_in_text
 from federation.identity.models import IdentifierType, Person, PersonStatus
 from federation.members.models import Institution
 from federation.services import Services
@@ -338,15 +338,15 @@ def _copy(node: Any, path: Any, refs: list[tuple[str, str, dict[str, Any], Any]]
     recorded as (top-level element, path, the copy's dict, the reference string) for rewriting.
 
     This walk runs over every element of every resource, so it must cost little beside validation: strings (most
-    leaves) are tested first by exact type, only a string holding fifteen digits in a row is searched for an ID
-    number, and the path is a chain of (parent, key) pairs spelled out only for a reference."""
+    leaves) are tested first by exact type, only one of 15 characters or more can hold an ID number, and the path
+    is a chain of (parent, key) pairs spelled out only for a reference."""
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
             if v is None:
                 continue
             if type(v) is str:
-                out[k] = _masked(v) if len(v) >= 15 and DIGIT_RUN.search(v) else v
+                out[k] = mask_id_numbers_in_text(v) if len(v) >= 15 else v
             elif isinstance(v, (dict, list)):
                 out[k] = copied = _copy(v, (path, k), refs)
                 if k == "identifier" and isinstance(v, dict):  # a Reference's: see _mask_identifier
@@ -369,7 +369,7 @@ def _copy(node: Any, path: Any, refs: list[tuple[str, str, dict[str, Any], Any]]
 
 
 def _masked(text: str) -> str:
-    return mask_id_numbers_in_text(text) if len(text) >= 15 and ID_NUMBER_PATTERN.search(text) else text
+    return mask_id_numbers_in_text(text) if len(text) >= 15 else text
 
 
 def _mask_identifier(ident: dict[str, Any]) -> None:
