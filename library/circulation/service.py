@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import exists, or_, select, true, update
+from sqlalchemy import Select, bindparam, exists, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -160,12 +161,9 @@ class Copy:
         return self.id
 
 
-async def find_copy(
-    session: AsyncSession, barcode: str, desk: Desk, item_library: str | None = None, *, waiting: bool = False
-) -> Copy:
-    """``find_item`` and the copy's circulation state and bound request, in one statement; with ``waiting``, also
-    whether any request could want the copy (bound to it on the way, or queued for it or its work): when none
-    could, a check-in need not ask the requests' router."""
+@functools.cache
+def _copy_query(waiting: bool, by_library: bool) -> Select[Any]:
+    """``find_copy``'s statement, built once per shape with bound parameters (``p_barcode``, ``p_library``)."""
     bound = (
         select(Request.id)
         .where(Request.item_id == ItemRow.id, Request.state.in_((states.READY, states.TARGETED)))
@@ -196,11 +194,24 @@ async def find_copy(
             maybe,
         )
         .outerjoin(ItemState, ItemState.item_id == ItemRow.id)
-        .where(ItemRow.barcode == barcode.strip())
+        .where(ItemRow.barcode == bindparam("p_barcode"))
     )
+    if by_library:
+        q = q.where(ItemRow.library == bindparam("p_library"))
+    return q
+
+
+async def find_copy(
+    session: AsyncSession, barcode: str, desk: Desk, item_library: str | None = None, *, waiting: bool = False
+) -> Copy:
+    """``find_item`` and the copy's circulation state and bound request, in one statement; with ``waiting``, also
+    whether any request could want the copy (bound to it on the way, or queued for it or its work): when none
+    could, a check-in need not ask the requests' router."""
+    params = {"p_barcode": barcode.strip()}
     if item_library:
-        q = q.where(ItemRow.library == item_library.strip().upper())
-    rows = [Copy(*r[:-1], waiting=bool(r[-1])) for r in (await session.execute(q)).all()]
+        params["p_library"] = item_library.strip().upper()
+    q = _copy_query(waiting, bool(item_library))
+    rows = [Copy(*r[:-1], waiting=bool(r[-1])) for r in (await session.execute(q, params)).all()]
     if not rows:
         raise errors.ItemNotFound(f"no copy with barcode {barcode}")
     if len(rows) == 1:
@@ -276,26 +287,27 @@ async def item_state(session: AsyncSession, item: ItemRow | Copy) -> ItemState:
     return (await session.execute(q)).scalar_one()
 
 
-async def recognise(session: AsyncSession, svc: Services, cred: Credential) -> Person:
+async def recognise(session: AsyncSession, svc: Services, cred: Credential) -> identity.Holder:
     """The person a credential belongs to; the identity layer's errors (unknown, lost, cancelled) pass unchanged."""
     if cred.type == "library_card":
         if cred.institution:
             inp = identity.IdentifierInput(IdentifierType.LOCAL, cred.value, cred.institution, "library_card")
-            return await identity.resolve_credential(session, svc.cipher, inp)
+            return await identity.credential_holder(session, svc.cipher, inp)
         return await _any_library_card(session, svc, cred.value)
-    return await identity.resolve_credential(
+    return await identity.credential_holder(
         session, svc.cipher, identity.IdentifierInput(IdentifierType(cred.type), cred.value)
     )
 
 
-async def _any_library_card(session: AsyncSession, svc: Services, value: str) -> Person:
+async def _any_library_card(session: AsyncSession, svc: Services, value: str) -> identity.Holder:
     libraries = (await cache.snapshot(session)).libraries
-    found: list[Person] = []
+    found: list[identity.Holder] = []
     for code in libraries:
         inp = identity.IdentifierInput(IdentifierType.LOCAL, value, code, "library_card")
-        if await identity.find_identifier(session, svc.cipher, inp) is None:
+        try:
+            found.append(await identity.credential_holder(session, svc.cipher, inp))  # refuses a lost card
+        except UnknownCredential:
             continue
-        found.append(await identity.resolve_credential(session, svc.cipher, inp))  # refuses a lost card
     if not found:
         raise UnknownCredential("no person holds this library_card")
     if len({p.id for p in found}) > 1:
@@ -303,7 +315,9 @@ async def _any_library_card(session: AsyncSession, svc: Services, value: str) ->
     return found[0]
 
 
-async def reader(session: AsyncSession, person: Person, library: str, *, today: dt.date | None = None) -> Reader:
+async def reader(
+    session: AsyncSession, person: Person | identity.Holder, library: str, *, today: dt.date | None = None
+) -> Reader:
     """The person's reader record at ``library``, made on first use (two desks at once still make one)."""
     today = today or utcnow().date()
     first = _insert(session, Reader).values(
@@ -327,22 +341,56 @@ async def reader(session: AsyncSession, person: Person, library: str, *, today: 
 # --- persisting transitions -------------------------------------------------------------------------------------
 
 
+# The hot path's writes, built once with bound parameters: Core statements on the tables skip the ORM's bulk-DML
+# layer and reuse their cache keys, so each execution costs the round trip and little Python besides.
+_STATE = ItemState.__table__
+_ITEMS = ItemRow.__table__
+_READERS = Reader.__table__
+_BORROWERS = Borrower.__table__
+_MOVE = (
+    update(_STATE)
+    .where(_STATE.c.item_id == bindparam("p_item"), _STATE.c.status == bindparam("p_source"))
+    .values(
+        status=bindparam("p_destination"),
+        version=_STATE.c.version + 1,
+        current_library=bindparam("p_library"),
+        current_service_point=bindparam("p_point"),
+        updated_at=bindparam("p_at"),
+    )
+)
+_FOLLOW = (
+    update(_ITEMS)
+    .where(_ITEMS.c.id == bindparam("p_item"), _ITEMS.c.status != bindparam("p_status"))
+    .values(status=bindparam("p_status"), updated_at=bindparam("p_at"))
+)
+_READER_COUNT = (
+    update(_READERS)
+    .where(_READERS.c.id == bindparam("p_reader"))
+    .values(active_loans=_READERS.c.active_loans + bindparam("p_delta"))
+)
+_READER_COUNT_CAPPED = _READER_COUNT.where(_READERS.c.active_loans < bindparam("p_max"))
+_BORROWER_COUNT = (
+    update(_BORROWERS)
+    .where(_BORROWERS.c.person_id == bindparam("p_person"))
+    .values(active_loans=_BORROWERS.c.active_loans + bindparam("p_delta"))
+)
+_BORROWER_COUNT_CAPPED = _BORROWER_COUNT.where(_BORROWERS.c.active_loans < bindparam("p_max"))
+_LOAN_INSERT = insert(Loan.__table__)
+
+
 async def _move_item(
     uow: UnitOfWork, state: ItemState | Copy, t: states.Transition, *, library: str | None, service_point: str | None
 ) -> None:
     """Persist an item transition with one conditional UPDATE; a concurrent change makes it refuse, not double."""
-    result = await uow.session.execute(
-        update(ItemState)
-        .where(ItemState.item_id == state.item_id, ItemState.status == t.source)
-        .values(
-            status=t.destination,
-            version=ItemState.version + 1,
-            current_library=library,
-            current_service_point=service_point,
-            updated_at=t.at,
-        )
-        .execution_options(synchronize_session=False)
-    )
+    params = {
+        "p_item": state.item_id,
+        "p_source": t.source,
+        "p_destination": t.destination,
+        "p_library": library,
+        "p_point": service_point,
+        "p_at": t.at,
+    }
+    result = await uow.session.execute(_MOVE, params)
     if result.rowcount != 1:
         refusal = errors.ItemUnavailable if t.trigger == "checkout" else errors.TransitionRefused
         raise refusal("another desk changed this copy a moment ago", state="changed")
@@ -356,12 +404,7 @@ async def _catalogue_follows(uow: UnitOfWork, item_id: str, work_id: str, status
     already serialised the changes of this copy)."""
     if status not in STATUSES:
         raise BadItemStatus(f"unknown item status {status!r}; known: {', '.join(sorted(STATUSES))}")
-    res = await uow.session.execute(
-        update(ItemRow)
-        .where(ItemRow.id == item_id, ItemRow.status != status)
-        .values(status=status, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    res = await uow.session.execute(_FOLLOW, {"p_item": item_id, "p_status": status, "p_at": utcnow()})
     if res.rowcount:
         uow.emit(WORKS_CHANGED, work_ids=[work_id])
 
@@ -388,26 +431,25 @@ async def _count(
 ) -> None:
     """Move the reader's and the person's loan counters together; with a policy, refuse beyond its limits.
     ``has_borrower``: the person's federation-wide row is known to exist (no insert needed)."""
-    q = update(Reader).where(Reader.id == reader_id)
-    if policy is not None and policy.max_loans is not None:
-        q = q.where(Reader.active_loans < policy.max_loans)
-    res = await uow.session.execute(
-        q.values(active_loans=Reader.active_loans + delta).execution_options(synchronize_session=False)
-    )
+    s = uow.session
+    capped = policy is not None and policy.max_loans is not None
+    params: dict[str, Any] = {"p_reader": reader_id, "p_delta": delta}
+    if capped:
+        assert policy is not None
+        params["p_max"] = policy.max_loans
+    res = await s.execute(_READER_COUNT_CAPPED if capped else _READER_COUNT, params)
     if res.rowcount != 1:
         raise errors.LimitReached(f"{policy.max_loans if policy else 0} loans at this library already", scope="library")
     if not has_borrower:
-        await uow.session.execute(
-            _insert(uow.session, Borrower)
+        await s.execute(
+            _insert(s, Borrower)
             .values(person_id=person_id, active_loans=0)
             .on_conflict_do_nothing(index_elements=["person_id"])
         )
-    q2 = update(Borrower).where(Borrower.person_id == person_id)
+    params = {"p_person": person_id, "p_delta": delta}
     if policy is not None:
-        q2 = q2.where(Borrower.active_loans < policy.max_total_loans)
-    res = await uow.session.execute(
-        q2.values(active_loans=Borrower.active_loans + delta).execution_options(synchronize_session=False)
-    )
+        params["p_max"] = policy.max_total_loans
+    res = await s.execute(_BORROWER_COUNT_CAPPED if policy is not None else _BORROWER_COUNT, params)
     if res.rowcount != 1:
         raise errors.LimitReached(
             f"{policy.max_total_loans if policy else 0} loans across the federation already", scope="federation"
@@ -504,7 +546,7 @@ async def lend(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff, hold
     )
     columns = {c.key: getattr(loan, c.key) for c in Loan.__table__.columns}
     try:
-        await s.execute(_insert(s, Loan).values(**columns))
+        await s.execute(_LOAN_INSERT, columns)
     except IntegrityError:
         # the partial unique index: another active loan of this copy exists (the unit of work rolls back)
         raise errors.ItemUnavailable("the copy is already on loan") from None

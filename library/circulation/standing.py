@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+from typing import Any
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import Select, bindparam, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.identity.models import Person
@@ -34,30 +36,27 @@ class Standing:
             raise errors.ReaderBlocked(f"blocked at {library}: {self.reader_block_reason or 'ask the library'}")
 
 
-async def of(session: AsyncSession, person_id: str, library: str, now: dt.datetime) -> Standing:
-    """The reader record, the federation-wide block, the oldest too-late loan and the open fines, in one query."""
-    fed = await policies.federation_values(session)
-    lib = await policies.library_settings(session, library)
-    late = literal(None)
-    if fed.overdue_block_days is not None:
+@functools.cache
+def _standing_query(late_loans: bool, fines: bool) -> Select[Any]:
+    """``of``'s statement, built once per shape with bound parameters (``p_person``, ``p_library``,
+    ``p_late_before``): only the checks the rules in force ask for are in it."""
+    person_id, library = bindparam("p_person"), bindparam("p_library")
+    late: Any = literal(None)
+    if late_loans:
         late = (
             select(Loan.id)
-            .where(
-                Loan.person_id == person_id,
-                Loan.state == states.ACTIVE,
-                Loan.due_at < now - dt.timedelta(days=fed.overdue_block_days),
-            )
+            .where(Loan.person_id == person_id, Loan.state == states.ACTIVE, Loan.due_at < bindparam("p_late_before"))
             .limit(1)
             .scalar_subquery()
         )
-    owed = literal(0)
-    if lib.fine_block_fen is not None:
+    owed: Any = literal(0)
+    if fines:
         owed = (
             select(func.coalesce(func.sum(Fine.amount_fen), 0))
             .where(Fine.person_id == person_id, Fine.library == library, Fine.state == "open")
             .scalar_subquery()
         )
-    q = (
+    return (
         select(
             Reader.id,
             Reader.category,
@@ -74,7 +73,17 @@ async def of(session: AsyncSession, person_id: str, library: str, now: dt.dateti
         .outerjoin(Borrower, Borrower.person_id == Person.id)
         .where(Person.id == person_id)
     )
-    row = (await session.execute(q)).one()
+
+
+async def of(session: AsyncSession, person_id: str, library: str, now: dt.datetime) -> Standing:
+    """The reader record, the federation-wide block, the oldest too-late loan and the open fines, in one query."""
+    fed = await policies.federation_values(session)
+    lib = await policies.library_settings(session, library)
+    params: dict[str, object] = {"p_person": person_id, "p_library": library}
+    if fed.overdue_block_days is not None:
+        params["p_late_before"] = now - dt.timedelta(days=fed.overdue_block_days)
+    q = _standing_query(fed.overdue_block_days is not None, lib.fine_block_fen is not None)
+    row = (await session.execute(q, params)).one()
     return Standing(
         reader_id=row[0],
         category=row[1],

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from federation.audit.models import AuditEntry
 from federation.audit.service import verify
 from federation.db import OutboxMessage
+from federation.errors import DomainError
 from federation.identity import service
 from federation.identity.errors import (
     ConflictingDemographics,
@@ -71,8 +72,19 @@ async def count(svc, model) -> int:
 
 
 async def resolve(svc, inp: IdentifierInput) -> Person:
+    """The person a credential resolves to. The desks' one-statement ``credential_holder`` must agree every time:
+    the same person and birth date, or the same refusal."""
     async with svc.db.reader() as s:
-        return await service.resolve_credential(s, svc.cipher, inp)
+        try:
+            p = await service.resolve_credential(s, svc.cipher, inp)
+        except DomainError as e:
+            with pytest.raises(type(e)) as refused:
+                await service.credential_holder(s, svc.cipher, inp)
+            assert (refused.value.code, refused.value.extra) == (e.code, e.extra)
+            raise
+        holder = await service.credential_holder(s, svc.cipher, inp)
+        assert (holder.id, holder.birth_date) == (p.id, p.birth_date)
+        return p
 
 
 async def person(svc, person_id: str) -> Person:
@@ -410,6 +422,22 @@ async def test_merge_and_unmerge_restore_identifiers_and_keep_history(svc):
     async with svc.db.uow() as uow:
         with pytest.raises(MergeRefused):
             await service.unmerge(uow, svc, record.id, actor="staff:admin")
+
+
+async def test_a_credential_still_naming_a_merged_record_finds_the_survivor(svc):
+    """A merge moves the identifiers to the survivor; one left naming the merged record (written by an older
+    version, or by hand) still leads to the survivor, through both lookups."""
+    a, b = await _two_records(svc)
+    async with svc.db.uow() as uow:
+        await service.merge(uow, svc, a.id, b.id, reason="same library user", actor="staff:admin")
+        await uow.commit()
+    inp = IdentifierInput(SS, "SC0000777")
+    async with svc.db.uow() as uow:
+        ident = await service.find_identifier(uow.session, svc.cipher, inp)
+        assert ident is not None and ident.person_id == a.id
+        ident.person_id = b.id
+        await uow.commit()
+    assert (await resolve(svc, inp)).id == a.id
 
 
 async def test_merge_of_two_different_id_numbers_is_refused(svc):
