@@ -412,26 +412,8 @@ async def receive(
 
 
 async def renew(uow: UnitOfWork, svc: Services, cmd: service.Renewal, staff: service.Staff) -> Loan:
-    """Renewal, refused while another reader's request waits for the work."""
-    s = uow.session
-    loan = await s.get(Loan, cmd.loan_id)
-    if loan is not None and (cmd.person_id is None or loan.person_id == cmd.person_id) and loan.state == "active":
-        work_id = (await s.execute(select(ItemState.work_id).where(ItemState.item_id == loan.item_id))).scalar()
-        waiting = await s.execute(
-            select(Request.id)
-            .where(
-                Request.state == states.QUEUED,
-                Request.person_id != loan.person_id,
-                or_(
-                    and_(Request.work_id == work_id, Request.requested_item_id.is_(None)),
-                    Request.requested_item_id == loan.item_id,
-                ),
-            )
-            .limit(1)
-        )
-        if waiting.first() is not None:
-            raise errors.RenewalBlockedByRequest("another reader waits for this work: please return it")
-    return await service.renew(uow, svc, cmd, staff)
+    """Renewal, refused while another reader's request waits for the work (asked in the renewal's one read)."""
+    return await service.renew(uow, svc, cmd, staff, requests_block=True)
 
 
 async def cancel(

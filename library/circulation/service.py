@@ -13,7 +13,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, insert, or_, select, true, update
+from sqlalchemy import Select, and_, bindparam, exists, false, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -375,7 +375,18 @@ _BORROWER_COUNT = (
     .values(active_loans=_BORROWERS.c.active_loans + bindparam("p_delta"))
 )
 _BORROWER_COUNT_CAPPED = _BORROWER_COUNT.where(_BORROWERS.c.active_loans < bindparam("p_max"))
-_LOAN_INSERT = insert(Loan.__table__)
+_LOANS = Loan.__table__
+_LOAN_INSERT = insert(_LOANS)
+_RETURN = (
+    update(_LOANS)
+    .where(_LOANS.c.id == bindparam("p_loan"), _LOANS.c.state == bindparam("p_source"))
+    .values(
+        state=bindparam("p_destination"),
+        returned_at=bindparam("p_at"),
+        checkin_service_point=bindparam("p_point"),
+        version=_LOANS.c.version + 1,
+    )
+)
 
 
 async def _move_item(
@@ -607,12 +618,8 @@ async def checkin(
 
     if loan is not None:
         lt = states.fire("loan", loan.id, loan.state, "checkin", states.Facts(), at=now)
-        res = await s.execute(
-            update(Loan)
-            .where(Loan.id == loan.id, Loan.state == lt.source)
-            .values(state=lt.destination, returned_at=now, checkin_service_point=at.code, version=Loan.version + 1)
-            .execution_options(synchronize_session=False)
-        )
+        params = {"p_loan": loan.id, "p_source": lt.source, "p_destination": lt.destination, "p_at": now}
+        res = await s.execute(_RETURN, {**params, "p_point": at.code})
         if res.rowcount != 1:
             raise errors.LoanNotActive("the loan was closed a moment ago")
         await _count(uow, loan.reader_id, loan.person_id, -1, None)
@@ -724,30 +731,75 @@ async def receive(
     return transit, fresh
 
 
-async def renew(uow: UnitOfWork, svc: Services, cmd: Renewal, staff: Staff) -> Loan:
-    """Extend a loan by the policy's period from today; staff renew any loan, a resident only their own."""
+@functools.cache
+def _renewal_query(with_requests: bool) -> Select[Any]:
+    """Everything a renewal decides on, in one statement: the loan, its reader's category and block, the person's
+    federation-wide block, the copy's item type and, with ``with_requests``, whether another reader's request
+    waits for the copy or its work (bound parameter ``p_loan``)."""
+    waiting: Any = false()
+    if with_requests:
+        waiting = exists().where(
+            Request.state == states.QUEUED,
+            Request.person_id != Loan.person_id,
+            or_(
+                and_(Request.work_id == ItemState.work_id, Request.requested_item_id.is_(None)),
+                Request.requested_item_id == Loan.item_id,
+            ),
+        )
+    return (
+        select(
+            Loan,
+            Reader.category,
+            Reader.blocked,
+            Reader.block_reason,
+            Borrower.blocked,
+            Borrower.block_reason,
+            ItemRow.item_type,
+            waiting,
+        )
+        .join(Reader, Reader.id == Loan.reader_id)
+        .outerjoin(Borrower, Borrower.person_id == Loan.person_id)
+        .outerjoin(ItemRow, ItemRow.id == Loan.item_id)
+        .outerjoin(ItemState, ItemState.item_id == Loan.item_id)
+        .where(Loan.id == bindparam("p_loan"))
+    )
+
+
+_RENEW = (
+    update(_LOANS)
+    .where(
+        _LOANS.c.id == bindparam("p_loan"),
+        _LOANS.c.state == bindparam("p_source"),
+        _LOANS.c.renewals == bindparam("p_renewals"),
+    )
+    .values(renewals=_LOANS.c.renewals + 1, due_at=bindparam("p_due"), version=_LOANS.c.version + 1)
+)
+
+
+async def renew(uow: UnitOfWork, svc: Services, cmd: Renewal, staff: Staff, *, requests_block: bool = False) -> Loan:
+    """Extend a loan by the policy's period from today; staff renew any loan, a resident only their own. With
+    ``requests_block`` (requests exist), refused while another reader's request waits for the copy or its work."""
     s = uow.session
-    loan = await s.get(Loan, cmd.loan_id)
-    if loan is None or (cmd.person_id is not None and loan.person_id != cmd.person_id):
+    row = (await s.execute(_renewal_query(requests_block), {"p_loan": cmd.loan_id})).first()
+    if row is None or (cmd.person_id is not None and row[0].person_id != cmd.person_id):
         raise errors.LoanNotFound(f"no loan {cmd.loan_id}")
-    rdr = await s.get(Reader, loan.reader_id)
-    assert rdr is not None
+    loan, category, reader_blocked, reader_reason, fed_blocked, fed_reason, item_type, waiting = row
     if loan.state == states.ACTIVE:
-        if rdr.blocked:
-            raise errors.ReaderBlocked(f"blocked at {loan.library}: {rdr.block_reason or 'ask the library'}")
-        await standing.refuse_blocked(s, loan.person_id)
-    item_type = (await s.execute(select(ItemRow.item_type).where(ItemRow.id == loan.item_id))).scalar_one_or_none()
-    policy = await policies.resolve(s, loan.library, rdr.category, item_type)
+        if waiting:
+            raise errors.RenewalBlockedByRequest("another reader waits for this work: please return it")
+        if reader_blocked:
+            raise errors.ReaderBlocked(f"blocked at {loan.library}: {reader_reason or 'ask the library'}")
+        if fed_blocked:
+            raise errors.ReaderBlocked(
+                f"blocked in every member library: {fed_reason or 'ask a library'}", scope="federation"
+            )
+    policy = await policies.resolve(s, loan.library, category, item_type)
     now = utcnow()
     facts = states.Facts(renewals=loan.renewals, max_renewals=policy.max_renewals)
     t = states.fire("loan", loan.id, loan.state, "renew", facts, at=now)
     due = await calendar.due_date(s, loan.library, now + dt.timedelta(days=policy.loan_days))
-    res = await s.execute(
-        update(Loan)
-        .where(Loan.id == loan.id, Loan.state == t.source, Loan.renewals == loan.renewals)
-        .values(renewals=Loan.renewals + 1, due_at=due, version=Loan.version + 1)
-        .execution_options(synchronize_session=False)
-    )
+    params = {"p_loan": loan.id, "p_source": t.source, "p_renewals": loan.renewals, "p_due": due}
+    res = await s.execute(_RENEW, params)
     if res.rowcount != 1:
         raise errors.RenewalLimit("the loan was renewed or returned a moment ago")
     _committed(loan, renewals=loan.renewals + 1, due_at=due, version=loan.version + 1)
