@@ -17,11 +17,12 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Sequence
+from typing import Any
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,6 +42,7 @@ from federation.db import UnitOfWork, utcnow
 from federation.identity.idnumber import InvalidIdNumber, looks_like_id_number, mask_id_number, parse_id_number
 from federation.identity.models import IdentifierType
 from federation.identity.service import IdentifierInput, find_identifier
+from federation.members.models import Institution
 from federation.services import Services
 from federation.web.routing import Principal
 
@@ -270,7 +272,8 @@ def issue_token(svc: Services, account: Account) -> TokenGrant:
     return TokenGrant(token, ttl, account)
 
 
-def principal_for(account: Account, *, via_session: bool = False) -> Principal:
+def principal_for(account: Account | Row[Any], *, via_session: bool = False) -> Principal:
+    """The principal of an account (or of a row with the account's columns by name)."""
     return Principal(
         kind="staff" if account.kind == "staff" else "resident",
         id=account.id,
@@ -282,9 +285,37 @@ def principal_for(account: Account, *, via_session: bool = False) -> Principal:
     )
 
 
+# Read on every authenticated request, so built once and reading only what a principal needs (no entity loaded).
+_ACCOUNT = select(
+    Account.id,
+    Account.kind,
+    Account.username,
+    Account.display_name,
+    Account.person_id,
+    Account.institution_code,
+    Account.roles,
+    Account.active,
+).where(Account.id == bindparam("p_id"))
+_API_KEY = (
+    select(
+        ApiKey.id,
+        ApiKey.prefix,
+        ApiKey.name,
+        ApiKey.secret_hash,
+        ApiKey.member_code,
+        ApiKey.scopes,
+        ApiKey.revoked_at,
+        Institution.kind,
+        Institution.active,
+    )
+    .outerjoin(Institution, Institution.code == ApiKey.member_code)
+    .where(ApiKey.prefix == bindparam("p_prefix"))
+)
+
+
 async def account_principal(svc: Services, account_id: str, *, via_session: bool = False) -> Principal:
     async with svc.db.reader() as session:
-        account = await session.get(Account, account_id)
+        account = (await session.execute(_ACCOUNT, {"p_id": account_id})).first()
     if account is None or not account.active:
         raise InvalidToken("the account behind this token is gone or disabled")
     return principal_for(account, via_session=via_session)
@@ -318,15 +349,17 @@ async def _api_key_principal(svc: Services, token: str) -> Principal:
         raise InvalidToken("malformed API key")
     _, prefix, secret = parts
     async with svc.db.reader() as session:
-        key = (await session.execute(select(ApiKey).where(ApiKey.prefix == prefix))).scalar_one_or_none()
+        key = (await session.execute(_API_KEY, {"p_prefix": prefix})).first()
     if key is None or key.revoked_at is not None or not hmac.compare_digest(key.secret_hash, _key_hash(secret)):
         raise InvalidToken("unknown or revoked API key")
+    kind, active = key[-2], key[-1]  # the member's, read with the key
     return Principal(
         kind="apikey",
         id=key.id,
         name=key.name or key.prefix,
         institution=key.member_code,
         scopes=frozenset(key.scopes or ()),
+        institution_kind=kind if active else None,
     )
 
 

@@ -18,7 +18,7 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import Engine, exists, insert, literal, select, text
+from sqlalchemy import Engine, Insert, bindparam, exists, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.audit.models import AuditEntry
@@ -102,6 +102,23 @@ class Record:
 _heads: weakref.WeakKeyDictionary[Engine, tuple[int, str]] = weakref.WeakKeyDictionary()
 
 
+_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+
+
+def _guarded_insert() -> Insert:
+    """``append``'s usual statement, built once: the entry's values (``v_<column>``) inserted only while the entry
+    ``h_seq`` with hash ``h_hash`` is the chain's head."""
+    table = AuditEntry.__table__
+    guard = select(*(bindparam(f"v_{c.key}", type_=c.type) for c in table.columns)).where(
+        exists().where(table.c.seq == bindparam("h_seq"), table.c.hash == bindparam("h_hash")),
+        ~exists().where(table.c.seq > bindparam("h_seq")),
+    )
+    return insert(table).from_select([c.key for c in table.columns], guard)
+
+
+_GUARDED_INSERT = _guarded_insert()
+
+
 async def append(session: AsyncSession, key: AuditKey, record: Record) -> AuditEntry:
     """Append an entry under the chain's lock (the caller commits; the lock is held until then).
 
@@ -112,17 +129,14 @@ async def append(session: AsyncSession, key: AuditKey, record: Record) -> AuditE
     """
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+        await session.execute(_LOCK, {"k": _PG_LOCK_KEY})
     table = AuditEntry.__table__
     head = _heads.get(bind)
     if head is not None:
         entry = _entry(key, record, head[0] + 1, head[1])
-        values = _values(entry)
-        guard = select(*(literal(values[c.key], c.type) for c in table.columns)).where(
-            exists().where(table.c.seq == head[0], table.c.hash == head[1]),
-            ~exists().where(table.c.seq > head[0]),
-        )
-        res = await session.execute(insert(table).from_select([c.key for c in table.columns], guard))
+        params = {f"v_{k}": v for k, v in _values(entry).items()}
+        params["h_seq"], params["h_hash"] = head
+        res = await session.execute(_GUARDED_INSERT, params)
         if res.rowcount == 1:
             _heads[bind] = (entry.seq, entry.hash)
             return entry

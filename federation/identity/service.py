@@ -12,7 +12,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import or_, select, tuple_
+from sqlalchemy import bindparam, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -193,21 +193,25 @@ class Holder:
     birth_date: dt.date | None
 
 
+_HOLDER = (
+    select(Identifier.status, Person.id, Person.birth_date, Person.status)
+    .join(Person, Person.id == Identifier.person_id)
+    .where(
+        Identifier.type == bindparam("p_type"),
+        Identifier.institution_code == bindparam("p_inst"),
+        Identifier.value_index == bindparam("p_index"),
+    )
+)
+
+
 async def credential_holder(session: AsyncSession, cipher: FieldCipher, inp: IdentifierInput) -> Holder:
     """``resolve_credential`` in one statement: the identifier and its person read together. A merged person
     (rare) is followed to the survivor as ``resolve_credential`` does; the refusals are the same."""
     value = normalise_value(inp.type, inp.value)
     inst = _institution_for(inp)
-    q = (
-        select(Identifier.status, Person.id, Person.birth_date, Person.status)
-        .join(Person, Person.id == Identifier.person_id)
-        .where(
-            Identifier.type == inp.type.value,
-            Identifier.institution_code == inst,
-            Identifier.value_index == cipher.blind_index(value, _context(inp.type.value, inst)),
-        )
-    )
-    row = (await session.execute(q)).first()
+    index = cipher.blind_index(value, _context(inp.type.value, inst))
+    params = {"p_type": inp.type.value, "p_inst": inst, "p_index": index}
+    row = (await session.execute(_HOLDER, params)).first()
     if row is None:
         raise UnknownCredential(f"no person holds this {inp.type.value}")
     status, person_id, birth_date, person_status = row

@@ -37,6 +37,9 @@ class Principal:
     roles: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
     via_session: bool = False
+    # the kind of member (hospital, library, system, ...) an API key belongs to, read with the key; None when the
+    # member is unknown or inactive, and for every other caller
+    institution_kind: str | None = None
 
     @property
     def authenticated(self) -> bool:

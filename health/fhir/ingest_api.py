@@ -49,12 +49,16 @@ class Conflict(DomainError):
 
 
 async def hospital_of(svc: Services, who: Principal) -> str:
-    """The member code of the hospital whose API key this is; other keys may not push results."""
-    async with svc.db.reader() as s:
-        row = (
-            await s.execute(select(Institution.kind, Institution.active).where(Institution.code == who.institution))
-        ).first()
-    if row is None or row.kind != "hospital" or not row.active:
+    """The member code of the hospital whose API key this is; other keys may not push results. An API key's
+    principal carries its active member's kind, read with the key; any other caller's member is read here."""
+    if who.kind == "apikey":
+        hospital = who.institution_kind == "hospital"
+    else:
+        async with svc.db.reader() as s:
+            q = select(Institution.kind, Institution.active).where(Institution.code == who.institution)
+            row = (await s.execute(q)).first()
+        hospital = row is not None and row.kind == "hospital" and row.active
+    if not hospital:
         raise Forbidden("results are pushed with a member hospital's API key")
     return str(who.institution)
 

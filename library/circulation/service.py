@@ -266,10 +266,15 @@ def _insert(session: AsyncSession, model: Any) -> Any:
     return insert(model)
 
 
+_STATE_ROW = (
+    select(ItemState).where(ItemState.item_id == bindparam("p_item")).execution_options(populate_existing=True)
+)
+
+
 async def item_state(session: AsyncSession, item: ItemRow | Copy) -> ItemState:
     """Circulation's row for the copy, made on its first circulation from the catalogue's status and location."""
-    q = select(ItemState).where(ItemState.item_id == item.id).execution_options(populate_existing=True)
-    found = (await session.execute(q)).scalar_one_or_none()
+    q, params = _STATE_ROW, {"p_item": item.id}
+    found = (await session.execute(q, params)).scalar_one_or_none()
     if found is not None:  # every circulation but the copy's first: one statement
         return found
     first = _insert(session, ItemState).values(
@@ -284,7 +289,7 @@ async def item_state(session: AsyncSession, item: ItemRow | Copy) -> ItemState:
         updated_at=utcnow(),
     )
     await session.execute(first.on_conflict_do_nothing(index_elements=["item_id"]))
-    return (await session.execute(q)).scalar_one()
+    return (await session.execute(q, params)).scalar_one()
 
 
 async def recognise(session: AsyncSession, svc: Services, cred: Credential) -> identity.Holder:

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from federation.accounts.service import create_api_key
 from federation.demo import RESIDENTS
+from federation.members.models import Institution
 from federation.services import Services
 from health.models import StoredResource
 from tests.conftest import token_for
@@ -173,6 +174,28 @@ async def test_only_a_hospital_key_with_the_scope_pushes(client: TestClient, dem
         resp = await post(client, headers, bundle)
         assert resp.status == status and resp.content_type == FHIR, await resp.text()
         assert_outcome(await resp.json())
+    assert await stored_count(demo) == 0
+
+
+async def test_a_hospital_that_left_pushes_nothing_with_its_old_key(client: TestClient, demo: Services) -> None:
+    """The member's kind and standing are read with the key on each request: a hospital made inactive is refused
+    at its next push, and taken back at the one after it is active again."""
+    headers = await key_for(demo)
+    bundle = fx.bundle([patient()])
+
+    async def set_active(active: bool) -> None:
+        async with demo.db.uow() as uow:
+            await uow.session.execute(update(Institution).where(Institution.code == "CQH1").values(active=active))
+            await uow.commit()
+
+    await set_active(False)
+    resp = await post(client, headers, bundle)
+    assert resp.status == 403 and resp.content_type == FHIR, await resp.text()
+    assert await stored_count(demo) == 0
+    await set_active(True)
+    resp = await post(client, headers, bundle)
+    assert resp.status == 200, await resp.text()
+    assert await stored_count(demo) > 0  # the Patient (and its Provenance)
 
 
 async def test_respond_async_and_large_bundles_run_as_jobs(client: TestClient, demo: Services) -> None:
