@@ -15,7 +15,9 @@ Then, in the same run:
 2. the baseline: a bare conditional ``UPDATE circ_item_state SET status=... WHERE item_id=? AND status=?`` in its
    own transaction, through the application's engine on the same database, in a loop (p50/p99), and the same
    from ``--clients`` concurrent tasks (throughput ceiling of single-statement write transactions);
-3. a reader with 400 active loans vs a reader with none: checkout latency of each, alternating (goal: within 1.2x).
+3. a reader with 400 active loans vs a reader with none: checkout latency of each, alternating (goal: within 1.2x);
+4. the floor under every request: server CPU per request and latency of ``GET /healthz`` and of ``GET /api/v1/me``
+   with a librarian's token, sequentially, so what the framework and authentication take of an operation shows.
 
 Client and server share this machine's cores (the client's JSON and HTTP work competes with the server's), so
 the figures are a lower bound of what the server alone would do.
@@ -331,6 +333,32 @@ async def run_load(base: str, prep: dict, args) -> Stats:
     return stats
 
 
+async def floor(base: str, pid: int, n: int) -> dict[str, tuple[float, float]]:
+    """What any request costs the server before circulation does anything: ``n`` sequential requests each of
+    ``GET /healthz`` (HTTP, middlewares, JSON) and ``GET /api/v1/me`` with a librarian's token (the same plus the
+    token's verification and the account read); per request, server CPU (ms) and client latency p50 (ms)."""
+    import aiohttp
+
+    out = {}
+    async with aiohttp.ClientSession() as http:
+        headers = await login(http, base, "librarian@CQL")
+        for name, url, h in (("GET /healthz", "/healthz", {}), ("GET /api/v1/me (bearer)", "/api/v1/me", headers)):
+            for _ in range(50):  # warm-up
+                async with http.get(base + url, headers=h) as r:
+                    await r.read()
+            lat = []
+            cpu0 = sum(server_cpu_s(pid).values())
+            for _ in range(n):
+                t = time.perf_counter()
+                async with http.get(base + url, headers=h) as r:
+                    await r.read()
+                    assert r.status == 200, r.status
+                lat.append(time.perf_counter() - t)
+            cpu = sum(server_cpu_s(pid).values()) - cpu0
+            out[name] = (cpu * 1000 / n, statistics.median(lat) * 1000)
+    return out
+
+
 async def heavy_reader(base: str, prep: dict, args) -> tuple[list[float], list[float]]:
     """Give one reader 400 active loans, then alternate checkouts (and check-ins, untimed) of that reader and of a
     reader with none, at the same desk."""
@@ -451,6 +479,7 @@ def main() -> None:
     ap.add_argument("--readers-per-client", type=int, default=10)
     ap.add_argument("--heavy-samples", type=int, default=100)
     ap.add_argument("--baseline-n", type=int, default=2000)
+    ap.add_argument("--floor-n", type=int, default=1000, help="requests of each kind measuring the per-request floor")
     ap.add_argument(
         "--workers",
         type=int,
@@ -501,6 +530,7 @@ def main() -> None:
         per_process = sorted((cpu1[p] - cpu0.get(p, 0.0) for p in cpu1), reverse=True)
         cpu_load = sum(per_process)
         heavy_t, light_t = asyncio.run(heavy_reader(base, prep, args))
+        floors = asyncio.run(floor(base, proc.pid, args.floor_n))
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -532,6 +562,9 @@ def main() -> None:
         f"\nbaseline, bare conditional UPDATE + COMMIT on the same database: p50 {ms(pct(loop, 50))}, "
         f"p99 {ms(pct(loop, 99))} (loop of {len(loop)}); {args.clients} concurrent tasks: {ceiling:.0f}/s"
     )
+    print(f"\nthe floor under every request, {args.floor_n} sequential requests each (server CPU and client p50):")
+    for name, (cpu_ms, p50_ms) in floors.items():
+        print(f"  {name:<26} {cpu_ms:6.2f} ms CPU per request, p50 {p50_ms:6.2f} ms")
     hm, lm = statistics.median(heavy_t), statistics.median(light_t)
     print(
         f"\ncheckout, reader with {HEAVY_LOANS} active loans: p50 {ms(hm)} p99 {ms(pct(heavy_t, 99))}; "

@@ -22,10 +22,11 @@ from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import JSON, DateTime, MetaData, String, TypeDecorator, event, insert
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, Row
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.base import Executable
 
 from federation import sqlite_driver
 from federation.settings import Settings
@@ -168,6 +169,17 @@ class Database:
         """A session for reads only (``async with db.reader() as s``)."""
         return self.read_sessions()
 
+    async def read_once(self, statement: Executable, params: dict[str, Any] | None = None) -> list[Row[Any]]:
+        """The rows of one statement, run outside any transaction: a single statement is consistent by itself, so
+        no BEGIN and no ROLLBACK travel with it and no ORM session is made. For the reads every request makes (the
+        caller's account or API key); anything reading twice and wanting one snapshot uses ``reader()``."""
+        async with self.read_engine.connect() as conn:
+            if self.is_sqlite:
+                conn = await conn.execution_options(**{_NO_BEGIN: True})
+            else:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return list((await conn.execute(statement, params)).all())
+
     async def ping(self) -> None:
         async with self.read_engine.connect() as conn:
             await conn.exec_driver_sql("SELECT 1")
@@ -219,6 +231,9 @@ def _make_engine(url: str, *, echo: bool, pool: bool, immediate: bool) -> AsyncE
     return engine
 
 
+_NO_BEGIN = "twincity_no_begin"  # an execution option: this SQLite connection runs without our BEGIN
+
+
 def _sqlite_setup(engine: AsyncEngine, *, immediate: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -236,6 +251,8 @@ def _sqlite_setup(engine: AsyncEngine, *, immediate: bool) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(_NO_BEGIN):
+            return  # ``Database.read_once``: one statement in the driver's autocommit mode
         # A writer takes the lock at BEGIN: a deferred transaction that reads and then
         # writes fails with SQLITE_BUSY_SNAPSHOT when another writer got in between.
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

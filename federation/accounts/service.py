@@ -314,8 +314,8 @@ _API_KEY = (
 
 
 async def account_principal(svc: Services, account_id: str, *, via_session: bool = False) -> Principal:
-    async with svc.db.reader() as session:
-        account = (await session.execute(_ACCOUNT, {"p_id": account_id})).first()
+    found = await svc.db.read_once(_ACCOUNT, {"p_id": account_id})
+    account = found[0] if found else None
     if account is None or not account.active:
         raise InvalidToken("the account behind this token is gone or disabled")
     return principal_for(account, via_session=via_session)
@@ -348,8 +348,8 @@ async def _api_key_principal(svc: Services, token: str) -> Principal:
     if len(parts) != 3:
         raise InvalidToken("malformed API key")
     _, prefix, secret = parts
-    async with svc.db.reader() as session:
-        key = (await session.execute(_API_KEY, {"p_prefix": prefix})).first()
+    found = await svc.db.read_once(_API_KEY, {"p_prefix": prefix})
+    key = found[0] if found else None
     if key is None or key.revoked_at is not None or not hmac.compare_digest(key.secret_hash, _key_hash(secret)):
         raise InvalidToken("unknown or revoked API key")
     kind, active = key[-2], key[-1]  # the member's, read with the key
