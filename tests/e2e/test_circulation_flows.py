@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from federation.audit.models import AuditEntry
 from federation.db import OutboxMessage
@@ -13,7 +13,7 @@ from federation.identity import service as identity
 from federation.identity.models import CredentialStatus, IdentifierType
 from library.catalog.models import ItemRow
 from library.circulation import policies
-from library.circulation.models import ItemState, LibraryPolicy, Loan, LoanPolicy, Reader
+from library.circulation.models import Borrower, ItemState, LibraryPolicy, Loan, LoanPolicy, Reader
 from tests.circulation_support import add_copies, snapshot
 from tests.conftest import token_for
 
@@ -186,6 +186,24 @@ async def test_return_at_the_owner_shelves_and_a_floating_copy_stays(client, dem
     resp = await checkout(client, cdl, "CDL-0001", ss(SC), "CDL-MAIN")
     assert (resp.status, (await resp.json())["code"]) == (409, "circulation.item_not_here")
     assert (await checkout(client, scl, "CDL-0001", ss(SC), "SCL-MAIN")).status == 201
+
+
+async def test_returning_a_loan_older_than_the_federation_counter_counts_it_from_zero(client, demo):
+    """A loan made before its person had a federation-wide counter row (older data): the return makes the row at
+    zero, never at minus one, and the next checkout counts from there."""
+    await add_copies(demo, "CQL", ["CQL-OLD1", "CQL-OLD2"])
+    cql = await token_for(client, "librarian@CQL")
+    assert (await checkout(client, cql, "CQL-OLD1", ss(CQ), "CQL-MAIN")).status == 201
+    pid = await person_id(demo, CQ)
+    async with demo.db.uow() as uow:
+        await uow.session.execute(delete(Borrower).where(Borrower.person_id == pid))
+        await uow.commit()
+    assert (await checkin(client, cql, "CQL-OLD1", "CQL-MAIN")).status == 200
+    async with demo.db.reader() as s:
+        assert (await s.get(Borrower, pid)).active_loans == 0
+    assert (await checkout(client, cql, "CQL-OLD2", ss(CQ), "CQL-MAIN")).status == 201
+    async with demo.db.reader() as s:
+        assert (await s.get(Borrower, pid, populate_existing=True)).active_loans == 1
 
 
 async def test_renewals_follow_the_policy_and_belong_to_the_reader(client, demo):
