@@ -352,14 +352,13 @@ async def _api_key_principal(svc: Services, token: str) -> Principal:
     key = found[0] if found else None
     if key is None or key.revoked_at is not None or not hmac.compare_digest(key.secret_hash, _key_hash(secret)):
         raise InvalidToken("unknown or revoked API key")
-    kind, active = key[-2], key[-1]  # the member's, read with the key
     return Principal(
         kind="apikey",
         id=key.id,
         name=key.name or key.prefix,
         institution=key.member_code,
         scopes=frozenset(key.scopes or ()),
-        institution_kind=kind if active else None,
+        institution_kind=key.kind if key.active else None,  # the member's, read with the key
     )
 
 
