@@ -129,13 +129,17 @@ def reveal(cipher: FieldCipher, ident: Identifier) -> str:
     return cipher.decrypt(ident.value_enc, _context(ident.type, ident.institution_code))
 
 
-async def find_identifier(session: AsyncSession, cipher: FieldCipher, inp: IdentifierInput) -> Identifier | None:
-    value = normalise_value(inp.type, inp.value)
+def _lookup_key(cipher: FieldCipher, inp: IdentifierInput) -> tuple[str, str, str]:
+    """(type, institution, blind index): what an identifier is found by; raises InvalidIdentifier."""
     inst = _institution_for(inp)
+    index = cipher.blind_index(normalise_value(inp.type, inp.value), _context(inp.type.value, inst))
+    return inp.type.value, inst, index
+
+
+async def find_identifier(session: AsyncSession, cipher: FieldCipher, inp: IdentifierInput) -> Identifier | None:
+    type_, inst, index = _lookup_key(cipher, inp)
     q = select(Identifier).where(
-        Identifier.type == inp.type.value,
-        Identifier.institution_code == inst,
-        Identifier.value_index == cipher.blind_index(value, _context(inp.type.value, inst)),
+        Identifier.type == type_, Identifier.institution_code == inst, Identifier.value_index == index
     )
     return (await session.execute(q)).scalar_one_or_none()
 
@@ -145,11 +149,7 @@ async def find_identifiers(
 ) -> list[Identifier | None]:
     """``find_identifier`` for many identifiers in one query (a bulk load links its patients at once): the
     identifier each input names, or None; an input that does not normalise raises InvalidIdentifier."""
-    keys = []
-    for inp in inputs:
-        inst = _institution_for(inp)
-        index = cipher.blind_index(normalise_value(inp.type, inp.value), _context(inp.type.value, inst))
-        keys.append((inp.type.value, inst, index))
+    keys = [_lookup_key(cipher, inp) for inp in inputs]
     found: dict[tuple[str, str, str], Identifier] = {}
     for start in range(0, len(keys), 1000):  # PostgreSQL takes at most 32,767 parameters
         q = select(Identifier).where(
@@ -207,11 +207,8 @@ _HOLDER = (
 async def credential_holder(session: AsyncSession, cipher: FieldCipher, inp: IdentifierInput) -> Holder:
     """``resolve_credential`` in one statement: the identifier and its person read together. A merged person
     (rare) is followed to the survivor as ``resolve_credential`` does; the refusals are the same."""
-    value = normalise_value(inp.type, inp.value)
-    inst = _institution_for(inp)
-    index = cipher.blind_index(value, _context(inp.type.value, inst))
-    params = {"p_type": inp.type.value, "p_inst": inst, "p_index": index}
-    row = (await session.execute(_HOLDER, params)).first()
+    type_, inst, index = _lookup_key(cipher, inp)
+    row = (await session.execute(_HOLDER, {"p_type": type_, "p_inst": inst, "p_index": index})).first()
     if row is None:
         raise UnknownCredential(f"no person holds this {inp.type.value}")
     status, person_id, birth_date, person_status = row

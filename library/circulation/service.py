@@ -456,20 +456,15 @@ async def _count(
     res = await s.execute(_READER_COUNT_CAPPED if capped else _READER_COUNT, params)
     if res.rowcount != 1:
         raise errors.LimitReached(f"{policy.max_loans if policy else 0} loans at this library already", scope="library")
-    make_borrower = (
-        _insert(s, Borrower)
-        .values(person_id=person_id, active_loans=0)
-        .on_conflict_do_nothing(index_elements=["person_id"])
-    )
     params = {"p_person": person_id, "p_delta": delta}
     if delta < 0:
         # a loan ends: its checkout made the person's row, so the UPDATE alone is the usual case; a row missing (a
         # loan older than the federation-wide counter) is made at zero rather than counted below it
         if (await s.execute(_BORROWER_COUNT, params)).rowcount != 1:
-            await s.execute(make_borrower)
+            await _make_borrower(s, person_id)
         return
     if not has_borrower:
-        await s.execute(make_borrower)
+        await _make_borrower(s, person_id)
     if policy is not None:
         params["p_max"] = policy.max_total_loans
     res = await s.execute(_BORROWER_COUNT_CAPPED if policy is not None else _BORROWER_COUNT, params)
@@ -477,6 +472,12 @@ async def _count(
         raise errors.LimitReached(
             f"{policy.max_total_loans if policy else 0} loans across the federation already", scope="federation"
         )
+
+
+async def _make_borrower(s: AsyncSession, person_id: str) -> None:
+    """The person's federation-wide counter row, at zero, unless it exists."""
+    row = _insert(s, Borrower).values(person_id=person_id, active_loans=0)
+    await s.execute(row.on_conflict_do_nothing(index_elements=["person_id"]))
 
 
 async def _audit(
