@@ -135,6 +135,11 @@ class Database:
         self.read_engine = _make_engine(url, echo=echo, pool=pool, immediate=False) if self.is_sqlite else self.engine
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        # the same engine without transactions: every statement is consistent by itself, no BEGIN, no ROLLBACK
+        unwrapped = {_NO_BEGIN: True} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"}
+        self.statement_sessions = async_sessionmaker(
+            self.read_engine.execution_options(**unwrapped), expire_on_commit=False
+        )
         self.doorbell: Doorbell = SilentDoorbell()
         self._write_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
@@ -165,9 +170,14 @@ class Database:
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self)
 
-    def reader(self) -> AsyncSession:
-        """A session for reads only (``async with db.reader() as s``)."""
-        return self.read_sessions()
+    def reader(self, *, snapshot: bool = True) -> AsyncSession:
+        """A session for reads only (``async with db.reader() as s``).
+
+        ``snapshot=False``: no transaction around the reads, so no BEGIN and no ROLLBACK travel with them; each
+        statement sees the database as it is when it runs. For a hot read path whose statements do not need to
+        agree with each other beyond what each reads itself (``Database.read_once`` is the one-statement form).
+        """
+        return self.read_sessions() if snapshot else self.statement_sessions()
 
     async def read_once(self, statement: Executable, params: dict[str, Any] | None = None) -> list[Row[Any]]:
         """The rows of one statement, run outside any transaction: a single statement is consistent by itself, so

@@ -12,22 +12,26 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from federation.audit.models import AuditEntry
 from federation.audit.service import Record
 from federation.consent import service as consent
+from federation.consent.models import Consent
 from federation.db import UnitOfWork, utcnow
 from federation.errors import Conflict, Forbidden, InvalidInput, NotFound
 from federation.identity.idnumber import mask_id_numbers_in_text
 from federation.identity.models import Person, PersonStatus
 from federation.services import Services
 from federation.web.routing import Principal
-from health.models import AccessOverride
+from health import recognition
+from health.models import AccessOverride, CatalogueGeneration
 
 PURPOSE = consent.Purpose.RESULT_SHARING.value
 T = TypeVar("T")
@@ -67,6 +71,8 @@ class Grant:
     basis: Basis
     consent_id: str | None = None
     override_id: str | None = None
+    # the person and everyone merged into them, when the check saw there is nobody (None: not known)
+    persons: tuple[str, ...] | None = None
 
     @property
     def flagged(self) -> bool:
@@ -106,6 +112,10 @@ async def decide(session: AsyncSession, who: Principal, person_id: str) -> Grant
         held = await consent.holding(session, person_id, consent.Purpose.RESULT_SHARING, who.institution, now)
         if held is not None:
             return Grant(person_id, Basis.CONSENT, consent_id=held.id)
+    return await _override(session, who, person_id, now)
+
+
+async def _override(session: AsyncSession, who: Principal, person_id: str, now: dt.datetime) -> Grant | None:
     q = (
         select(AccessOverride.id)
         .where(
@@ -120,6 +130,61 @@ async def decide(session: AsyncSession, who: Principal, person_id: str) -> Grant
     if override_id is not None:
         return Grant(person_id, Basis.OVERRIDE, override_id=override_id)
     return None
+
+
+_MergedIn = aliased(Person)
+
+
+@functools.cache
+def _check_statement() -> Select[Any]:
+    """Everything the usual check needs, in one statement: the person (and where a merge sent them), whether
+    anyone was merged into them, the recognition catalogue's generation, and every result-sharing consent in
+    force, newest first (a row per consent; one row without consent columns when there is none)."""
+    at = bindparam("at", type_=Consent.expires_at.type)
+    merged_in = select(_MergedIn.id).where(_MergedIn.merged_into_id == Person.id).exists()
+    generation = (
+        select(CatalogueGeneration.generation)
+        .where(CatalogueGeneration.id == recognition.GENERATION_ROW)
+        .scalar_subquery()
+    )
+    return (
+        select(
+            Person.status,
+            Person.merged_into_id,
+            merged_in.label("merged_in"),
+            generation.label("generation"),
+            Consent.id.label("consent_id"),
+            Consent.all_members,
+            Consent.members,
+        )
+        .outerjoin(Consent, and_(Consent.person_id == Person.id, Consent.purpose == PURPOSE, *consent.in_force(at)))
+        .where(Person.id == bindparam("person"))
+        .order_by(Consent.granted_at.desc())
+    )
+
+
+async def check(session: AsyncSession, who: Principal, person_id: str) -> tuple[str, Grant | None]:
+    """:func:`live_person_id` and :func:`decide` in one statement in the usual case (a person not merged away,
+    a consent in force): the live person's id and the grant, or None. Notes the catalogue generation it read
+    for the session's next ``load_catalogue``. A merged person, or a reader without consent, costs a read more."""
+    now = utcnow()
+    rows = (await session.execute(_check_statement(), {"person": person_id, "at": now})).all()
+    if not rows:
+        raise PatientNotFound("no such patient")
+    first = rows[0]
+    if first.status == PersonStatus.MERGED and first.merged_into_id:
+        person_id = await live_person_id(session, first.merged_into_id)
+        return person_id, await decide(session, who, person_id)
+    recognition.note_generation(session, first.generation)
+    persons = None if first.merged_in else (person_id,)
+    if who.kind == "resident":
+        return person_id, (Grant(person_id, Basis.SELF, persons=persons) if who.person_id == person_id else None)
+    if who.institution:
+        for r in rows:
+            if r.consent_id is not None and consent.covers(r.all_members, r.members, who.institution):
+                return person_id, Grant(person_id, Basis.CONSENT, consent_id=r.consent_id, persons=persons)
+    grant = await _override(session, who, person_id, now)
+    return person_id, (dataclasses.replace(grant, persons=persons) if grant is not None else None)
 
 
 def _record(
@@ -177,9 +242,8 @@ async def read_with_grant(
     """:func:`authorise` and the read it allows in one read session: decide, read (only when allowed), then
     record the attempt and commit it before anything is returned. Saves a session per request on the doctor's
     hot path; nothing read leaves this function unless its audit entry is committed."""
-    async with svc.db.reader() as s:
-        person_id = await live_person_id(s, person_id)
-        grant = await decide(s, who, person_id)
+    async with svc.db.reader(snapshot=False) as s:  # the check and the read: each statement holds by itself
+        person_id, grant = await check(s, who, person_id)
         result = await read(s, grant) if grant is not None else None
     async with svc.db.uow() as uow:
         await svc.audit(uow, _record(who, person_id, action, grant, client, details or {}))

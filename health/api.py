@@ -237,7 +237,7 @@ async def _prior_results(request: web.Request, person_id: str, query: PriorResul
         svc,
         who,
         person_id,
-        lambda s, g: results.prior_results(s, g.person_id, filters),
+        lambda s, g: results.prior_results(s, g.person_id, filters, persons=g.persons),
         action="health.prior_results",
         client=client_address(request),
         details={k: str(v) for k, v in query.model_dump(exclude_none=True, exclude={"limit", "after"}).items()},

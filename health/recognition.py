@@ -317,9 +317,21 @@ async def current_generation(session: AsyncSession) -> int:
     return int(value or 0)
 
 
+GENERATION_SEEN = "health.catalogue_generation_seen"
+
+
+def note_generation(session: AsyncSession, generation: int | None) -> None:
+    """The session's caller read ``CatalogueGeneration`` along with something else (the access check does): the
+    next :func:`load_catalogue` in this session takes it instead of reading it again."""
+    session.info[GENERATION_SEEN] = int(generation or 0)
+
+
 async def load_catalogue(session: AsyncSession) -> Catalogue:
-    """The catalogue snapshot, loaded again only when ``CatalogueGeneration`` moved (one small SELECT a call)."""
-    generation = await current_generation(session)
+    """The catalogue snapshot, loaded again only when ``CatalogueGeneration`` moved (one small SELECT a call, or
+    none when the session's caller noted the generation it read just before)."""
+    generation = session.info.pop(GENERATION_SEEN, None)
+    if generation is None:
+        generation = await current_generation(session)
     bind = session.get_bind()
     engine = getattr(bind, "engine", bind)
     dirty = bool(session.info.get(UNCOMMITTED_CHANGE))

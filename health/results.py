@@ -130,15 +130,21 @@ def _page_statement(category: str | None, since: bool, after: bool, merged: bool
 
 
 async def prior_results(
-    session: AsyncSession, person_id: str, filters: Filters, today: dt.date | None = None
+    session: AsyncSession,
+    person_id: str,
+    filters: Filters,
+    today: dt.date | None = None,
+    *,
+    persons: Sequence[str] | None = None,
 ) -> tuple[list[PriorResult], Any | None]:
     """One page, newest first, and the row to continue after (None on the last page). ``filters.item`` is applied
     after judging (the item of a result comes from the catalogue), so a page may hold fewer than ``limit``.
+    ``persons``: the person and everyone merged into them, when the caller knows it (the access check does).
 
     One statement (:func:`_page_statement`), its branches merged here. A result without any date cannot be judged
     against a window and is not listed here (FHIR search still returns it)."""
     limit = min(filters.limit, MAX_RESULTS)
-    ids = await person_ids(session, person_id)
+    ids = list(persons) if persons else await person_ids(session, person_id)
     merged = len(ids) > 1
     params: dict[str, Any] = {"limit": limit, **({"persons": ids} if merged else {"person": ids[0]})}
     if filters.since:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -102,8 +103,14 @@ async def revoke(uow: UnitOfWork, svc: Services, person_id: str, consent_id: str
     return consent
 
 
-def _in_force(at: dt.datetime):  # noqa: ANN202 - a SQL expression
+def in_force(at: Any):  # noqa: ANN202 - SQL expressions
+    """The conditions of a consent in force at ``at`` (a datetime or a bound parameter)."""
     return (Consent.revoked_at.is_(None), or_(Consent.expires_at.is_(None), Consent.expires_at > at))
+
+
+def covers(all_members: bool, members: list[Any] | None, institution: str) -> bool:
+    """Whether a consent given to ``members`` (or to every member) lets ``institution`` act on it."""
+    return bool(all_members) or institution.upper() in (members or ())
 
 
 async def holding(
@@ -111,9 +118,9 @@ async def holding(
 ) -> Consent | None:
     """The consent that lets ``institution`` act for ``purpose`` on this person now, if any."""
     at = at or utcnow()
-    q = select(Consent).where(Consent.person_id == person_id, Consent.purpose == purpose.value, *_in_force(at))
+    q = select(Consent).where(Consent.person_id == person_id, Consent.purpose == purpose.value, *in_force(at))
     for consent in (await session.execute(q.order_by(Consent.granted_at.desc()))).scalars():
-        if consent.all_members or institution.upper() in consent.members:
+        if covers(consent.all_members, consent.members, institution):
             return consent
     return None
 

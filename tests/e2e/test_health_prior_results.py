@@ -58,3 +58,65 @@ async def test_paging_returns_each_result_once(client, demo):
     assert set(seen) == expected
     resp = await client.get(url + "&after=not-a-cursor", headers=doctor)
     assert resp.status == 422
+
+
+async def test_a_merged_persons_results_are_listed_under_the_survivor(client, demo):
+    """The access check reads the person, the consents and whether anyone was merged into them in one statement;
+    a merge must still lead both ids to the survivor's page, with the merged person's results on it."""
+    from federation.identity import service as identity
+    from federation.identity.models import IdentifierType
+
+    survivor = await person_of(demo, WITH_CONSENT)
+    async with demo.db.uow() as uow:
+        reg = await identity.register(
+            uow,
+            demo,
+            identity.RegisterPerson(
+                name="张伟",
+                identifiers=[identity.IdentifierInput(IdentifierType.LOCAL, "MRN-MERGE-1", "CQH1", "hospital_record")],
+            ),
+            actor="test",
+        )
+        await uow.commit()
+    other = reg.person.id
+    at = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    result_id = new_id()
+    async with demo.db.uow() as uow:
+        hospital = (await uow.session.execute(select(Institution.id).where(Institution.code == "CQH1"))).scalar_one()
+        row = {
+            "id": result_id,
+            "resource_type": "Observation",
+            "institution_id": hospital,
+            "source_id": "merged-1",
+            "status": "final",
+            "person_id": other,
+            "category": "laboratory",
+            "code_system": "http://loinc.org",
+            "code": "2345-7",
+            "effective_at": at,
+            "issued_at": at,
+            "withdrawn": False,
+            "body": {"resourceType": "Observation", "status": "final"},
+        }
+        await uow.session.execute(insert(StoredResource), [row])
+        await uow.commit()
+    doctor = await token_for(client, "doctor@SCH1")
+
+    def listed(page: dict) -> set[str]:
+        return {r["id"] for g in page["groups"] for r in g["results"]}
+
+    # before the merge: the other person gave no consent, the survivor's page does not hold their result
+    resp = await client.get(f"/api/v1/health/patients/{other}/prior-results", headers=doctor)
+    assert resp.status == 403
+    resp = await client.get(f"/api/v1/health/patients/{survivor}/prior-results?limit=500", headers=doctor)
+    assert resp.status == 200 and result_id not in listed(await resp.json())
+
+    async with demo.db.uow() as uow:
+        await identity.merge(uow, demo, survivor, other, reason="same patient", actor="test")
+        await uow.commit()
+    for asked in (survivor, other):
+        resp = await client.get(f"/api/v1/health/patients/{asked}/prior-results?limit=500", headers=doctor)
+        assert resp.status == 200, await resp.text()
+        page = await resp.json()
+        assert page["patient"] == survivor and page["basis"] == "consent"
+        assert result_id in listed(page)
