@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import orjson
 from sqlalchemy import JSON, DateTime, MetaData, String, TypeDecorator, event, insert
 from sqlalchemy.engine import Dialect, Row
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import NullPool
@@ -233,12 +234,42 @@ def _make_engine(url: str, *, echo: bool, pool: bool, immediate: bool) -> AsyncE
         kwargs["connect_args"] = {"timeout": 30}
         if url.startswith("sqlite+aiosqlite"):
             kwargs["module"] = sqlite_driver.dbapi()  # one trip to SQLite's thread per statement
-    else:
-        kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+    elif pool:
+        # the most recently used connection first: under load the same few stay busy, the rest idle (and are
+        # checked when they are used again, below)
+        kwargs.update(pool_size=10, max_overflow=10, pool_use_lifo=True)
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
         _sqlite_setup(engine, immediate=immediate)
+    elif pool:
+        _ping_when_idle(engine)
     return engine
+
+
+PING_AFTER_IDLE_S = 10.0
+_IDLE_SINCE = "twincity_idle_since"
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """A pooled connection that sat idle for ``PING_AFTER_IDLE_S`` is pinged before it is handed out, and replaced
+    if the server has ended it (a restart, an idle timeout). SQLAlchemy's ``pool_pre_ping`` pings at every
+    checkout: a round trip before every request's first statement, for connections that were in use a moment ago.
+    A connection lost while in use fails that request either way, and the pool then drops the others."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+            return  # just connected, or back from use a moment ago
+        try:
+            engine.sync_engine.dialect.do_ping(dbapi_conn)
+        except Exception as e:  # noqa: BLE001 - whatever the driver says, this connection is not to be used
+            raise DisconnectionError(f"a pooled connection idle for {time.monotonic() - since:.0f}s is gone") from e
 
 
 _NO_BEGIN = "twincity_no_begin"  # an execution option: this SQLite connection runs without our BEGIN
