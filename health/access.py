@@ -9,10 +9,12 @@ access log. Overrides are flagged and wait for an administrator's review.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import enum
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -33,6 +35,7 @@ from federation.web.routing import Principal
 from health import recognition
 from health.models import AccessOverride, CatalogueGeneration
 
+log = logging.getLogger(__name__)
 PURPOSE = consent.Purpose.RESULT_SHARING.value
 T = TypeVar("T")
 OVERRIDE_HOURS = 24
@@ -239,22 +242,37 @@ async def read_with_grant(
     client: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> tuple[Grant, T]:
-    """:func:`authorise` and the read it allows in one read session: decide, read (only when allowed), then
-    record the attempt and commit it before anything is returned. Saves a session per request on the doctor's
-    hot path; nothing read leaves this function unless its audit entry is committed."""
+    """:func:`authorise` and the read it allows: decide, record the attempt, and read (only when allowed) while
+    the record commits on a connection of its own. Nothing read leaves this function unless its audit entry is
+    committed: the read's result is returned only once the commit is done, and a failed commit fails the
+    request. A read that fails after the check is still on record as an allowed attempt."""
     async with svc.db.reader(snapshot=False) as s:  # the check and the read: each statement holds by itself
         person_id, grant = await check(s, who, person_id)
-        result = await read(s, grant) if grant is not None else None
+        record = _record(who, person_id, action, grant, client, details or {})
+        if grant is None:
+            await _commit_record(svc, record)
+            raise NoConsent(
+                "the patient has not consented to share results with your institution; an emergency override "
+                "with a stated reason is recorded and reviewed",
+                person_id=person_id,
+            )
+        # the audit's round trips (BEGIN, the chain's lock, the INSERT, COMMIT) overlap the read's work
+        audited = asyncio.ensure_future(_commit_record(svc, record))
+        try:
+            result = await read(s, grant)
+        except BaseException:
+            await asyncio.wait([audited])  # the attempt is on record before the read's error leaves
+            if not audited.cancelled() and audited.exception() is not None:
+                log.error("recording a health read failed: %s", audited.exception())
+            raise
+    await asyncio.shield(audited)  # a request cancelled now still leaves its record committed
+    return grant, result
+
+
+async def _commit_record(svc: Services, record: Record) -> None:
     async with svc.db.uow() as uow:
-        await svc.audit(uow, _record(who, person_id, action, grant, client, details or {}))
+        await svc.audit(uow, record)
         await uow.commit()
-    if grant is None:
-        raise NoConsent(
-            "the patient has not consented to share results with your institution; an emergency override "
-            "with a stated reason is recorded and reviewed",
-            person_id=person_id,
-        )
-    return grant, result  # type: ignore[return-value]
 
 
 async def open_override(

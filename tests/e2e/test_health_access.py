@@ -260,3 +260,36 @@ async def test_figures_refuse_dates_outside_the_programme(client, demo):
         assert resp.status in (200, 422), (query, resp.status)
         assert resp.status != 500
     assert (await client.get("/api/v1/health/figures?until=0001-01-01", headers=admin)).status == 422
+
+
+async def test_no_result_leaves_unless_its_read_is_on_record(client, demo, doctor, monkeypatch):
+    """The audit entry commits while the page is read; a commit that fails fails the request, on both APIs."""
+    person = await person_of(demo, WITH_CONSENT)
+    result = await add_result(demo, person, "CQH1", "2345-7", days_ago=3)
+
+    async def broken(uow, record) -> None:
+        raise RuntimeError("the audit trail is unavailable")
+
+    monkeypatch.setattr(demo, "audit", broken)
+    before = await audit_count(demo, person, "health.prior_results")
+    for url in (f"/api/v1/health/patients/{person}/prior-results", f"/fhir/Observation?patient={person}"):
+        resp = await client.get(url, headers=doctor)
+        assert resp.status == 500, url
+        assert result not in await resp.text()
+    monkeypatch.undo()
+    assert await audit_count(demo, person, "health.prior_results") == before
+
+
+async def test_a_read_that_fails_after_the_check_is_still_on_record(client, demo, doctor, monkeypatch):
+    from health import results
+
+    person = await person_of(demo, WITH_CONSENT)
+
+    async def failing(*args, **kwargs):
+        raise RuntimeError("the result store is unavailable")
+
+    monkeypatch.setattr(results, "prior_results", failing)
+    before = await audit_count(demo, person, "health.prior_results", "ok")
+    resp = await client.get(f"/api/v1/health/patients/{person}/prior-results", headers=doctor)
+    assert resp.status == 500
+    assert await audit_count(demo, person, "health.prior_results", "ok") == before + 1
