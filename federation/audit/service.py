@@ -18,7 +18,7 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import Engine, Insert, bindparam, exists, insert, select, text
+from sqlalchemy import Engine, Insert, bindparam, exists, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.audit.models import AuditEntry
@@ -109,9 +109,13 @@ def _guarded_insert() -> Insert:
     """``append``'s usual statement, built once: the entry's values (``v_<column>``) inserted only while the entry
     ``h_seq`` with hash ``h_hash`` is the chain's head."""
     table = AuditEntry.__table__
+    # "nothing after the head" as the highest seq, not as NOT EXISTS (seq > :h_seq): PostgreSQL plans a prepared
+    # statement once for every parameter value, and for a range on an unknown value that generic plan is a scan
+    # of the whole table, at every append; max(seq) is one step down the primary key whatever the value.
+    head = select(func.max(table.c.seq)).scalar_subquery()
     guard = select(*(bindparam(f"v_{c.key}", type_=c.type) for c in table.columns)).where(
         exists().where(table.c.seq == bindparam("h_seq"), table.c.hash == bindparam("h_hash")),
-        ~exists().where(table.c.seq > bindparam("h_seq")),
+        head == bindparam("h_seq"),
     )
     return insert(table).from_select([c.key for c in table.columns], guard)
 

@@ -279,3 +279,26 @@ def test_our_hex_ids_are_never_mistaken_for_id_numbers():
     assert len(hex_id) == 32
     assert _clean({"loan": hex_id}) == {"loan": hex_id}
     assert number not in str(_clean({"note": f"reader {number}"}))
+
+
+async def test_the_usual_append_never_scans_the_trail(svc: Services) -> None:
+    """Every write appends an entry: its guard must cost one step down the primary key however long the trail is.
+
+    PostgreSQL plans a statement the driver prepared once for all parameter values (the generic plan, used after
+    a few executions); that plan is what every append runs, so it is the one checked here."""
+    from federation.audit import service as audit
+
+    if svc.db.is_sqlite:
+        pytest.skip("PostgreSQL's generic plans")
+    async with svc.db.uow() as uow:
+        for i in range(3):
+            await svc.audit(uow, Record(action="test.plan", actor=f"tester-{i}"))
+        await uow.commit()
+    compiled = audit._GUARDED_INSERT.compile(dialect=svc.db.engine.dialect)
+    nulls = ", ".join(["NULL"] * len(compiled.positiontup or ()))
+    async with svc.db.engine.connect() as conn:
+        await conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        await conn.exec_driver_sql(f"PREPARE guarded_append AS {compiled.string}")
+        plan = "\n".join(r[0] for r in (await conn.exec_driver_sql(f"EXPLAIN EXECUTE guarded_append({nulls})")))
+        await conn.rollback()
+    assert "Seq Scan on audit_entries" not in plan, plan
