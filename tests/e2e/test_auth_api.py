@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
+import time
 
 import jwt
 import pytest
@@ -121,6 +123,22 @@ async def test_expired_token_is_refused(client: TestClient, demo: Services) -> N
     # the same claims, still in date, are accepted: the refusal was the expiry
     fresh = forged(demo, account.id, exp=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))
     assert (await me(client, bearer(fresh))).status == 200
+
+
+async def test_a_token_seen_before_still_expires(client: TestClient, demo: Services, monkeypatch) -> None:
+    """A token's signature is checked once per process; its expiry is checked at every request."""
+    account = await account_named(demo, "librarian@CQL")
+    token = forged(demo, account.id, exp=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2))
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert (await me(client, bearer(token))).status == 200
+    decoded = []
+    real = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **kw: decoded.append(1) or real(*a, **kw))
+    assert (await me(client, bearer(token))).status == 200
+    assert decoded == []  # the second request did not verify the signature again
+    await asyncio.sleep(max(0.0, expires - time.time()) + 0.1)
+    body = await problem(await me(client, bearer(token)), 401, "auth.invalid_token")
+    assert "expired" in body["detail"]
 
 
 async def test_garbage_token_is_refused(client: TestClient, svc: Services) -> None:
