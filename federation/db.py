@@ -138,9 +138,8 @@ class Database:
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
         # the same engine without transactions: every statement is consistent by itself, no BEGIN, no ROLLBACK
         unwrapped = {_NO_BEGIN: True} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"}
-        self.statement_sessions = async_sessionmaker(
-            self.read_engine.execution_options(**unwrapped), expire_on_commit=False
-        )
+        self.statement_engine = self.read_engine.execution_options(**unwrapped)
+        self.statement_sessions = async_sessionmaker(self.statement_engine, expire_on_commit=False)
         self.doorbell: Doorbell = SilentDoorbell()
         self._write_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
@@ -184,11 +183,7 @@ class Database:
         """The rows of one statement, run outside any transaction: a single statement is consistent by itself, so
         no BEGIN and no ROLLBACK travel with it and no ORM session is made. For the reads every request makes (the
         caller's account or API key); anything reading twice and wanting one snapshot uses ``reader()``."""
-        async with self.read_engine.connect() as conn:
-            if self.is_sqlite:
-                conn = await conn.execution_options(**{_NO_BEGIN: True})
-            else:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        async with self.statement_engine.connect() as conn:
             return list((await conn.execute(statement, params)).all())
 
     async def ping(self) -> None:
