@@ -15,6 +15,8 @@ VALUES = [
     {"big": 2**70, "negative": -(2**64), "small": 1e-300, "e": 1e16},
     {"nan": math.nan, "inf": math.inf, "ninf": -math.inf},
     {"none": None, "nested": [None, {"a": None}], "text": "null and void"},
+    {"none": None, "deep": [{"values": [1.5, None, ("x", math.nan)]}]},
+    {"none": None, math.nan: "a NaN key"},
     {1: "int key", 2.5: "float key", False: "bool key", None: "none key"},
     ["tuple", ("a", 1)],
     "\ud800 a lone surrogate",
@@ -29,8 +31,17 @@ def test_a_value_reads_back_as_the_standard_librarys_text_of_it_would(value):
     got = json_loads(json_dumps(value))
     if isinstance(expected, dict) and any(isinstance(v, float) and math.isnan(v) for v in expected.values()):
         assert math.isnan(got["nan"]) and got["inf"] == math.inf and got["ninf"] == -math.inf
+    elif isinstance(value, dict) and "deep" in value:
+        assert math.isnan(got["deep"][0]["values"][2][1]) and got["deep"][0]["values"][:2] == [1.5, None]
     else:
         assert got == expected
+    assert json_dumps(value) == json.dumps(value) or "NaN" not in json.dumps(value)
+
+
+def test_a_value_with_nulls_but_no_nan_is_written_by_orjson():
+    """Most JSON values hold a None somewhere (a catalogue record's empty fields); they need no second encoding."""
+    value = {"title": "红楼梦", "subtitle": None, "names": [{"name": "曹雪芹", "role": None}], "year": 1791}
+    assert json_dumps(value) == '{"title":"红楼梦","subtitle":null,"names":[{"name":"曹雪芹","role":null}],"year":1791}'
 
 
 @dataclasses.dataclass
