@@ -269,14 +269,22 @@ def parse_and_map(files: list[tuple[str, str, str, Path, int]]) -> tuple[int, fl
 
 def _rss_of(pid: int | str) -> int:
     """Resident set size of a process now, bytes (Linux /proc; 0 when it is gone)."""
+    return _memory_of(pid).get("VmRSS", 0)
+
+
+def _memory_of(pid: int | str) -> dict[str, int]:
+    """VmRSS and its parts now, bytes: RssAnon (the process's own heap: Python objects, tantivy's writer buffers)
+    and RssFile (pages of mapped files: the index's segments, shared with the page cache). Empty when gone."""
+    out: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "RssAnon", "RssFile"):
+                    out[key] = int(rest.split()[0]) * 1024
     except OSError:
         pass
-    return 0
+    return out
 
 
 def _children(pid: int) -> list[int]:
@@ -300,6 +308,8 @@ class RssSampler:
 
     def __init__(self) -> None:
         self.peak = 0
+        self.anon_peak = 0  # RssAnon: the process's own memory
+        self.file_peak = 0  # RssFile: mapped files (the index's segments)
         self.child_peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -307,7 +317,10 @@ class RssSampler:
     def _run(self) -> None:
         me = os.getpid()
         while not self._stop.wait(0.2):
-            self.peak = max(self.peak, _rss_of("self"))
+            now = _memory_of("self")
+            self.peak = max(self.peak, now.get("VmRSS", 0))
+            self.anon_peak = max(self.anon_peak, now.get("RssAnon", 0))
+            self.file_peak = max(self.file_peak, now.get("RssFile", 0))
             for child in _children(me):
                 self.child_peak = max(self.child_peak, _rss_of(child))
 
@@ -444,7 +457,10 @@ async def main_e2e(args: argparse.Namespace) -> None:
             f"  end-to-end / bare pymarc = {ratio:.0%} (goal >= 40%), end-to-end {seen / elapsed:,.0f} records/s "
             f"(goal >= 3,000)"
         )
-        print(f"  peak RSS {rss.peak / 2**20:.0f} MB; parse worker process {rss.child_peak / 2**20:.0f} MB (sampled)")
+        print(
+            f"  peak RSS {rss.peak / 2**20:.0f} MB (sampled peaks: own memory {rss.anon_peak / 2**20:.0f} MB, mapped "
+            f"files {rss.file_peak / 2**20:.0f} MB); parse worker process {rss.child_peak / 2**20:.0f} MB (sampled)"
+        )
         v = await verify(svc, files)
         print(
             f"  check: {v['records']:,} records, {v['items']:,} items, {v['works']:,} works with live records; "
@@ -505,6 +521,10 @@ async def main_rss(args: argparse.Namespace) -> None:
         else:  # the mark was set earlier (generating the file, imports): the samples bound the ingest from below
             peak, how = rss.peak, f"sampled every 0.2 s; the high-water mark {after / 2**20:.0f} MB was set before"
         print(f"peak RSS of the loading process {peak / 2**20:.0f} MB (goal < 500 MB; {how})")
+        print(
+            f"  of which, sampled peaks: own memory (RssAnon) {rss.anon_peak / 2**20:.0f} MB, mapped files (RssFile: "
+            f"the index's segments, the database) {rss.file_peak / 2**20:.0f} MB"
+        )
         print(f"the parse worker process (a separate process) peaked at {rss.child_peak / 2**20:.0f} MB (sampled)")
     finally:
         await svc.close()
