@@ -105,19 +105,6 @@ async def live_person_id(session: AsyncSession, person_id: str) -> str:
     raise PatientNotFound("no such patient")
 
 
-async def decide(session: AsyncSession, who: Principal, person_id: str) -> Grant | None:
-    """The basis on which ``who`` may read this person's results now, or None (two reads: the consents in force,
-    then, only without one, an open override)."""
-    if who.kind == "resident":
-        return Grant(person_id, Basis.SELF) if who.person_id == person_id else None
-    now = utcnow()
-    if who.institution:
-        held = await consent.holding(session, person_id, consent.Purpose.RESULT_SHARING, who.institution, now)
-        if held is not None:
-            return Grant(person_id, Basis.CONSENT, consent_id=held.id)
-    return await _override(session, who, person_id, now)
-
-
 async def _override(session: AsyncSession, who: Principal, person_id: str, now: dt.datetime) -> Grant | None:
     q = (
         select(AccessOverride.id)
@@ -166,18 +153,18 @@ def _check_statement() -> Select[Any]:
     )
 
 
-async def check(session: AsyncSession, who: Principal, person_id: str) -> tuple[str, Grant | None]:
-    """:func:`live_person_id` and :func:`decide` in one statement in the usual case (a person not merged away,
-    a consent in force): the live person's id and the grant, or None. Notes the catalogue generation it read
-    for the session's next ``load_catalogue``. A merged person, or a reader without consent, costs a read more."""
+async def check(session: AsyncSession, who: Principal, person_id: str, *, hops: int = 8) -> tuple[str, Grant | None]:
+    """The basis on which ``who`` may read this person's results now: the live person's id (a merged person is
+    followed to the survivor) and the grant (consent, an open override, or a resident's own), or None. One
+    statement in the usual case; a merge costs one more per hop, a reader without consent one more for the
+    override. Notes the catalogue generation it read for the session's next ``load_catalogue``."""
     now = utcnow()
     rows = (await session.execute(_check_statement(), {"person": person_id, "at": now})).all()
-    if not rows:
+    if not rows or hops <= 0:  # merge chains are short; a cycle would be a bug, not a reason to spin
         raise PatientNotFound("no such patient")
     first = rows[0]
     if first.status == PersonStatus.MERGED and first.merged_into_id:
-        person_id = await live_person_id(session, first.merged_into_id)
-        return person_id, await decide(session, who, person_id)
+        return await check(session, who, first.merged_into_id, hops=hops - 1)
     recognition.note_generation(session, first.generation)
     persons = None if first.merged_in else (person_id,)
     if who.kind == "resident":

@@ -293,7 +293,7 @@ async def lookup(request: web.Request, body: LookupIn) -> LookupOut:
     try:
         async with svc.db.reader() as s:
             person = await identity.resolve_credential(s, svc.cipher, inp)
-            grant = await access.decide(s, who, person.id)
+            _, grant = await access.check(s, who, person.id)
     except UnknownCredential:
         await record("not_found", None)
         raise

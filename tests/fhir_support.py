@@ -31,6 +31,17 @@ async def person_of(svc: Services, id_number: str) -> str:
     return found.person_id
 
 
+async def person_by_record(svc: Services, name: str, record_number: str, hospital: str) -> str:
+    """A new person known only by a hospital's record number (as a hospital's first contact registers them)."""
+    record = identity.IdentifierInput(IdentifierType.LOCAL, record_number, hospital, "hospital_record")
+    async with svc.db.uow() as uow:
+        reg = await identity.register(
+            uow, svc, identity.RegisterPerson(name=name, identifiers=[record]), actor="test"
+        )
+        await uow.commit()
+    return reg.person.id
+
+
 async def institution(svc: Services, code: str) -> str:
     async with svc.db.reader() as s:
         return (await s.execute(select(Institution.id).where(Institution.code == code))).scalar_one()

@@ -384,21 +384,9 @@ async def test_bad_searches_are_operation_outcomes(client, world, query):
 
 async def test_a_merged_persons_results_follow_the_survivor(client, world):
     from federation.identity import service as identity
-    from federation.identity.models import IdentifierType
 
     svc, zhang = world["svc"], world["zhang"]
-    async with svc.db.uow() as uow:
-        reg = await identity.register(
-            uow,
-            svc,
-            identity.RegisterPerson(
-                name="张伟",
-                identifiers=[identity.IdentifierInput(IdentifierType.LOCAL, "MRN-77", "CQH1", "hospital_record")],
-            ),
-            actor="test",
-        )
-        await uow.commit()
-    other = reg.person.id
+    other = await fx.person_by_record(svc, "张伟", "MRN-77", "CQH1")
     assert other != zhang
     cqh1 = await fx.institution(svc, "CQH1")
     before = fx.observation(other, cqh1, dt.datetime(2022, 5, 1, tzinfo=CST), code=fx.HBA1C)

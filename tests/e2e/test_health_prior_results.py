@@ -9,6 +9,7 @@ from sqlalchemy import insert, select
 from federation.db import new_id
 from federation.members.models import Institution
 from health.models import StoredResource
+from tests import fhir_support as fx
 from tests.conftest import token_for
 from tests.e2e.test_health_access import WITH_CONSENT, person_of
 
@@ -64,42 +65,12 @@ async def test_a_merged_persons_results_are_listed_under_the_survivor(client, de
     """The access check reads the person, the consents and whether anyone was merged into them in one statement;
     a merge must still lead both ids to the survivor's page, with the merged person's results on it."""
     from federation.identity import service as identity
-    from federation.identity.models import IdentifierType
 
     survivor = await person_of(demo, WITH_CONSENT)
-    async with demo.db.uow() as uow:
-        reg = await identity.register(
-            uow,
-            demo,
-            identity.RegisterPerson(
-                name="张伟",
-                identifiers=[identity.IdentifierInput(IdentifierType.LOCAL, "MRN-MERGE-1", "CQH1", "hospital_record")],
-            ),
-            actor="test",
-        )
-        await uow.commit()
-    other = reg.person.id
-    at = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
-    result_id = new_id()
-    async with demo.db.uow() as uow:
-        hospital = (await uow.session.execute(select(Institution.id).where(Institution.code == "CQH1"))).scalar_one()
-        row = {
-            "id": result_id,
-            "resource_type": "Observation",
-            "institution_id": hospital,
-            "source_id": "merged-1",
-            "status": "final",
-            "person_id": other,
-            "category": "laboratory",
-            "code_system": "http://loinc.org",
-            "code": "2345-7",
-            "effective_at": at,
-            "issued_at": at,
-            "withdrawn": False,
-            "body": {"resourceType": "Observation", "status": "final"},
-        }
-        await uow.session.execute(insert(StoredResource), [row])
-        await uow.commit()
+    other = await fx.person_by_record(demo, "张伟", "MRN-MERGE-1", "CQH1")
+    row = fx.observation(other, await fx.institution(demo, "CQH1"), dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
+    await fx.store(demo, [row])
+    result_id = row["id"]
     doctor = await token_for(client, "doctor@SCH1")
 
     def listed(page: dict) -> set[str]:
