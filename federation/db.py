@@ -9,6 +9,7 @@ relay finds the row later.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import dataclasses
 import datetime as dt
@@ -18,7 +19,7 @@ import math
 import os
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -195,6 +196,13 @@ class Database:
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
+
+
+def row_tuple(name: str, columns: Sequence[Any]) -> type[tuple[Any, ...]]:
+    """A named tuple type for the rows of ``select(*columns)``, for pages read many times over (judged, sorted,
+    rendered). SQLAlchemy's ``Row`` finds an attribute by name in Python code, about a microsecond each; a named
+    tuple's attribute is a C slot read. Convert with ``T._make(row)``."""
+    return collections.namedtuple(name, [c.key for c in columns])  # type: ignore[misc]
 
 
 def json_loads(text: str | bytes) -> Any:

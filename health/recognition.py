@@ -272,7 +272,11 @@ class Catalogue:
 
         if rules.qc_required and not self.qc_held(facts.institution_id, item.qc_category, day):
             reasons.add(Reason.QC_MISSING)
-        window = min(v.window_days for v in (issue_version, now_version, rules) if v is not None)
+        window = rules.window_days  # the shortest of the rules judged by and those in force then and now
+        if issue_version is not None and issue_version.window_days < window:
+            window = issue_version.window_days
+        if now_version is not None and now_version.window_days < window:
+            window = now_version.window_days
         if (today - day).days > window:
             reasons.add(Reason.EXPIRED)
         return _verdict(reasons, item, rules, day + dt.timedelta(days=window))
@@ -291,10 +295,13 @@ def _eligible(hospital: HospitalFacts | None, rules: VersionRules | None, day: d
     return not (rules.public_only and hospital.ownership != Ownership.PUBLIC)
 
 
+_REASON_ORDER = {r: i for i, r in enumerate(Reason)}  # reasons are listed in the order Reason declares them
+
+
 def _verdict(
     reasons: set[Reason], item: CatalogueItem | None, rules: VersionRules | None, valid_until: dt.date | None
 ) -> Verdict:
-    ordered = tuple(r for r in Reason if r in reasons)
+    ordered = tuple(sorted(reasons, key=_REASON_ORDER.__getitem__)) if reasons else ()
     return Verdict(
         recognised=not ordered,
         reasons=ordered,

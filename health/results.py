@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from federation.db import row_tuple
 from federation.identity.models import Person
 from health import recognition
 from health.models import StoredResource
@@ -86,6 +87,7 @@ _COLUMNS = (
     StoredResource.issued_at,
     StoredResource.body,
 )
+ResultRow = row_tuple("ResultRow", _COLUMNS)
 
 
 @functools.lru_cache(maxsize=64)
@@ -152,7 +154,8 @@ async def prior_results(
     if filters.after:
         params["at"], params["last_id"] = filters.after
     statement = _page_statement(filters.category, filters.since is not None, filters.after is not None, merged)
-    rows: list[Any] = list((await session.execute(statement, params)).all())
+    make = ResultRow._make  # type: ignore[attr-defined]
+    rows: list[Any] = [make(r) for r in await session.execute(statement, params)]
     rows.sort(key=lambda r: (r.effective_at, r.id), reverse=True)
     full = len(rows) >= limit  # a full page: there may be more (at worst the next page is empty)
     rows = rows[:limit]

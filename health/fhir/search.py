@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from federation.db import row_tuple
 from federation.errors import DomainError
 from federation.identity.idnumber import mask_id_numbers_in_text
 from federation.identity.models import Merge
@@ -447,6 +448,14 @@ COLUMNS = (
     R.last_updated,
     R.body,
 )
+ResultRow = row_tuple("ResultRow", COLUMNS)
+_WIDTH = len(COLUMNS)
+
+
+def _rows(result: Iterable[Any]) -> list[Any]:
+    """Rows of COLUMNS (and any columns after them) as ResultRow tuples."""
+    make = ResultRow._make  # type: ignore[attr-defined]
+    return [make(r[:_WIDTH]) for r in result]
 
 
 def _category_clause(tokens: Iterable[Token]) -> ColumnElement[bool]:
@@ -535,7 +544,7 @@ def _regions(sort: Sort, cur: Cursor | None) -> list[tuple[list[ColumnElement[bo
 
 @dataclasses.dataclass
 class Page:
-    rows: list[Any]  # rows of COLUMNS
+    rows: list[Any]  # ResultRow tuples
     total: int
     next: Cursor | None
     previous: Cursor | None
@@ -574,8 +583,8 @@ async def page(session: AsyncSession, sp: SearchParams, person_id: str) -> Page:
                 q = select(*COLUMNS, total_q.label("total"), merges_q.label("merges")).where(*where, *part)
                 got = list(await session.execute(q.order_by(*order).limit(want)))
                 if got and totals is None:
-                    totals = (got[0].total, got[0].merges)
-                rows += got
+                    totals = (got[0][_WIDTH], got[0][_WIDTH + 1])  # total, merges
+                rows += _rows(got)
                 if len(rows) > sp.count:
                     break
         if totals is None:
@@ -625,7 +634,7 @@ async def included_results(session: AsyncSession, sources: Sequence[Any], person
         .where(R.person_id.in_(person_ids))
         .order_by(R.id)
     )
-    return _unique(await session.execute(q))
+    return _unique(_rows(await session.execute(q)))
 
 
 async def provenances(session: AsyncSession, targets: Sequence[Any]) -> list[Any]:
@@ -640,7 +649,7 @@ async def provenances(session: AsyncSession, targets: Sequence[Any]) -> list[Any
         .where(R.resource_type == "Provenance", R.withdrawn.is_(False))
         .order_by(R.id)
     )
-    return _unique(await session.execute(q))
+    return _unique(_rows(await session.execute(q)))
 
 
 def _unique(rows: Iterable[Any]) -> list[Any]:
@@ -676,7 +685,7 @@ async def lastn_rows(session: AsyncSession, spec: LastN, person_ids: Sequence[st
         .where(ranked.c.rank <= spec.max)
         .order_by(R.code_system, R.code, ranked.c.rank)
     )
-    return list(await session.execute(q))
+    return _rows(await session.execute(q))
 
 
 # -- Bundles ------------------------------------------------------------------------------------------------------
