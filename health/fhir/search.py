@@ -10,13 +10,14 @@ import base64
 import binascii
 import dataclasses
 import datetime as dt
+import functools
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
-from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, false, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.db import row_tuple
@@ -76,15 +77,20 @@ class DateBound:
 
     def clause(self, col: Any) -> ColumnElement[bool]:
         """Against an instant column (a point in time): ``gt`` means after the whole range, ``lt`` before it."""
-        if self.prefix == "eq":
-            return and_(col >= self.lo, col < self.hi)
-        if self.prefix == "ge":
-            return col >= self.lo
-        if self.prefix == "gt":
-            return col >= self.hi
-        if self.prefix == "le":
-            return col < self.hi
-        return col < self.lo  # lt
+        return date_clause(self.prefix, col, self.lo, self.hi)
+
+
+def date_clause(prefix: str, col: Any, lo: Any, hi: Any) -> ColumnElement[bool]:
+    """A date prefix against the range ``[lo, hi)`` (values, or bound parameters standing for them)."""
+    if prefix == "eq":
+        return and_(col >= lo, col < hi)
+    if prefix == "ge":
+        return col >= lo
+    if prefix == "gt":
+        return col >= hi
+    if prefix == "le":
+        return col < hi
+    return col < lo  # lt
 
 
 _DATE = re.compile(
@@ -458,29 +464,74 @@ def _rows(result: Iterable[Any]) -> list[Any]:
     return [make(r[:_WIDTH]) for r in result]
 
 
+_OUR_CATEGORY_SYSTEMS = (OBSERVATION_CATEGORY, V2_0074)
+
+
 def _category_clause(tokens: Iterable[Token]) -> ColumnElement[bool]:
-    alternatives: list[ColumnElement[bool]] = []
+    """Category alternatives with their values inline (``$lastn``)."""
+    return _category_alternatives(_category_shape(tokens, lambda v: v), inline=True)
+
+
+def _category_shape(tokens: Iterable[Token], name: Callable[[Any], str]) -> tuple[tuple[str, str | None], ...]:
+    """Each alternative as ``("any", None)`` (any category of a system we store by: every stored category is one
+    of them), ``("none", None)`` (a system we do not store by matches nothing) or ``("eq", value name)``."""
+    out: list[tuple[str, str | None]] = []
     for t in tokens:
         if t.code is None:
-            # any category of a system we store by: every stored category is one of them
-            alternatives.append(R.category.is_not(None) if t.system in (OBSERVATION_CATEGORY, V2_0074) else false())
-        elif t.system in (None, "", OBSERVATION_CATEGORY, V2_0074):
-            alternatives.append(R.category == _CATEGORY_ALIASES.get(t.code, t.code))
+            out.append(("any", None) if t.system in _OUR_CATEGORY_SYSTEMS else ("none", None))
+        elif t.system in (None, "", *_OUR_CATEGORY_SYSTEMS):
+            out.append(("eq", name(_CATEGORY_ALIASES.get(t.code, t.code))))
         else:
-            alternatives.append(false())  # a category system we do not store by matches nothing
+            out.append(("none", None))
+    return tuple(out)
+
+
+def _category_alternatives(shape: Sequence[tuple[str, str | None]], *, inline: bool = False) -> ColumnElement[bool]:
+    alternatives: list[ColumnElement[bool]] = []
+    for kind, value in shape:
+        if kind == "any":
+            alternatives.append(R.category.is_not(None))
+        elif kind == "eq":
+            alternatives.append(R.category == (value if inline else bindparam(value)))
+        else:
+            alternatives.append(false())
     return or_(*alternatives)
 
 
 def _code_clause(tokens: Iterable[Token]) -> ColumnElement[bool]:
-    alternatives: list[ColumnElement[bool]] = []
+    """Code alternatives with their values inline (``$lastn``)."""
+    return _code_alternatives(_code_shape(tokens, lambda v: v), inline=True)
+
+
+def _code_shape(tokens: Iterable[Token], name: Callable[[Any], str]) -> tuple[tuple[str, str | None, str | None], ...]:
+    """Each alternative as (system: ``any`` | ``none`` | ``eq``, system value name, code value name or None)."""
+    out: list[tuple[str, str | None, str | None]] = []
     for t in tokens:
-        parts = []
         if t.system == "":
+            system: tuple[str, str | None] = ("none", None)
+        elif t.system is None:
+            system = ("any", None)
+        else:
+            system = ("eq", name(t.system))
+        out.append((*system, name(t.code) if t.code is not None else None))
+    return tuple(out)
+
+
+def _code_alternatives(
+    shape: Sequence[tuple[str, str | None, str | None]], *, inline: bool = False
+) -> ColumnElement[bool]:
+    def value(v: str) -> Any:
+        return v if inline else bindparam(v)
+
+    alternatives: list[ColumnElement[bool]] = []
+    for system, system_value, code in shape:
+        parts = []
+        if system == "none":
             parts.append(R.code_system.is_(None))
-        elif t.system is not None:
-            parts.append(R.code_system == t.system)
-        if t.code is not None:
-            parts.append(R.code == t.code)
+        elif system == "eq":
+            parts.append(R.code_system == value(system_value))  # type: ignore[arg-type]
+        if code is not None:
+            parts.append(R.code == value(code))
         alternatives.append(and_(*parts))
     return or_(*alternatives)
 
@@ -491,25 +542,88 @@ def base_filter(resource_type: str, person_ids: Sequence[str]) -> list[ColumnEle
     return [person, R.resource_type == resource_type, R.withdrawn.is_(False)]
 
 
-def filters(sp: SearchParams, person_ids: Sequence[str]) -> list[ColumnElement[bool]]:
-    where = base_filter(sp.resource_type, person_ids)
-    if sp.categories:
-        where.append(_category_clause(sp.categories))
-    if sp.codes:
-        where.append(_code_clause(sp.codes))
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    """A search with its values taken out: what its statements are built from, once per shape (values are bound
+    parameters, named in the shape). Two searches that differ only in values share their statements."""
+
+    resource_type: str
+    merged: bool  # several persons (``:persons``), else one (``:person``)
+    categories: tuple[tuple[str, str | None], ...]
+    codes: tuple[tuple[str, str | None, str | None], ...]
+    statuses: bool  # ``:statuses``
+    dates: tuple[tuple[str, str, str], ...]  # (prefix, lo name, hi name) against effective_at
+    updated: tuple[tuple[str, str, str], ...]  # the same against last_updated
+    sort: Sort
+    cursor: tuple[bool, bool] | None  # (backward, has a value): ``:cursor_value``, ``:cursor_id``
+
+
+def _shape(sp: SearchParams, person_ids: Sequence[str]) -> tuple[_Shape, dict[str, Any]]:
+    """The shape of a search and the values of its parameters."""
+    values: dict[str, Any] = {}
+
+    def name(value: Any) -> str:
+        key = f"v{len(values)}"
+        values[key] = value
+        return key
+
+    merged = len(person_ids) > 1
+    if merged:
+        values["persons"] = list(person_ids)
+    else:
+        values["person"] = person_ids[0]
     if sp.statuses:
-        where.append(R.status.in_(sp.statuses))
-    where += [b.clause(R.effective_at) for b in sp.dates]
-    where += [b.clause(R.last_updated) for b in sp.last_updated]
+        values["statuses"] = list(sp.statuses)
+    cursor = None
+    if sp.cursor is not None:
+        cursor = (sp.cursor.backward, sp.cursor.value is not None)
+        values["cursor_id"] = sp.cursor.id
+        if sp.cursor.value is not None:
+            values["cursor_value"] = sp.cursor.value
+    shape = _Shape(
+        resource_type=sp.resource_type,
+        merged=merged,
+        categories=_category_shape(sp.categories, name),
+        codes=_code_shape(sp.codes, name),
+        statuses=bool(sp.statuses),
+        dates=tuple((b.prefix, name(b.lo), name(b.hi)) for b in sp.dates),
+        updated=tuple((b.prefix, name(b.lo), name(b.hi)) for b in sp.last_updated),
+        sort=sp.sort,
+        cursor=cursor,
+    )
+    return shape, values
+
+
+def _where(shape: _Shape) -> list[ColumnElement[bool]]:
+    person = (
+        R.person_id.in_(bindparam("persons", expanding=True)) if shape.merged else R.person_id == bindparam("person")
+    )
+    where = [person, R.resource_type == shape.resource_type, R.withdrawn.is_(False)]
+    if shape.categories:
+        where.append(_category_alternatives(shape.categories))
+    if shape.codes:
+        where.append(_code_alternatives(shape.codes))
+    if shape.statuses:
+        where.append(R.status.in_(bindparam("statuses", expanding=True)))
+    for bounds, col in ((shape.dates, R.effective_at), (shape.updated, R.last_updated)):
+        for prefix, lo, hi in bounds:
+            where.append(date_clause(prefix, col, bindparam(lo, type_=col.type), bindparam(hi, type_=col.type)))
     return where
+
+
+def filters(sp: SearchParams, person_ids: Sequence[str]) -> tuple[list[ColumnElement[bool]], dict[str, Any]]:
+    """The WHERE clauses of a search (bound parameters) and their values."""
+    shape, values = _shape(sp, person_ids)
+    return _where(shape), values
 
 
 def _sort_column(key: SortKey) -> Any:
     return R.effective_at if key == "date" else R.last_updated
 
 
-def _regions(sort: Sort, cur: Cursor | None) -> list[tuple[list[ColumnElement[bool]], list[Any]]]:
+def _regions(sort: Sort, cursor: tuple[bool, bool] | None) -> list[tuple[list[ColumnElement[bool]], list[Any]]]:
     """The rows after the cursor (before it, walking backward) as up to two (filter, order) parts, in walk order.
+    ``cursor`` is (backward, has a value); its position is bound as ``:cursor_value`` and ``:cursor_id``.
 
     The order is ``(sort column, id)`` with rows lacking a value last. Each part is one index range in the
     index's own order on both engines (SQLite and PostgreSQL put NULLs at opposite ends, so a single ORDER BY
@@ -518,21 +632,23 @@ def _regions(sort: Sort, cur: Cursor | None) -> list[tuple[list[ColumnElement[bo
     """
     col = _sort_column(sort.key)
     desc = sort.descending
-    backward = cur is not None and cur.backward
+    backward = cursor is not None and cursor[0]
     along = desc != backward  # the direction this walk reads the valued rows in
     valued_order = [col.desc(), R.id.desc()] if along else [col.asc(), R.id.asc()]
     null_order = [R.id.desc()] if along else [R.id.asc()]
     valued: list[ColumnElement[bool]] = [col.is_not(None)]
     nulls: list[ColumnElement[bool]] | None = [col.is_(None)]
-    if cur is not None:
-        id_on = R.id < cur.id if along else R.id > cur.id
-        if cur.value is None:
+    if cursor is not None:
+        at_id = bindparam("cursor_id")
+        id_on = R.id < at_id if along else R.id > at_id
+        if not cursor[1]:
             if not backward:
                 return [([col.is_(None), id_on], null_order)]
             nulls = [col.is_(None), id_on]
         else:
-            ahead = col <= cur.value if along else col >= cur.value
-            strictly = col < cur.value if along else col > cur.value
+            at = bindparam("cursor_value", type_=col.type)
+            ahead = col <= at if along else col >= at
+            strictly = col < at if along else col > at
             valued = [ahead, or_(strictly, id_on)]
             if backward:
                 nulls = None  # the rows without a value all lie after a valued cursor
@@ -540,6 +656,23 @@ def _regions(sort: Sort, cur: Cursor | None) -> list[tuple[list[ColumnElement[bo
     if nulls is not None:
         parts.append((nulls, null_order))
     return list(reversed(parts)) if backward else parts
+
+
+@functools.lru_cache(maxsize=256)
+def _statements(shape: _Shape) -> tuple[list[Any], Any]:
+    """A search's statements, built once per shape: one per region of :func:`_regions` (its rows, ``LIMIT
+    :limit``, with the count and the merge flag as scalar subqueries), and the count and merge flag alone."""
+    where = _where(shape)
+    total_q = select(func.count()).select_from(R).where(*where).correlate(None).scalar_subquery()
+    merges_q = literal(0) if shape.merged else _merges(bindparam("person"))
+    parts = [
+        select(*COLUMNS, total_q.label("total"), merges_q.label("merges"))
+        .where(*where, *part)
+        .order_by(*order)
+        .limit(bindparam("limit"))
+        for part, order in _regions(shape.sort, shape.cursor)
+    ]
+    return parts, select(total_q, merges_q)
 
 
 @dataclasses.dataclass
@@ -556,7 +689,7 @@ def _position(sort: Sort, row: Any, *, backward: bool) -> Cursor:
     return Cursor(sort.key, sort.descending, value, row.id, backward)
 
 
-def _merges(person_id: str) -> Any:
+def _merges(person_id: Any) -> Any:
     return (
         select(func.count())
         .select_from(Merge)
@@ -572,23 +705,21 @@ async def page(session: AsyncSession, sp: SearchParams, person_id: str) -> Page:
     Only a survivor of a merge costs more (its persons' rows are read again)."""
     persons = [person_id]
     while True:
-        where = filters(sp, persons)
-        total_q = select(func.count()).select_from(R).where(*where).correlate(None).scalar_subquery()
-        merges_q = _merges(person_id) if len(persons) == 1 else literal(0)
+        shape, values = _shape(sp, persons)
+        parts, totals_alone = _statements(shape)
         totals: tuple[int, int] | None = None
         rows: list[Any] = []
         if sp.count > 0:
-            for part, order in _regions(sp.sort, sp.cursor):
-                want = sp.count + 1 - len(rows)
-                q = select(*COLUMNS, total_q.label("total"), merges_q.label("merges")).where(*where, *part)
-                got = list(await session.execute(q.order_by(*order).limit(want)))
+            for q in parts:
+                values["limit"] = sp.count + 1 - len(rows)
+                got = list(await session.execute(q, values))
                 if got and totals is None:
                     totals = (got[0][_WIDTH], got[0][_WIDTH + 1])  # total, merges
                 rows += _rows(got)
                 if len(rows) > sp.count:
                     break
         if totals is None:
-            totals = tuple((await session.execute(select(total_q, merges_q))).one())  # type: ignore[assignment]
+            totals = tuple((await session.execute(totals_alone, values)).one())  # type: ignore[assignment]
         total, merges = totals
         if merges and len(persons) == 1:
             persons = await merged_into(session, person_id)
