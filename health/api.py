@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
+import orjson
 from aiohttp import web
 from pydantic import Field
 from sqlalchemy import select
@@ -191,41 +192,45 @@ def _credential(who: Principal, c: CredentialIn) -> identity.IdentifierInput:
     return identity.IdentifierInput(IdentifierType(c.type), c.value)
 
 
-def _verdict(v: Any) -> VerdictOut:
-    return VerdictOut(
-        recognised=v.recognised,
-        mark="HR" if v.recognised else None,
-        reasons=[str(r) for r in v.reasons],
-        item=v.item_code,
-        item_name=v.item_name,
-        catalogue_version=v.catalogue_version,
-        valid_until=v.valid_until,
-    )
+def _verdict(v: Any) -> dict[str, Any]:
+    """A verdict as :class:`VerdictOut` writes it (keys in its field order)."""
+    return {
+        "recognised": v.recognised,
+        "mark": "HR" if v.recognised else None,
+        "reasons": [str(r) for r in v.reasons],
+        "item": v.item_code,
+        "item_name": v.item_name,
+        "catalogue_version": v.catalogue_version,
+        "valid_until": v.valid_until,
+    }
 
 
-def _result(r: results.PriorResult) -> ResultOut:
+def _result(r: results.PriorResult) -> dict[str, Any]:
+    """A result as :class:`ResultOut` writes it (keys in its field order)."""
     row, body = r.row, r.row.body
-    return ResultOut(
-        id=row.id,
-        resource_type=row.resource_type,
-        category=row.category,
-        code_system=row.code_system,
-        code=row.code,
-        title=results.display(body),
-        value=results.value_text(body),
-        interpretation=results.interpretation(body),
-        reference_range=results.reference_range(body),
-        status=row.status,
-        effective_at=row.effective_at,
-        issued_at=row.issued_at,
-        hospital=r.hospital_code,
-        hospital_name=r.hospital_name,
-        hospital_city=r.hospital_city,
-        verdict=_verdict(r.verdict),
-    )
+    return {
+        "id": row.id,
+        "resource_type": row.resource_type,
+        "category": row.category,
+        "code_system": row.code_system,
+        "code": row.code,
+        "title": results.display(body),
+        "value": results.value_text(body),
+        "interpretation": results.interpretation(body),
+        "reference_range": results.reference_range(body),
+        "status": row.status,
+        "effective_at": row.effective_at,
+        "issued_at": row.issued_at,
+        "hospital": r.hospital_code,
+        "hospital_name": r.hospital_name,
+        "hospital_city": r.hospital_city,
+        "verdict": _verdict(r.verdict),
+    }
 
 
-async def _prior_results(request: web.Request, person_id: str, query: PriorResultsQuery) -> PriorResultsOut:
+async def _prior_results(request: web.Request, person_id: str, query: PriorResultsQuery) -> web.Response:
+    """The page as :class:`PriorResultsOut`, written by orjson from plain values: the same bytes the model writes
+    (a test holds them to it), without validating fifty results the service has just read and judged itself."""
     svc, who = services(request), principal(request)
     after = None
     if query.after:
@@ -243,19 +248,20 @@ async def _prior_results(request: web.Request, person_id: str, query: PriorResul
         details={k: str(v) for k, v in query.model_dump(exclude_none=True, exclude={"limit", "after"}).items()},
     )
     found, last = found
-    groups = [
-        ResultGroup(key=key, title=title, latest=items[0].issued, results=[_result(r) for r in items])
-        for key, title, items in results.group_by_item(found)
-    ]
-    return PriorResultsOut(
-        patient=grant.person_id,
-        basis=grant.basis.value,
-        flagged=grant.flagged,
-        count=len(found),
-        recognised=sum(r.verdict.recognised for r in found),
-        groups=groups,
-        next=results.cursor(last) if last is not None else None,
-    )
+    page = {
+        "patient": grant.person_id,
+        "basis": grant.basis.value,
+        "flagged": grant.flagged,
+        "count": len(found),
+        "recognised": sum(r.verdict.recognised for r in found),
+        "groups": [
+            {"key": key, "title": title, "latest": items[0].issued, "results": [_result(r) for r in items]}
+            for key, title, items in results.group_by_item(found)
+        ],
+        "next": results.cursor(last) if last is not None else None,
+    }
+    body = orjson.dumps(page, option=orjson.OPT_UTC_Z)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 # -- routes ----------------------------------------------------------------------------------------------------
@@ -329,7 +335,7 @@ def _masked_name(name: str) -> str:
     summary="Every prior result from every member hospital, grouped by item, newest first, each with its verdict",
     errors=(403, 404),
 )
-async def prior_results(request: web.Request, query: PriorResultsQuery) -> PriorResultsOut:
+async def prior_results(request: web.Request, query: PriorResultsQuery) -> web.Response:
     return await _prior_results(request, request.match_info["person_id"], query)
 
 
@@ -340,7 +346,7 @@ async def prior_results(request: web.Request, query: PriorResultsQuery) -> Prior
     response=PriorResultsOut,
     summary="My own results from every member hospital, with the verdict a doctor would see",
 )
-async def my_results(request: web.Request, query: PriorResultsQuery) -> PriorResultsOut:
+async def my_results(request: web.Request, query: PriorResultsQuery) -> web.Response:
     return await _prior_results(request, principal(request).person_id or "", query)
 
 

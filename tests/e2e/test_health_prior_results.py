@@ -91,3 +91,28 @@ async def test_a_merged_persons_results_are_listed_under_the_survivor(client, de
         page = await resp.json()
         assert page["patient"] == survivor and page["basis"] == "consent"
         assert result_id in listed(page)
+
+
+async def test_the_page_is_byte_for_byte_what_its_schema_writes(client, demo):
+    """The page is written by orjson from plain values, not through PriorResultsOut: it must be exactly what the
+    model itself writes (keys, order, nulls, dates and instants), so the documented schema and the answer cannot
+    drift apart."""
+    from health import catalogue_seed
+    from health import demo as health_demo
+    from health.api import PriorResultsOut
+
+    await catalogue_seed.load_demo(demo)
+    await health_demo.load(demo)  # the demo hospitals' results: recognised, expired, ineligible, outside the catalogue
+    person = await person_of(demo, WITH_CONSENT)
+    doctor = await token_for(client, "doctor@SCH1")
+    resp = await client.get(f"/api/v1/health/patients/{person}/prior-results?limit=500", headers=doctor)
+    assert resp.status == 200, await resp.text()
+    assert (resp.content_type, resp.charset) == ("application/json", "utf-8")
+    body = await resp.read()
+    page = PriorResultsOut.model_validate_json(body)
+    results = [r for g in page.groups for r in g.results]
+    # the comparison covers both marks, a result outside the catalogue (nulls) and several groups
+    assert {r.verdict.recognised for r in results} == {True, False}
+    assert any(r.verdict.item is None for r in results)
+    assert len(page.groups) > 1
+    assert body == page.model_dump_json(by_alias=True).encode()
