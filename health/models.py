@@ -106,14 +106,8 @@ class StoredResource(Base):
     __tablename__ = "fhir_resources"
     __table_args__ = (
         UniqueConstraint("institution_id", "resource_type", "source_id"),
-        # withdrawn rides along on PostgreSQL so a search's count is an index-only scan (migration 0012)
-        Index(
-            "ix_fhir_resources_person_type_effective",
-            "person_id",
-            "resource_type",
-            "effective_at",
-            postgresql_include=["withdrawn"],
-        ),
+        # withdrawn last, after the order the pages walk: a search's count reads the index alone (migration 0012)
+        Index("ix_fhir_resources_person_type_effective", "person_id", "resource_type", "effective_at", "withdrawn"),
         Index("ix_fhir_resources_type_updated", "resource_type", "last_updated"),
     )
 

@@ -1,10 +1,10 @@
-"""fhir_resources' person index carries `withdrawn` (PostgreSQL)
+"""fhir_resources' person index carries `withdrawn`
 
 Every read of a patient's results filters out withdrawn resources, and a FHIR search counts the rows it matches
-for `Bundle.total`. With `withdrawn` only in the table, PostgreSQL visited every matching row's heap page to count
-them (200 pages, 1.3 ms for a patient with 1,000 results); carried in the index (INCLUDE, not a key column, so the
-index's order and every query it serves stay as they were), the count is an index-only scan (15 pages, 0.6 ms).
-SQLite has no INCLUDE and is unchanged.
+for `Bundle.total`. With `withdrawn` only in the table, both engines visited every matching row to count them
+(PostgreSQL: 200 heap pages, 1.3 ms; SQLite: 0.9-1.5 ms, for a patient with 1,000 results). As the index's last
+key column (after effective_at, so its order and every query it serves stay as they were), the count is read from
+the index alone: PostgreSQL 15 pages, 0.6 ms; SQLite 0.15 ms.
 
 Revision ID: 0012
 Revises: 0011
@@ -27,14 +27,10 @@ COLUMNS = ["person_id", "resource_type", "effective_at"]
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
     op.drop_index(INDEX, table_name="fhir_resources")
-    op.create_index(INDEX, "fhir_resources", COLUMNS, unique=False, postgresql_include=["withdrawn"])
+    op.create_index(INDEX, "fhir_resources", [*COLUMNS, "withdrawn"], unique=False)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
     op.drop_index(INDEX, table_name="fhir_resources")
     op.create_index(INDEX, "fhir_resources", COLUMNS, unique=False)
