@@ -5,8 +5,10 @@ The data set (default 1,000,000 Observations of 50,000 patients from 300 hospita
 straight into the database with Core bulk inserts (COPY on PostgreSQL), not through the API: 300 member hospitals
 of mixed levels and ownership in both provinces, their QC certifications, the default recognition catalogue
 (``health.catalogue_seed``), persons, and Observation rows with realistic bodies (LOINC code and display, value,
-reference range, interpretation, subject, meta). One patient has exactly 1,000 results and a result-sharing consent
-for the doctor's hospital. On SQLite the database is kept under ``/var/tmp/twc-bench/`` keyed by its size and a
+reference range, interpretation, subject, meta), and 20,000 imaging exams, each an ImagingStudy and its radiology
+DiagnosticReport as the ingest stores them (catalogue items and one that is not), so the prior-results page's three
+branches all walk real ranges. One patient has exactly 1,000 laboratory results, 40 exams and a result-sharing
+consent for the doctor's hospital. On SQLite the database is kept under ``/var/tmp/twc-bench/`` keyed by its size and a
 version string, so a rerun skips generation (``--regenerate`` forces it); ``--database postgresql+asyncpg://...``
 generates into that database (a database of its own: every table is dropped first) and reuses it the same way.
 
@@ -58,13 +60,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # Bump when the shape of the generated data changes: a cached database of another version is generated again.
-VERSION = "health-query-3"
+VERSION = "health-query-4"
 CACHE = Path("/var/tmp/twc-bench")
 SEED = 20261204
 GOAL_P50_MS = 10.0
 GOAL_P99_MS = 40.0
 GOAL_INGEST_RATIO = 0.40
 FOCUS_RESULTS = 1000
+FOCUS_EXAMS = 40  # imaging exams of the focus patient, on top of their Observations
 DEEP_PAGE = 15  # the FHIR page timed "deep in": reached by following `next` this many times
 DOCTOR_HOSPITAL = "H001"
 INGEST_HOSPITAL = "H002"
@@ -310,6 +313,111 @@ def observation_rows(
         }
 
 
+# (LOINC of the report, display, DICOM modality, SNOMED body site, site display): the seeded catalogue's imaging
+# items, and one it does not hold
+EXAMS = [
+    ("24627-2", "CT Chest", "CT", "51185008", "Chest"),
+    ("24725-4", "CT Head", "CT", "69536005", "Head"),
+    ("24590-2", "MR Brain", "MR", "12738006", "Brain"),
+    ("36643-5", "XR Chest 2 Views", "DX", "51185008", "Chest"),
+    ("24558-9", "US Abdomen", "US", "818983003", "Abdomen"),
+    ("30746-2", "XR Knee", "DX", "72696002", "Knee"),  # not in the default catalogue
+]
+EXAM_WEIGHTS = [3, 2, 1, 4, 3, 1]
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+SNOMED = "http://snomed.info/sct"
+V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
+IMAGING_SYSTEM = "urn:twincity:imaging"
+CONCLUSIONS = ("未见明显异常。No abnormality.", "少许炎症。Minor inflammation.", "建议复查。Follow-up advised.")
+
+
+def exam_rows(
+    count: int, person_ids: list[str], hosp: list[dict[str, Any]], focus: str, rng: random.Random
+) -> Iterator[dict[str, Any]]:
+    """``count`` imaging exams, each an ImagingStudy and its DiagnosticReport (two rows, as the ingest stores
+    them): FOCUS_EXAMS for the focus patient, the rest spread like the Observations, over the last three years."""
+    from federation.db import new_id
+
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    span = 3 * 365 * 86400
+    for n in range(count):
+        if n < FOCUS_EXAMS:
+            person, hospital = focus, hosp[n % 40]
+        else:
+            pool = person_ids[: max(1, len(person_ids) // 10)] if rng.random() < 0.33 else person_ids
+            person, hospital = rng.choice(pool), hosp[int(rng.random() ** 2 * len(hosp))]
+        started = now - dt.timedelta(seconds=rng.randrange(span))
+        issued = min(started + dt.timedelta(hours=rng.randrange(2, 48)), now)
+        loinc, display, modality, site, site_display = rng.choices(EXAMS, EXAM_WEIGHTS)[0]
+        code = hospital["code"]
+        study_id, report_id = new_id(), new_id()
+        meta = {"versionId": "1", "lastUpdated": issued.isoformat(), "source": f"urn:twincity:member:{code}"}
+        study = {
+            "resourceType": "ImagingStudy",
+            "id": study_id,
+            "meta": meta,
+            "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:2.25.{rng.getrandbits(100)}"}],
+            "status": "available",
+            "subject": {"reference": f"Patient/{person}"},
+            "started": utc(started),
+            "numberOfSeries": 1,
+            "numberOfInstances": 120 if modality in ("CT", "MR") else 2,
+            "description": display,
+            "series": [
+                {
+                    "uid": f"2.25.{rng.getrandbits(100)}",
+                    "modality": {"system": DCM, "code": modality},
+                    "bodySite": {"system": SNOMED, "code": site, "display": site_display},
+                }
+            ],
+        }
+        report = {
+            "resourceType": "DiagnosticReport",
+            "id": report_id,
+            "meta": meta,
+            "identifier": [{"system": f"urn:twincity:{code}:ris", "value": f"{code}-R{n:08d}"}],
+            "status": "final",
+            "category": [{"coding": [{"system": V2_0074, "code": "RAD", "display": "Radiology"}]}],
+            "code": {"coding": [{"system": LOINC, "code": loinc, "display": display}]},
+            "subject": {"reference": f"Patient/{person}"},
+            "effectiveDateTime": utc(started),
+            "issued": utc(issued),
+            "imagingStudy": [{"reference": f"ImagingStudy/{study_id}"}],
+            "conclusion": rng.choice(CONCLUSIONS),
+        }
+        common = {
+            "institution_id": hospital["id"],
+            "version": 1,
+            "last_updated": issued,
+            "person_id": person,
+            "category": "imaging",
+            "effective_at": started,
+            "withdrawn": False,
+        }
+        yield {
+            **common,
+            "id": study_id,
+            "resource_type": "ImagingStudy",
+            "source_id": f"{code}-S{n:08d}",
+            "status": "available",
+            "code_system": IMAGING_SYSTEM,
+            "code": f"{modality}|{site}",
+            "issued_at": None,
+            "body": study,
+        }
+        yield {
+            **common,
+            "id": report_id,
+            "resource_type": "DiagnosticReport",
+            "source_id": f"{code}-R{n:08d}",
+            "status": "final",
+            "code_system": LOINC,
+            "code": loinc,
+            "issued_at": issued,
+            "body": report,
+        }
+
+
 def chunks(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     batch: list[dict[str, Any]] = []
     for row in rows:
@@ -466,6 +574,8 @@ async def generate(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
         n_obs = 0
         rows = observation_rows(args.observations, person_ids, hosp, focus, rng)
         n_obs = await bulk(db.engine, StoredResource.__table__, rows, chunk=10_000, per_txn=100_000)
+        exams = exam_rows(args.exams, person_ids, hosp, focus, rng)
+        n_exam_rows = await bulk(db.engine, StoredResource.__table__, exams, chunk=10_000, per_txn=100_000)
         t3 = time.perf_counter()
         if db.is_sqlite:
             async with db.engine.begin() as conn:
@@ -480,11 +590,19 @@ async def generate(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
         await svc.close()
     print(
         f"generated in {t4 - t0:.0f}s: {args.hospitals} hospitals, {items} catalogue items, {n_persons + 1} persons "
-        f"({t1 - t0:.0f}s schema+members, {t2 - t1:.0f}s persons), {n_obs} observations "
-        f"({t3 - t2:.0f}s, {n_obs / max(t3 - t2, 1e-9):,.0f} rows/s), analyze {t4 - t3:.0f}s",
+        f"({t1 - t0:.0f}s schema+members, {t2 - t1:.0f}s persons), {n_obs} observations and {n_exam_rows // 2} "
+        f"imaging exams ({t3 - t2:.0f}s, {(n_obs + n_exam_rows) / max(t3 - t2, 1e-9):,.0f} rows/s), "
+        f"analyze {t4 - t3:.0f}s",
         flush=True,
     )
-    data = {"version": VERSION, "patient": focus, "doctor": DOCTOR, "observations": n_obs, "persons": n_persons + 1}
+    data = {
+        "version": VERSION,
+        "patient": focus,
+        "doctor": DOCTOR,
+        "observations": n_obs,
+        "exams": n_exam_rows // 2,
+        "persons": n_persons + 1,
+    }
     return data
 
 
@@ -869,6 +987,7 @@ def main() -> None:
     ap.add_argument("--observations", type=int, default=1_000_000)
     ap.add_argument("--patients", type=int, default=50_000)
     ap.add_argument("--hospitals", type=int, default=300)
+    ap.add_argument("--exams", type=int, default=20_000, help="imaging exams (an ImagingStudy and its report each)")
     ap.add_argument("--requests", type=int, default=300, help="sequential requests per measured operation")
     ap.add_argument("--seconds", type=float, default=5.0, help="of the concurrent throughput run")
     ap.add_argument("--bundles", type=int, default=20, help="ingest bundles per path (service, HTTP)")
@@ -879,7 +998,7 @@ def main() -> None:
     ap.add_argument("--profile", help="write the server's cProfile stats here")
     args = ap.parse_args()
     if args.small:
-        args.observations, args.patients, args.hospitals = 20_000, 2_000, 60
+        args.observations, args.patients, args.hospitals, args.exams = 20_000, 2_000, 60, 400
         args.requests, args.bundles, args.seconds = min(args.requests, 60), min(args.bundles, 4), 2.0
     if args.observations < FOCUS_RESULTS or args.hospitals < 40:
         ap.error(f"at least {FOCUS_RESULTS} observations and 40 hospitals")
@@ -911,8 +1030,9 @@ def main() -> None:
         upgrade(settings.effective_database_url)  # the migrations added since it was generated
     patient = data["patient"]
     print(
-        f"data set: {data['observations']:,} observations, {data['persons']:,} patients, {args.hospitals} hospitals; "
-        f"the patient has {FOCUS_RESULTS} results",
+        f"data set: {data['observations']:,} observations and {data['exams']:,} imaging exams (a study and its "
+        f"report each), {data['persons']:,} patients, {args.hospitals} hospitals; the patient has {FOCUS_RESULTS} "
+        f"laboratory results and {FOCUS_EXAMS} exams",
         flush=True,
     )
 
