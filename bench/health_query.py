@@ -17,7 +17,8 @@ Then, in the same run:
 1. the real server (``twincity run``) in its own process on a free port; the doctor logs in and sends ``--requests``
    sequential requests (after a warm-up) of each kind: the prior-results API's first page (its default page of 50,
    and a page of 200), the FHIR Observation search's first page (``_count=50``) and a page deep in, reached by
-   following ``next`` links; p50/p99 at the client; then a few concurrent clients for throughput;
+   following ``next`` links; p50/p99 at the client and the server process's CPU per request; then a few
+   concurrent clients for throughput;
 2. ingest: transaction Bundles (Patients with their ID numbers, and their Observations) from a hospital through the
    ingest service function in this process and through ``POST /fhir`` with the hospital's API key, in
    resources/s including validation, after one warm-up bundle per path that is not counted; what was ingested
@@ -660,12 +661,27 @@ async def wait_ready(base: str, proc: subprocess.Popen) -> None:
 # --------------------------------------------------------------------------- queries over HTTP
 
 
-async def timed(http: Any, url: str, headers: dict[str, str], n: int, warmup: int) -> tuple[list[float], int, int]:
-    """``n`` sequential GETs after ``warmup`` untimed ones: (latencies, status, body bytes)."""
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far, from /proc; None where there is no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def timed(
+    http: Any, url: str, headers: dict[str, str], n: int, warmup: int, server: int | None = None
+) -> tuple[list[float], int, int, float | None]:
+    """``n`` sequential GETs after ``warmup`` untimed ones: (latencies, status, body bytes, the server process's
+    CPU seconds per request, when its pid is given). The CPU says what the latency cannot: on a machine whose speed
+    drifts, a slower run that used more CPU per request ran in a slower phase of the machine, not into a wait."""
     status, size = 0, 0
     for _ in range(warmup):
         async with http.get(url, headers=headers) as r:
             await r.read()
+    cpu0 = process_cpu(server) if server else None
     out = []
     for _ in range(n):
         t = time.perf_counter()
@@ -675,10 +691,12 @@ async def timed(http: Any, url: str, headers: dict[str, str], n: int, warmup: in
         status, size = r.status, len(body)
         if r.status != 200:
             break
-    return out, status, size
+    cpu1 = process_cpu(server) if server else None
+    cpu = (cpu1 - cpu0) / len(out) if cpu0 is not None and cpu1 is not None and out else None
+    return out, status, size, cpu
 
 
-async def measure_queries(base: str, patient: str, args: argparse.Namespace) -> dict[str, Any]:
+async def measure_queries(base: str, patient: str, args: argparse.Namespace, server: int) -> dict[str, Any]:
     import aiohttp
 
     res: dict[str, Any] = {}
@@ -693,8 +711,8 @@ async def measure_queries(base: str, patient: str, args: argparse.Namespace) -> 
                 raise SystemExit(f"prior-results answered {r.status}: {first}")
         res["prior_count"] = first["count"]
         n, w = args.requests, min(20, args.requests)
-        res["prior-results (default page, 50)"] = await timed(http, prior, token, n, w)
-        res["prior-results limit=200"] = await timed(http, prior + "?limit=200", token, n, w)
+        res["prior-results (default page, 50)"] = await timed(http, prior, token, n, w, server)
+        res["prior-results limit=200"] = await timed(http, prior + "?limit=200", token, n, w, server)
 
         fhir = f"{base}/fhir/Observation?patient={patient}&_count=50"
         async with http.get(fhir, headers=token) as r:
@@ -703,7 +721,7 @@ async def measure_queries(base: str, patient: str, args: argparse.Namespace) -> 
             res["fhir"] = f"GET /fhir/Observation answered {r.status}: {str(bundle)[:300]}"
             return res
         res["fhir_total"] = bundle.get("total")
-        res["FHIR Observation, first page (50)"] = await timed(http, fhir, token, n, w)
+        res["FHIR Observation, first page (50)"] = await timed(http, fhir, token, n, w, server)
         url, pages = fhir, 1
         walk: list[float] = []
         while pages <= DEEP_PAGE:
@@ -716,7 +734,7 @@ async def measure_queries(base: str, patient: str, args: argparse.Namespace) -> 
             walk.append(time.perf_counter() - t)
             url, pages = nxt, pages + 1
         res["deep_page"] = pages
-        res[f"FHIR Observation, page {pages} (via next)"] = await timed(http, url, token, n, w)
+        res[f"FHIR Observation, page {pages} (via next)"] = await timed(http, url, token, n, w, server)
         res["walk"] = walk
 
         # throughput: a few doctors at once on the first pages (one keep-alive connection each)
@@ -1065,7 +1083,7 @@ def main() -> None:
     ingest_api = None
     try:
         asyncio.run(wait_ready(base, proc))
-        res = asyncio.run(measure_queries(base, patient, args))
+        res = asyncio.run(measure_queries(base, patient, args, proc.pid))
         if http_set and key:
             ingest_api = asyncio.run(ingest_http(base, key, http_set))
     finally:
@@ -1082,12 +1100,15 @@ def main() -> None:
 
     # -- the report
     print(f"\n{args.requests} sequential requests per operation after a warm-up, keep-alive, latency at the client")
-    print(f"{'operation':<44} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'goal':>14} {'met?':>6} {'bytes':>8}")
+    print(
+        f"{'operation':<44} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'goal':>14} {'met?':>6} {'bytes':>8} "
+        f"{'server CPU ms/req':>18}"
+    )
     first_pages = []
     for name, value in res.items():
-        if not (isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], list)):
+        if not (isinstance(value, tuple) and len(value) == 4 and isinstance(value[0], list)):
             continue
-        lat, status, size = value
+        lat, status, size, cpu = value
         p50, p99 = pct(lat, 50) * 1000, pct(lat, 99) * 1000
         goal, met = "", ""
         if "first page" in name or "default page" in name:  # the goal is the first page's (a page of 200: shown)
@@ -1095,7 +1116,11 @@ def main() -> None:
             met = "yes" if p50 <= GOAL_P50_MS and p99 <= GOAL_P99_MS else "NO"
             first_pages.append(name)
         note = "" if status == 200 else f"  (HTTP {status})"
-        print(f"{name:<44} {len(lat):>5} {ms(pct(lat, 50))} {ms(pct(lat, 99))} {goal:>14} {met:>6} {size:>8}{note}")
+        cpu_ms = f"{cpu * 1000:.2f}" if cpu is not None else "-"
+        print(
+            f"{name:<44} {len(lat):>5} {ms(pct(lat, 50))} {ms(pct(lat, 99))} {goal:>14} {met:>6} {size:>8} "
+            f"{cpu_ms:>18}{note}"
+        )
     print(f"  prior-results first page holds {res.get('prior_count')} results (the API's default limit)")
     if "fhir" in res:
         print(f"  FHIR search: {res['fhir']}")
