@@ -306,7 +306,7 @@ async def _search_results(request: web.Request, rtype: str, params: dict[str, li
     svc = services(request)
 
     async def read(s: Any, grant: access.Grant) -> tuple[search.Page, list[Any], list[Any], dict[str, Any]]:
-        pg = await search.page(s, sp, grant.person_id)
+        pg = await search.page(s, sp, grant.persons or await search.merged_into(s, grant.person_id))
         includes = await search.included_results(s, pg.rows, pg.person_ids) if sp.include_results else []
         seen = {r.id for r in pg.rows}
         includes = [r for r in includes if r.id not in seen]
@@ -352,7 +352,7 @@ async def lastn(request: web.Request) -> web.Response:
         details={"type": "Observation", "interaction": "operation", "operation": "$lastn"},
     )
     async with svc.db.reader() as s:
-        persons = await search.merged_into(s, grant.person_id)
+        persons = grant.persons or await search.merged_into(s, grant.person_id)
         rows = await search.lastn_rows(s, spec, persons)
         verdicts = await _judge(s, rows)
     base = base_url(request)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
-from sqlalchemy import ColumnElement, and_, bindparam, false, func, literal, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.db import row_tuple
@@ -661,18 +661,17 @@ def _regions(sort: Sort, cursor: tuple[bool, bool] | None) -> list[tuple[list[Co
 @functools.lru_cache(maxsize=256)
 def _statements(shape: _Shape) -> tuple[list[Any], Any]:
     """A search's statements, built once per shape: one per region of :func:`_regions` (its rows, ``LIMIT
-    :limit``, with the count and the merge flag as scalar subqueries), and the count and merge flag alone."""
+    :limit``, with the count as a scalar subquery), and the count alone."""
     where = _where(shape)
     total_q = select(func.count()).select_from(R).where(*where).correlate(None).scalar_subquery()
-    merges_q = literal(0) if shape.merged else _merges(bindparam("person"))
     parts = [
-        select(*COLUMNS, total_q.label("total"), merges_q.label("merges"))
+        select(*COLUMNS, total_q.label("total"))
         .where(*where, *part)
         .order_by(*order)
         .limit(bindparam("limit"))
         for part, order in _regions(shape.sort, shape.cursor)
     ]
-    return parts, select(total_q, merges_q)
+    return parts, select(total_q)
 
 
 @dataclasses.dataclass
@@ -689,42 +688,27 @@ def _position(sort: Sort, row: Any, *, backward: bool) -> Cursor:
     return Cursor(sort.key, sort.descending, value, row.id, backward)
 
 
-def _merges(person_id: Any) -> Any:
-    return (
-        select(func.count())
-        .select_from(Merge)
-        .where(Merge.survivor_id == person_id, Merge.undone_at.is_(None))
-        .scalar_subquery()
-    )
-
-
-async def page(session: AsyncSession, sp: SearchParams, person_id: str) -> Page:
+async def page(session: AsyncSession, sp: SearchParams, persons: Sequence[str]) -> Page:
     """One page of ``_count + 1`` rows (the extra one says whether there is a next page) after the cursor, with
-    the COUNT on the same filter and whether anyone was merged into the person as two scalar subqueries of the
-    same statement: one round trip (two on the one page where the rows with a date give way to those without).
-    Only a survivor of a merge costs more (its persons' rows are read again)."""
-    persons = [person_id]
-    while True:
-        shape, values = _shape(sp, persons)
-        parts, totals_alone = _statements(shape)
-        totals: tuple[int, int] | None = None
-        rows: list[Any] = []
-        if sp.count > 0:
-            for q in parts:
-                values["limit"] = sp.count + 1 - len(rows)
-                got = list(await session.execute(q, values))
-                if got and totals is None:
-                    totals = (got[0][_WIDTH], got[0][_WIDTH + 1])  # total, merges
-                rows += _rows(got)
-                if len(rows) > sp.count:
-                    break
-        if totals is None:
-            totals = tuple((await session.execute(totals_alone, values)).one())  # type: ignore[assignment]
-        total, merges = totals
-        if merges and len(persons) == 1:
-            persons = await merged_into(session, person_id)
-            continue
-        break
+    the COUNT on the same filter as a scalar subquery of the same statement: one round trip (two on the one page
+    where the rows with a date give way to those without). ``persons``: the person searched and everyone merged
+    into them (the access check knows; :func:`merged_into` otherwise)."""
+    persons = list(persons)
+    shape, values = _shape(sp, persons)
+    parts, total_alone = _statements(shape)
+    total: int | None = None
+    rows: list[Any] = []
+    if sp.count > 0:
+        for q in parts:
+            values["limit"] = sp.count + 1 - len(rows)
+            got = list(await session.execute(q, values))
+            if got and total is None:
+                total = got[0][_WIDTH]
+            rows += _rows(got)
+            if len(rows) > sp.count:
+                break
+    if total is None:
+        total = (await session.execute(total_alone, values)).scalar_one()
     cur = sp.cursor
     backward = cur is not None and cur.backward
     more = len(rows) > sp.count
