@@ -630,11 +630,24 @@ finally:
 """
 
 
-def start_server(env: dict[str, str], port: int, profile: str | None, log: Path) -> subprocess.Popen:
+def server_env(data_dir: Path, database: str, tree: Path = ROOT) -> dict[str, str]:
+    """The environment of ``twincity run`` on the bench's data set, with the code of ``tree``."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(tree),
+        "TWINCITY_DATA_DIR": str(data_dir),
+        "TWINCITY_DATABASE_URL": database,
+        "TWINCITY_LOG_JSON": "false",
+        "TWINCITY_LOG_LEVEL": "WARNING",
+    }
+
+
+def start_server(env: dict[str, str], port: int, profile: str | None, log: Path, tree: Path = ROOT) -> subprocess.Popen:
+    """``twincity run`` in ``tree`` (its working directory comes first on the path: that tree's code runs)."""
     with log.open("ab") as f:
         return subprocess.Popen(
             [sys.executable, "-c", SERVER, profile or "", str(port)],
-            cwd=ROOT,
+            cwd=tree,
             env=env,
             stdout=f,
             stderr=subprocess.STDOUT,
@@ -1070,15 +1083,7 @@ def main() -> None:
     key = asyncio.run(api_key(settings)) if http_set else None
 
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "TWINCITY_DATA_DIR": str(data_dir),
-        "TWINCITY_DATABASE_URL": database,
-        "TWINCITY_LOG_JSON": "false",
-        "TWINCITY_LOG_LEVEL": "WARNING",
-    }
-    proc = start_server(env, port, args.profile, data_dir / "server.log")
+    proc = start_server(server_env(data_dir, database), port, args.profile, data_dir / "server.log")
     base = f"http://127.0.0.1:{port}"
     ingest_api = None
     try:

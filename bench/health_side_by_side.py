@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -35,21 +34,8 @@ import health_query as hq  # noqa: E402 - the data set's location, the server's 
 
 
 def start(tree: Path, database: str, data_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    """``twincity run`` from ``tree`` (its own code: the working directory comes first on the path)."""
     port = hq.free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(tree),
-        "TWINCITY_DATA_DIR": str(data_dir),
-        "TWINCITY_DATABASE_URL": database,
-        "TWINCITY_LOG_JSON": "false",
-        "TWINCITY_LOG_LEVEL": "WARNING",
-    }
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", hq.SERVER, "", str(port)], cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    return proc, f"http://127.0.0.1:{port}"
+    return hq.start_server(hq.server_env(data_dir, database, tree), port, None, log, tree), f"http://127.0.0.1:{port}"
 
 
 async def compare(servers: dict[str, tuple[subprocess.Popen, str]], patient: str, n: int) -> None:
