@@ -25,6 +25,7 @@ class Services:
     job_handlers: dict[str, JobHandler] = dataclasses.field(default_factory=dict)
     search_engine: Any = None  # a search.engine.Engine; built from the settings on first use
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+    closing: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings, *, db: Database | None = None) -> Services:
@@ -67,7 +68,13 @@ class Services:
             self.search_engine = _search_engine(self.settings)
         return self.search_engine
 
+    def on_close(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Something a package started for this process (worker processes, say), stopped by ``close``."""
+        self.closing.append(close)
+
     async def close(self) -> None:
+        while self.closing:
+            await self.closing.pop()()
         if self.search_engine is not None:
             await self.search_engine.close()
         await self.db.dispose()

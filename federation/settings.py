@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # FHIR Bundles are read past max_request_bytes up to this; a Bundle with more entries than the next runs as a job
     fhir_max_bundle_bytes: int = 32 * 1024 * 1024
     fhir_sync_max_entries: int = 1000
+    # processes validating big FHIR loads beside the service; default one where there is a second core, 0: none
+    fhir_validation_workers: int | None = Field(default=None, ge=0, le=64)
     log_level: str = "INFO"
     log_json: bool = True
     access_token_ttl_s: int = 3600

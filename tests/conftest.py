@@ -81,8 +81,10 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    # cheap password hashing: the suite logs in thousands of times; production keeps argon2's defaults
-    overrides = {"password_time_cost": 1, "password_memory_kib": 1024, **overrides}
+    # cheap password hashing: the suite logs in thousands of times; production keeps argon2's defaults. No FHIR
+    # validation workers: a worker started for each test's demo load would cost more than it saves; the tests of
+    # health/fhir/validation.py and those that ask for workers run them.
+    overrides = {"password_time_cost": 1, "password_memory_kib": 1024, "fhir_validation_workers": 0, **overrides}
     return load_settings(env="test", data_dir=tmp_path / "var", log_json=False, **overrides)
 
 

@@ -27,6 +27,7 @@ twice what validating it does, which would cap the ingest rate at a third of bar
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
@@ -48,7 +49,7 @@ from federation.identity.idnumber import mask_id_numbers_in_text
 from federation.identity.models import IdentifierType, Person, PersonStatus
 from federation.members.models import Institution
 from federation.services import Services
-from health.fhir import profile
+from health.fhir import profile, validation
 from health.fhir.outcome import issue
 from health.models import ResourceLink, StoredResource
 
@@ -62,6 +63,7 @@ SOURCE_VERSION_URL = "https://twincity.example/fhir/StructureDefinition/source-v
 SOURCE_UPDATED_URL = "https://twincity.example/fhir/StructureDefinition/source-last-updated"
 LAB_CODES = frozenset({"laboratory", "LAB"})
 IMAGING_CODES = frozenset({"imaging", "RAD"})
+YIELD_EVERY = 100  # resources validated here between turns of the event loop, while workers validate theirs
 SELECT_CHUNK = 2000  # source ids per select (PostgreSQL takes at most 32,767 parameters)
 MAX_SOURCE_ID = 128
 # which references become fhir_links rows: (resource type, top-level element) -> rel
@@ -244,9 +246,7 @@ async def ingest_items(
 ) -> IngestResult:
     """Validate, link and store these items in one transaction (see the module docstring)."""
     now = utcnow()
-    for item in items:
-        if item.resource is not None:
-            _prepare(item, now, svc)
+    await _prepare_all(svc, [item for item in items if item.resource is not None], now)
     _duplicates(items)
     if atomic and not all(i.ok for i in items):
         raise _refusal(items)
@@ -288,12 +288,25 @@ def _refusal(items: Sequence[Item]) -> IngestRefused:
 # ------------------------------------------------------------------------------------------------ per-resource work
 
 
-def _prepare(item: Item, now: dt.datetime, svc: Services) -> None:
-    """Validate the resource and copy it into the body we store, collecting its references."""
+async def _prepare_all(svc: Services, items: list[Item], now: dt.datetime) -> None:
+    """Validate every item's resource and prepare the valid ones (``_prepare``). A big load is validated partly
+    by worker processes (``health.fhir.validation``): this process validates and prepares its own part meanwhile."""
+    here, theirs = validation.validator(svc).split([item.resource for item in items], now)
+    for n, item in enumerate(items[:here], 1):
+        _prepare(item, svc, profile.check(item.resource, now=now)[1])
+        if theirs is not None and n % YIELD_EVERY == 0:
+            await asyncio.sleep(0)  # what did not fit in the workers' pipes goes on to them; other requests run
+    if theirs is not None:
+        for item, problems in zip(items[here:], await theirs, strict=True):
+            _prepare(item, svc, problems)
+
+
+def _prepare(item: Item, svc: Services, problems: list[profile.Problem]) -> None:
+    """Refuse the resource for its validation ``problems``, or copy it into the body we store, collecting its
+    references."""
     r = item.resource
     rtype = r.get("resourceType") if isinstance(r, dict) else None
     item.rtype = rtype if isinstance(rtype, str) and rtype in profile.MODELS else None
-    _, problems = profile.check(r, now=now)
     for p in problems:
         item.refuse(p.path, p.message, p.code)
     if not item.ok:
