@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from catalog_ingest import HAN_RARE, Book  # noqa: E402
+from health_query import process_cpu  # noqa: E402
 
 LIBRARIES = [f"CQ{i:02d}" for i in range(20)] + [f"CD{i:02d}" for i in range(20)]
 CITIES = {lib: ("重庆" if lib.startswith("CQ") else "成都") for lib in LIBRARIES}
@@ -355,6 +356,14 @@ async def many_clients(url: str, params_list: list[dict[str, Any]], clients: int
 # --------------------------------------------------------------------------- main
 
 
+def cpu_per(pid: int, before: float | None, requests: int) -> str:
+    """The server process's CPU per request since ``before`` (its threads' included), as a column."""
+    after = process_cpu(pid)
+    if before is None or after is None or not requests:
+        return ""
+    return f"  server CPU {1000 * (after - before) / requests:.2f} ms/request"
+
+
 async def run(args: argparse.Namespace) -> None:
     directory = Path(args.dir)
     if not (directory / "BUILT").exists():
@@ -377,13 +386,19 @@ async def run(args: argparse.Namespace) -> None:
     app = Server(directory, "app")
     try:
         url = f"http://127.0.0.1:{app.port}/api/v1/catalog/search"
+        cpu = process_cpu(app.proc.pid)
         samples, bodies = await one_client(url, params, args.rounds)
-        print(line("HTTP API, 1 client", samples))
+        cpu_one = cpu_per(app.proc.pid, cpu, len(samples))
+        print(line("HTTP API, 1 client", samples) + cpu_one)
         typical = sorted(bodies, key=len)[len(bodies) // 2]
         (directory / "typical-response.json").write_bytes(typical)
         print(f"  response bodies: median {len(typical):,} bytes")
+        cpu = process_cpu(app.proc.pid)
         done, el = await many_clients(url, params, args.clients, args.seconds)
-        print(f"(b) HTTP API, {args.clients} clients: {done:,} searches in {el:.1f}s = {done / el:,.0f} searches/s")
+        print(
+            f"(b) HTTP API, {args.clients} clients: {done:,} searches in {el:.1f}s = {done / el:,.0f} searches/s"
+            + cpu_per(app.proc.pid, cpu, done)
+        )
         hz, _ = await one_client(f"http://127.0.0.1:{app.port}/healthz", [{}], len(samples))
         print(line("real app GET /healthz (middleware floor)", hz))
     finally:
@@ -396,10 +411,15 @@ async def run(args: argparse.Namespace) -> None:
     fixed = Server(directory, "fixed")
     try:
         url = f"http://127.0.0.1:{fixed.port}/fixed"
+        cpu = process_cpu(fixed.proc.pid)
         samples, _ = await one_client(url, params, args.rounds)
-        print(line("fixed JSON, 1 client", samples))
+        print(line("fixed JSON, 1 client", samples) + cpu_per(fixed.proc.pid, cpu, len(samples)))
+        cpu = process_cpu(fixed.proc.pid)
         done, el = await many_clients(url, params, args.clients, args.seconds)
-        print(f"  fixed JSON, {args.clients} clients: {done:,} requests in {el:.1f}s = {done / el:,.0f} requests/s")
+        print(
+            f"  fixed JSON, {args.clients} clients: {done:,} requests in {el:.1f}s = {done / el:,.0f} requests/s"
+            + cpu_per(fixed.proc.pid, cpu, done)
+        )
     finally:
         fixed.stop()
     print("goals: HTTP p50 <= 3 ms, p99 <= 10 ms with one client; >= 1,000 searches/s with 20 clients")
