@@ -16,11 +16,11 @@ from search.query import Node
 
 
 class FieldKind(enum.StrEnum):
-    TEXT = "text"        # analysed; searchable by Term and Phrase
+    TEXT = "text"  # analysed; searchable by Term and Phrase
     KEYWORD = "keyword"  # exact values (one or many); filterable, facetable
     INTEGER = "integer"  # filterable by Range, sortable, facetable
     BOOLEAN = "boolean"
-    STORED = "stored"    # returned with hits, never searched (JSON-serialisable)
+    STORED = "stored"  # returned with hits, never searched (JSON-serialisable)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,9 +28,9 @@ class Field:
     name: str
     kind: FieldKind
     analyzer: str | None = None  # for TEXT: "text" or "name" (adds pinyin), see search.analysis
-    boost: float = 1.0           # for TEXT: weight in free-text queries
-    default: bool = False        # for TEXT: searched by a Term without a field
-    multi: bool = False          # several values
+    boost: float = 1.0  # for TEXT: weight in free-text queries
+    default: bool = False  # for TEXT: searched by a Term without a field
+    multi: bool = False  # several values
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,9 +35,7 @@ async def person_by_record(svc: Services, name: str, record_number: str, hospita
     """A new person known only by a hospital's record number (as a hospital's first contact registers them)."""
     record = identity.IdentifierInput(IdentifierType.LOCAL, record_number, hospital, "hospital_record")
     async with svc.db.uow() as uow:
-        reg = await identity.register(
-            uow, svc, identity.RegisterPerson(name=name, identifiers=[record]), actor="test"
-        )
+        reg = await identity.register(uow, svc, identity.RegisterPerson(name=name, identifiers=[record]), actor="test")
         await uow.commit()
     return reg.person.id
 

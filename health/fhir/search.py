@@ -665,10 +665,7 @@ def _statements(shape: _Shape) -> tuple[list[Any], Any]:
     where = _where(shape)
     total_q = select(func.count()).select_from(R).where(*where).correlate(None).scalar_subquery()
     parts = [
-        select(*COLUMNS, total_q.label("total"))
-        .where(*where, *part)
-        .order_by(*order)
-        .limit(bindparam("limit"))
+        select(*COLUMNS, total_q.label("total")).where(*where, *part).order_by(*order).limit(bindparam("limit"))
         for part, order in _regions(shape.sort, shape.cursor)
     ]
     return parts, select(total_q)

@@ -266,9 +266,7 @@ def _insert(session: AsyncSession, model: Any) -> Any:
     return insert(model)
 
 
-_STATE_ROW = (
-    select(ItemState).where(ItemState.item_id == bindparam("p_item")).execution_options(populate_existing=True)
-)
+_STATE_ROW = select(ItemState).where(ItemState.item_id == bindparam("p_item")).execution_options(populate_existing=True)
 
 
 async def item_state(session: AsyncSession, item: ItemRow | Copy) -> ItemState:

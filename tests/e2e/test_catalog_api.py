@@ -24,16 +24,31 @@ def marc_of(cn: str, title: str, author: str, isbn: str) -> bytes:
 async def load(svc) -> None:
     def bib(cn, title, library, items, year=1982, isbn="9787020002207", author="曹雪芹"):
         return BibRecord(
-            control_number=cn, dialect="marc21", title=title, names=(Name(author),), year=year, isbns=(isbn,),
-            language="chi", clc=("I242.4",),
+            control_number=cn,
+            dialect="marc21",
+            title=title,
+            names=(Name(author),),
+            year=year,
+            isbns=(isbn,),
+            language="chi",
+            clc=("I242.4",),
             items=tuple(Item(barcode=b, library=library, status=s, location=f"{library}-MAIN") for b, s in items),
         )
 
     batches = {
         "CQL": [bib("cq-1", "红楼梦", "CQL", [("CQ001", "available"), ("CQ002", "on_loan")])],
         "SCL": [bib("sc-1", "紅樓夢", "SCL", [("SC001", "on_loan")])],
-        "CDL": [bib("cd-1", "Cien años de soledad", "CDL", [("CD001", "available")], 1967, "9780060883287",
-                    "García Márquez, Gabriel")],
+        "CDL": [
+            bib(
+                "cd-1",
+                "Cien años de soledad",
+                "CDL",
+                [("CD001", "available")],
+                1967,
+                "9780060883287",
+                "García Márquez, Gabriel",
+            )
+        ],
     }
     for library, bibs in batches.items():
         async with svc.db.uow() as uow:
@@ -91,16 +106,18 @@ async def test_split_by_an_administrator(client, demo):
     headers = await token_for(client, "admin@federation")
     async with demo.db.reader() as s:
         rid = (await s.execute(select(BibRecordRow.id).where(BibRecordRow.library == "SCL"))).scalar_one()
-    resp = await client.post(f"/api/v1/catalog/records/{rid}/split", json={"reason": "another edition"},
-                             headers=headers)
+    resp = await client.post(
+        f"/api/v1/catalog/records/{rid}/split", json={"reason": "another edition"}, headers=headers
+    )
     assert resp.status == 201, await resp.text()
     work = await resp.json()
     assert [h["library"] for h in work["holdings"]] == ["SCL"]
     log = await client.get(f"/api/v1/catalog/works/{work['id']}/cluster-log", headers=headers)
     assert [e["action"] for e in (await log.json())["items"]] == ["split"]
     lib_headers = await token_for(client, "librarian@CQL")
-    assert (await client.post(f"/api/v1/catalog/records/{rid}/split", json={"reason": "x"},
-                              headers=lib_headers)).status == 403
+    assert (
+        await client.post(f"/api/v1/catalog/records/{rid}/split", json={"reason": "x"}, headers=lib_headers)
+    ).status == 403
 
 
 async def test_queries_never_500(client, demo):
