@@ -433,6 +433,7 @@ class TantivyEngine:
             thread_name_prefix="tantivy-facets",
         )
         self._closed = False
+        self._searching = 0  # searches in flight in this process
 
     # -------------------------------------------------------------------------------------- helpers
 
@@ -795,6 +796,10 @@ class TantivyEngine:
         check_window(offset, limit)
         version = st.version
         version.active += 1
+        # Alone, a search may spread a big result set's facet counting over the cores; beside other searches
+        # the cores are busy already, and each extra group would run the query once more for nothing.
+        alone = self._searching == 0
+        self._searching += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self._search_pool,
@@ -808,8 +813,10 @@ class TantivyEngine:
                 offset,
                 limit,
                 tuple(highlight),
+                alone,
             )
         finally:
+            self._searching -= 1
             version.active -= 1
             if version.retired and not version.active:
                 version.drained.set()
@@ -825,6 +832,7 @@ class TantivyEngine:
         offset: int,
         limit: int,
         highlight: tuple[str, ...],
+        spread: bool = True,
     ) -> Result:
         compiler = _Compiler(st.schema, st.tschema)
         with _tantivy_errors():
@@ -844,7 +852,7 @@ class TantivyEngine:
             counting: list[Any] = []
             facet_result: dict[str, Any] = {}
             inline = aggs
-            if aggs and found.count >= _PARALLEL_FACETS:
+            if aggs and spread and found.count >= _PARALLEL_FACETS:
                 # A big result set: its facets are counted in groups, some on the facet pool while this thread
                 # collects and highlights the hits and then counts the first group (tantivy lets go of the GIL,
                 # so they share the cores). For a small one the hand-over would cost more than the counting.
