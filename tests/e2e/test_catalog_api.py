@@ -77,6 +77,48 @@ async def test_search_finds_one_work_with_every_library(client, demo):
     assert by_city["total"] == 1
 
 
+async def test_the_search_page_is_byte_for_byte_what_its_schema_writes(client, demo):
+    """The page is written by orjson from plain values, not through SearchResults: it must be exactly what the
+    model itself writes (keys, order, nulls, scores, escapes), so the documented schema and the answer cannot
+    drift apart."""
+    from library.catalog.api import SearchResults
+
+    await load(demo)
+    odd = BibRecord(
+        control_number="cq-odd",
+        dialect="marc21",
+        title='Tea & "Silk" <Road>\u2028\ttales \U0001f375',
+        names=(Name("O'Brien, Seán"),),
+        year=None,
+        isbns=(),
+        language="eng",
+        items=(Item(barcode="CQ009", library="CQL", status="available"),),
+    )
+    async with demo.db.uow() as uow:
+        incoming = [Incoming(odd, marc_of("cq-odd", "Tea", "O'Brien", "9780306406157"))]
+        await store_batch(uow.session, "CQL", incoming, actor="test")
+        await uow.commit()
+    async with demo.db.reader() as s:
+        await reindex_works(demo, list((await s.execute(select(Work.id))).scalars()))
+    seen = set()
+    for params in (
+        {"q": "紅樓夢"},
+        {"q": "garcia marquez soledad"},
+        {"q": "tea silk road tales"},
+        {"q": "", "city": "重庆", "sort": "year_desc"},
+        {"q": "nothing-matches-this"},
+    ):
+        resp = await client.get("/api/v1/catalog/search", params=params)
+        assert resp.status == 200, await resp.text()
+        assert (resp.content_type, resp.charset) == ("application/json", "utf-8")
+        body = await resp.read()
+        page = SearchResults.model_validate_json(body)
+        assert body == page.model_dump_json(by_alias=True).encode(), params
+        seen.update(h.title for h in page.items)
+    # the comparison covered highlights with escapes, a work without a year, and an empty page
+    assert {"红楼梦", "Cien años de soledad", odd.title} <= seen
+
+
 async def test_work_shows_each_copy_and_its_status(client, demo):
     await load(demo)
     hit = (await (await client.get("/api/v1/catalog/search", params={"q": "hlm"})).json())["items"][0]
