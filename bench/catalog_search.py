@@ -222,8 +222,10 @@ async def bare_engine(directory: Path, qs: list[tuple[str, dict[str, Any]]], rou
 # --------------------------------------------------------------------------- servers
 
 
-def serve(directory: Path, kind: str) -> None:
-    """A server process: the real application, or a bare aiohttp app with one fixed JSON answer."""
+def serve(directory: Path, kind: str, shared_port: int = 0) -> None:
+    """A server process: the real application, or a bare aiohttp app with one fixed JSON answer; on ``shared_port``
+    shared with the other server processes of the run (``SO_REUSEPORT``, as ``twincity run --workers``), or a
+    free one."""
     from aiohttp import web
 
     async def main() -> None:
@@ -256,7 +258,7 @@ def serve(directory: Path, kind: str) -> None:
             limits = {}
         runner = web.AppRunner(app, access_log=None, handler_args=limits)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", shared_port, reuse_port=True)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         if kind == "app":
@@ -278,11 +280,11 @@ def serve(directory: Path, kind: str) -> None:
 
 
 class Server:
-    def __init__(self, directory: Path, kind: str) -> None:
-        log = open(directory / f"server-{kind}.log", "wb")  # noqa: SIM115 - closed in stop()
+    def __init__(self, directory: Path, kind: str, port: int = 0) -> None:
+        log = open(directory / f"server-{kind}-{port or 'first'}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.log = log
         self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, __file__, "--dir", str(directory), "--serve", kind],
+            [sys.executable, __file__, "--dir", str(directory), "--serve", kind, "--port", str(port)],
             stdout=subprocess.PIPE,
             stderr=log,
         )
@@ -356,10 +358,10 @@ async def many_clients(url: str, params_list: list[dict[str, Any]], clients: int
 # --------------------------------------------------------------------------- main
 
 
-def cpu_per(pid: int, before: float | None, requests: int) -> str:
-    """The server process's CPU per request since ``before`` (its threads' included), as a column."""
-    after = process_cpu(pid)
-    if before is None or after is None or not requests:
+def cpu_per(pids: list[int], before: float | None, requests: int) -> str:
+    """The server processes' CPU per request since ``before`` (their threads' included), as a column."""
+    after = sum(process_cpu(pid) or 0.0 for pid in pids)
+    if before is None or not after or not requests:
         return ""
     return f"  server CPU {1000 * (after - before) / requests:.2f} ms/request"
 
@@ -384,11 +386,12 @@ async def run(args: argparse.Namespace) -> None:
 
     print("(a) GET /api/v1/catalog/search, the real application in its own process")
     app = Server(directory, "app")
+    more: list[Server] = []
     try:
         url = f"http://127.0.0.1:{app.port}/api/v1/catalog/search"
         cpu = process_cpu(app.proc.pid)
         samples, bodies = await one_client(url, params, args.rounds)
-        cpu_one = cpu_per(app.proc.pid, cpu, len(samples))
+        cpu_one = cpu_per([app.proc.pid], cpu, len(samples))
         print(line("HTTP API, 1 client", samples) + cpu_one)
         typical = sorted(bodies, key=len)[len(bodies) // 2]
         (directory / "typical-response.json").write_bytes(typical)
@@ -397,11 +400,24 @@ async def run(args: argparse.Namespace) -> None:
         done, el = await many_clients(url, params, args.clients, args.seconds)
         print(
             f"(b) HTTP API, {args.clients} clients: {done:,} searches in {el:.1f}s = {done / el:,.0f} searches/s"
-            + cpu_per(app.proc.pid, cpu, done)
+            + cpu_per([app.proc.pid], cpu, done)
         )
         hz, _ = await one_client(f"http://127.0.0.1:{app.port}/healthz", [{}], len(samples))
         print(line("real app GET /healthz (middleware floor)", hz))
+        if args.server_processes > 1:
+            more = [Server(directory, "app", app.port) for _ in range(args.server_processes - 1)]
+            pids = [app.proc.pid] + [m.proc.pid for m in more]
+            await many_clients(url, params, args.clients, 2.0)  # every process has opened the index and warmed
+            cpu = sum(process_cpu(pid) or 0.0 for pid in pids)
+            done, el = await many_clients(url, params, args.clients, args.seconds)
+            print(
+                f"(b2) HTTP API on {len(pids)} server processes sharing the port (twincity run --workers "
+                f"{len(pids)}), {args.clients} clients: {done:,} searches in {el:.1f}s = {done / el:,.0f} "
+                f"searches/s" + cpu_per(pids, cpu, done)
+            )
     finally:
+        for m in more:
+            m.stop()
         app.stop()
     sql = directory / "server-app-sql.txt"
     if sql.exists():
@@ -413,12 +429,12 @@ async def run(args: argparse.Namespace) -> None:
         url = f"http://127.0.0.1:{fixed.port}/fixed"
         cpu = process_cpu(fixed.proc.pid)
         samples, _ = await one_client(url, params, args.rounds)
-        print(line("fixed JSON, 1 client", samples) + cpu_per(fixed.proc.pid, cpu, len(samples)))
+        print(line("fixed JSON, 1 client", samples) + cpu_per([fixed.proc.pid], cpu, len(samples)))
         cpu = process_cpu(fixed.proc.pid)
         done, el = await many_clients(url, params, args.clients, args.seconds)
         print(
             f"  fixed JSON, {args.clients} clients: {done:,} requests in {el:.1f}s = {done / el:,.0f} requests/s"
-            + cpu_per(fixed.proc.pid, cpu, done)
+            + cpu_per([fixed.proc.pid], cpu, done)
         )
     finally:
         fixed.stop()
@@ -432,10 +448,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="passes over the query list for latencies")
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=15.0, help="duration of each throughput run")
+    ap.add_argument(
+        "--server-processes", type=int, default=2, help="for a second 20-client run on that many server processes"
+    )
     ap.add_argument("--serve", choices=("app", "fixed"), help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        serve(Path(args.dir), args.serve)
+        serve(Path(args.dir), args.serve, args.port)
         return
     asyncio.run(run(args))
 
