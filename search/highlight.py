@@ -215,10 +215,69 @@ def _maybe_pinyin(token: str) -> bool:
 
 def mark(text: str, analyzer: str, terms: Collection[str], phrases: Sequence[Sequence[str]] = ()) -> list[Span]:
     """The merged, sorted spans of ``text`` where ``terms`` occur or ``phrases`` occur consecutively."""
+    pinyin = analyzer == "name" and any(_maybe_pinyin(t) for t in terms)
+    if not phrases and not pinyin and isinstance(text, str) and analyzer != "keyword":
+        return _merge(_term_spans(text, terms))  # the usual search: words, no phrase, no pinyin
+    return _mark(text, analyzer, terms, phrases, pinyin)
+
+
+def _term_spans(text: str, terms: Collection[str]) -> list[Span]:
+    """What :func:`locate` (without pinyin) and :func:`_mark` find for ``terms`` alone, without building the
+    token stream: a CJK run's tokens are its normalised characters and the pairs of neighbours, so a term of one
+    or two characters that occurs in the normalised run is one of them, found with ``str.find``; a word's tokens
+    are its normalised words (cut every ``MAX_WORD_CHARS``), each marking the whole original word; a bridge
+    bigram joins the last character of a CJK run to the first of the next when no word lies between."""
+    spans: list[Span] = []
+    short = [t for t in terms if 0 < len(t) <= 2]
+    last: tuple[str, int, int] | None = None  # the last normalised character of the previous run, if CJK
+    for m in _TOKEN_RE.finditer(text):
+        start, end = m.span()
+        if m.group(1) is None:
+            last = None
+            for sub in _TOKEN_RE.finditer(analysis.normalise(m.group(2))):
+                if sub.group(2) is not None:
+                    word = sub.group(2)
+                    step = analysis.MAX_WORD_CHARS
+                    if any(word[i : i + step] in terms for i in range(0, len(word), step)):
+                        spans.append((start, end))
+                else:  # a compatibility character that became CJK: its unigrams and bigrams mark the whole word
+                    run = sub.group(1)
+                    if any(c in terms or (i and run[i - 1] + c in terms) for i, c in enumerate(run)):
+                        spans.append((start, end))
+            continue
+        run = m.group(1)
+        norm = analysis.normalise(run)
+        if not norm:
+            continue
+        if len(norm) != len(run):  # NFKC changed the length (rare): the general walk
+            chars = _cjk_chars(run, start)
+            if last is not None and last[0] + chars[0][0] in terms:
+                spans.extend(((last[1], last[2]), (chars[0][1], chars[0][2])))
+            for i, (c, s, e) in enumerate(chars):
+                if c in terms:
+                    spans.append((s, e))
+                if i and chars[i - 1][0] + c in terms:
+                    spans.append((chars[i - 1][1], e))
+            last = chars[-1]
+            continue
+        if last is not None and last[0] + norm[0] in terms:
+            spans.extend(((last[1], last[2]), (start, start + 1)))
+        for t in short:
+            i = norm.find(t)
+            while i >= 0:
+                spans.append((start + i, start + i + len(t)))
+                i = norm.find(t, i + 1)
+        last = (norm[-1], end - 1, end)
+    return spans
+
+
+def _mark(
+    text: str, analyzer: str, terms: Collection[str], phrases: Sequence[Sequence[str]], pinyin: bool
+) -> list[Span]:
+    """:func:`mark` by way of the whole token stream (:func:`locate`): phrases, pinyin, and any value."""
     # A cheap exit first, exact: every token ``locate`` finds but pinyin (ASCII letters, ``name`` fields only)
     # is a substring of the runs normalised one by one, as it normalises them, and put end to end (so that a
     # bridge bigram across two runs is one too).
-    pinyin = analyzer == "name" and any(_maybe_pinyin(t) for t in terms)
     if not pinyin and isinstance(text, str) and analyzer != "keyword":
         runs = "".join(analysis.normalise(m.group()) for m in _TOKEN_RE.finditer(text))
         if not any(t in runs for t in terms) and not any(p and p[0] in runs for p in phrases):
