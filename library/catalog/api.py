@@ -42,6 +42,11 @@ class SearchQuery(Input):
     sort: Literal["relevance", "year_asc", "year_desc"] = "relevance"
     page: int = Field(default=1, ge=1, le=500)
     page_size: int = Field(default=20, ge=1, le=100)
+    facet: list[Literal["library", "city", "language", "format", "clc_class", "year", "available"]] = Field(
+        default_factory=list,
+        max_length=7,
+        description="the facets to count, the parameter repeated (facet=library&facet=language); default all seven",
+    )
 
 
 class FacetValue(Output):
@@ -152,6 +157,7 @@ async def search(request: web.Request, query: SearchQuery) -> web.Response:
         sort=query.sort,
         offset=(query.page - 1) * query.page_size,
         limit=query.page_size,
+        facets=tuple(dict.fromkeys(query.facet)) or service.FACETS,
     )
     result = await service.search(services(request), req)
     page = {

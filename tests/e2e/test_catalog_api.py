@@ -170,3 +170,20 @@ async def test_queries_never_500(client, demo):
         if resp.status == 400:
             assert (await resp.json())["code"] in ("catalog.bad_query", "validation_failed")
     assert (await client.get("/api/v1/catalog/search", params={"page_size": "1000"})).status == 422
+
+
+async def test_a_client_asks_for_the_facets_it_shows(client, demo):
+    await load(demo)
+    every = await (await client.get("/api/v1/catalog/search", params={"q": "红楼梦"})).json()
+    assert list(every["facets"]) == ["library", "city", "language", "format", "clc_class", "year", "available"]
+    two = await client.get("/api/v1/catalog/search", params=[("q", "红楼梦"), ("facet", "library"), ("facet", "city")])
+    assert two.status == 200
+    body = await two.json()
+    assert list(body["facets"]) == ["library", "city"]
+    assert body["facets"]["library"] == every["facets"]["library"]
+    assert body["items"] == every["items"] and body["total"] == every["total"]
+    repeated = [("q", "红楼梦"), ("facet", "year"), ("facet", "year")]
+    assert list((await (await client.get("/api/v1/catalog/search", params=repeated)).json())["facets"]) == ["year"]
+    unknown = await client.get("/api/v1/catalog/search", params=[("q", "x"), ("facet", "colour")])
+    assert unknown.status == 422
+    assert (await unknown.json())["code"] == "validation_failed"
