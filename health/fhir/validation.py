@@ -21,11 +21,11 @@ import fcntl
 import logging
 import os
 import pickle
-import struct
 import sys
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
+from federation import child
 from health.fhir import profile
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 SHARED_FROM = 64  # smaller loads are validated here: sending a part away costs more than it saves
 Problems = list[profile.Problem]
 PIPE_BYTES = 1 << 20
-_HEAD = struct.Struct("<Q")
 
 
 def problems_of(resources: Sequence[Any], now: dt.datetime) -> list[Problems]:
@@ -60,26 +59,20 @@ def serve(answers: int) -> None:
     stdin, stdout = sys.stdin.buffer, os.fdopen(answers, "wb")
 
     def send(value: Any) -> None:
-        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.write(_HEAD.pack(len(data)) + data)
+        stdout.write(child.frame(value))
         stdout.flush()
 
     problems_of([{"resourceType": "Observation", "status": "final"}], dt.datetime.now(dt.UTC))
     send("ready")
     while True:
-        head = stdin.read(_HEAD.size)
-        if len(head) < _HEAD.size:
+        head = stdin.read(child.HEAD.size)
+        if len(head) < child.HEAD.size:
             return
-        resources, now = pickle.loads(stdin.read(_HEAD.unpack(head)[0]))  # noqa: S301 - our own parent wrote it
+        resources, now = pickle.loads(stdin.read(child.HEAD.unpack(head)[0]))  # noqa: S301 - our own parent wrote it
         send(problems_of(resources, now))
 
 
 # ------------------------------------------------------------------------------------------------- the service side
-
-
-def _frame(resources: Sequence[Any], now: dt.datetime) -> bytes:
-    data = pickle.dumps((list(resources), now), protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEAD.pack(len(data)) + data
 
 
 class _Worker:
@@ -91,14 +84,13 @@ class _Worker:
 
     @classmethod
     async def start(cls) -> _Worker:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
             _COMMAND,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            env=env,
+            env=child.environment(),
         )
         with contextlib.suppress(Exception):  # Linux: room for a part of ~2,500 Observations in one write
             pipe = process.stdin.get_extra_info("pipe")  # type: ignore[union-attr]
@@ -107,8 +99,8 @@ class _Worker:
 
     async def _read(self) -> Any:
         assert self.process.stdout is not None
-        head = await self.process.stdout.readexactly(_HEAD.size)
-        return pickle.loads(await self.process.stdout.readexactly(_HEAD.unpack(head)[0]))  # noqa: S301
+        head = await self.process.stdout.readexactly(child.HEAD.size)
+        return pickle.loads(await self.process.stdout.readexactly(child.HEAD.unpack(head)[0]))  # noqa: S301
 
     async def warm(self) -> None:
         self.ready = await self._read() == "ready"
@@ -193,7 +185,7 @@ class Validator:
         starts = range(here, len(resources), size)  # no more parts than workers; maybe fewer
         parts = [(w, resources[start : start + size]) for w, start in zip(workers, starts, strict=False)]
         try:
-            frames = [_frame(part, now) for _, part in parts]
+            frames = [child.frame((list(part), now)) for _, part in parts]
         except Exception:  # noqa: BLE001 - a part pickle refuses (nested beyond its limit): all validated here
             return len(resources), None
         sent: list[tuple[_Worker, Sequence[Any], BaseException | None]] = []

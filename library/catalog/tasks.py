@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from federation import child
 from federation.audit.service import Record
 from federation.db import OutboxMessage, new_id, utcnow
 from federation.jobs import outbox
@@ -132,10 +132,8 @@ def _parse_main() -> None:
     path, library, fmt, encoding, holdings = json.loads(sys.argv[2])
     with os.fdopen(fd, "wb") as out:
 
-        def send(frame: Any) -> None:
-            data = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
-            out.write(struct.pack("<Q", len(data)))
-            out.write(data)
+        def send(value: Any) -> None:
+            out.write(child.frame(value))
 
         try:
             rejections = _Rejections()
@@ -162,7 +160,6 @@ class _Worker:
     def __init__(self, path: Path, library: str, fmt: str, encoding: str, holdings: str | None) -> None:
         read_fd, write_fd = os.pipe()
         try:
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
                 [
                     sys.executable,
@@ -173,7 +170,7 @@ class _Worker:
                 ],
                 pass_fds=(write_fd,),
                 stdin=subprocess.DEVNULL,
-                env=env,
+                env=child.environment(),
             )
         except BaseException:
             os.close(read_fd)
@@ -183,11 +180,11 @@ class _Worker:
         self.pipe = os.fdopen(read_fd, "rb")
 
     def next_frame(self) -> Any:
-        head = self.pipe.read(8)
-        if len(head) < 8:
+        head = self.pipe.read(child.HEAD.size)
+        if len(head) < child.HEAD.size:
             self.process.wait()
             return ("died", self.process.returncode)
-        (size,) = struct.unpack("<Q", head)
+        (size,) = child.HEAD.unpack(head)
         data = self.pipe.read(size)
         if len(data) < size:
             self.process.wait()
