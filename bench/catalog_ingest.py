@@ -34,6 +34,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from procfs import children  # noqa: E402
 
 from tests.fixtures.marc_corpus import LEADER_MARC21, LEADER_UNIMARC, MarcSpec, iso2709  # noqa: E402
 
@@ -287,21 +290,6 @@ def _memory_of(pid: int | str) -> dict[str, int]:
     return out
 
 
-def _children(pid: int) -> list[int]:
-    """The direct children of ``pid`` (scanning /proc: no psutil needed)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    stat = fh.read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # the field after the state is the parent's pid
-                found.append(int(entry))
-    return found
-
-
 class RssSampler:
     """Peak resident set size, sampled every 0.2 s from /proc: of this process (together with getrusage's
     high-water mark) and, separately, of the largest child process alive meanwhile (the parse worker)."""
@@ -321,7 +309,7 @@ class RssSampler:
             self.peak = max(self.peak, now.get("VmRSS", 0))
             self.anon_peak = max(self.anon_peak, now.get("RssAnon", 0))
             self.file_peak = max(self.file_peak, now.get("RssFile", 0))
-            for child in _children(me):
+            for child in children(me):
                 self.child_peak = max(self.child_peak, _rss_of(child))
 
     def __enter__(self) -> RssSampler:

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from catalog_ingest import HAN_RARE, Book  # noqa: E402
-from health_query import process_cpu  # noqa: E402
+from procfs import process_cpu  # noqa: E402
 
 LIBRARIES = [f"CQ{i:02d}" for i in range(20)] + [f"CD{i:02d}" for i in range(20)]
 CITIES = {lib: ("重庆" if lib.startswith("CQ") else "成都") for lib in LIBRARIES}

@@ -44,6 +44,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from procfs import children, process_cpu  # noqa: E402
 
 LIBRARIES = ("CQL", "SCL", "CDL")
 GOAL_P99_MS = 50.0
@@ -153,18 +156,7 @@ async def prepare(settings, args) -> dict:
 
 def server_cpu_s(pid: int) -> dict[int, float]:
     """CPU seconds (user + system) used so far by the server process ``pid`` and each of its worker processes."""
-    tick = os.sysconf("SC_CLK_TCK")
-    found: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
-            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return found
+    return {p: cpu for p in (pid, *children(pid)) if (cpu := process_cpu(p)) is not None}
 
 
 def free_port() -> int:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import gc
 import inspect
@@ -62,6 +61,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from procfs import children, children_cpu, process_cpu  # noqa: E402
 
 # Bump when the shape of the generated data changes: a cached database of another version is generated again.
 VERSION = "health-query-4"
@@ -675,34 +677,6 @@ async def wait_ready(base: str, proc: subprocess.Popen) -> None:
 
 
 # --------------------------------------------------------------------------- queries over HTTP
-
-
-def process_cpu(pid: int) -> float | None:
-    """CPU seconds (user + system) a process has used so far, from /proc; None where there is no /proc."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    """The running child processes of a process, from /proc (none where there is no /proc)."""
-    kids: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return kids
-    for task in tasks:
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
-            kids.extend(int(k) for k in f.read().split())
-    return kids
-
-
-def children_cpu(pid: int) -> float:
-    """CPU seconds the running children of a process (and theirs) have used so far: the validation workers."""
-    return sum((process_cpu(kid) or 0.0) + children_cpu(kid) for kid in children(pid))
 
 
 async def timed(
