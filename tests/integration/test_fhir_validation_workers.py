@@ -4,9 +4,11 @@ in the same order, whatever happens to the workers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime as dt
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -37,6 +39,17 @@ def mixed(count: int = 200) -> list[Any]:
     return out
 
 
+@contextlib.asynccontextmanager
+async def up(workers: int) -> AsyncIterator[validation.Validator]:
+    """A validator whose workers are up, closed afterwards."""
+    v = validation.Validator(workers)
+    try:
+        assert await v.ready()
+        yield v
+    finally:
+        await v.close()
+
+
 async def split_problems(v: validation.Validator, resources: list[Any]) -> tuple[int, list[validation.Problems]]:
     here, theirs = v.split(resources, NOW)
     mine = validation.problems_of(resources[:here], NOW)
@@ -48,23 +61,15 @@ async def test_workers_find_what_this_process_would(workers: int) -> None:
     resources = mixed()
     expected = validation.problems_of(resources, NOW)
     assert sum(1 for p in expected if p) > 20  # the load has broken resources in every part
-    v = validation.Validator(workers)
-    try:
-        assert await v.ready()
+    async with up(workers) as v:
         here, found = await split_problems(v, resources)
         assert here == len(resources) // (workers + 1)  # the others went to the workers
         assert found == expected
-    finally:
-        await v.close()
 
 
 async def test_a_small_load_is_validated_here() -> None:
-    v = validation.Validator(1)
-    try:
-        assert await v.ready()
+    async with up(1) as v:
         assert v.split(mixed(validation.SHARED_FROM - 1), NOW) == (validation.SHARED_FROM - 1, None)
-    finally:
-        await v.close()
 
 
 async def test_until_the_workers_are_up_loads_are_validated_here() -> None:
@@ -80,9 +85,7 @@ async def test_until_the_workers_are_up_loads_are_validated_here() -> None:
 
 async def test_lost_workers_are_replaced() -> None:
     resources = mixed()
-    v = validation.Validator(2)
-    try:
-        assert await v.ready()
+    async with up(2) as v:
         first, second = v._pool
         second.process.kill()
         await second.process.wait()
@@ -91,8 +94,6 @@ async def test_lost_workers_are_replaced() -> None:
         assert v._pool == [first]
         assert await v.ready()  # the missing one is started again, though one is left
         assert len(v._pool) == 2 and second not in v._pool
-    finally:
-        await v.close()
 
 
 async def test_a_part_pickle_refuses_is_validated_here() -> None:
@@ -103,22 +104,16 @@ async def test_a_part_pickle_refuses_is_validated_here() -> None:
         node = node["x"]
     resources = mixed()
     resources[-1] = {"resourceType": "Observation", "extension": [deep]}
-    v = validation.Validator(1)
-    try:
-        assert await v.ready()
+    async with up(1) as v:
         worker = v._pool[0]
         here, found = await split_problems(v, resources)
         assert here == len(resources)  # nothing sent
         assert found == validation.problems_of(resources, NOW)
         assert v._pool == [worker] and not worker.busy  # the worker is fine and free
-    finally:
-        await v.close()
 
 
 async def test_a_load_that_fails_here_frees_the_worker() -> None:
-    v = validation.Validator(1)
-    try:
-        assert await v.ready()
+    async with up(1) as v:
         worker = v._pool[0]
         _, theirs = v.split(mixed(), NOW)
         assert theirs is not None and worker.busy
@@ -129,16 +124,12 @@ async def test_a_load_that_fails_here_frees_the_worker() -> None:
             await asyncio.sleep(0.05)
         assert not worker.busy and v._pool == [worker]
         assert (await split_problems(v, mixed()))[0] < len(mixed())
-    finally:
-        await v.close()
 
 
 async def test_a_dead_worker_costs_time_not_answers(caplog: pytest.LogCaptureFixture) -> None:
     resources = mixed()
     expected = validation.problems_of(resources, NOW)
-    v = validation.Validator(1)
-    try:
-        assert await v.ready()
+    async with up(1) as v:
         worker = v._pool[0]
         worker.process.kill()
         await worker.process.wait()
@@ -150,15 +141,11 @@ async def test_a_dead_worker_costs_time_not_answers(caplog: pytest.LogCaptureFix
         assert await v.ready()
         assert v._pool[0] is not worker
         assert (await split_problems(v, resources))[1] == expected
-    finally:
-        await v.close()
 
 
 async def test_a_load_cancelled_while_the_workers_answer() -> None:
     resources = mixed()
-    v = validation.Validator(1)
-    try:
-        assert await v.ready()
+    async with up(1) as v:
         worker = v._pool[0]
         _, theirs = v.split(resources, NOW)
         assert theirs is not None
@@ -172,8 +159,6 @@ async def test_a_load_cancelled_while_the_workers_answer() -> None:
         assert await asyncio.wait_for(worker.process.wait(), 5) is not None
         assert await v.ready()
         assert (await split_problems(v, resources))[1] == validation.problems_of(resources, NOW)
-    finally:
-        await v.close()
 
 
 async def test_without_workers_everything_is_validated_here(
