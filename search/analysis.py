@@ -166,6 +166,7 @@ __all__ = [
     "analyze",
     "analyze_phrase",
     "analyze_query",
+    "index_strings",
     "index_tokens",
     "normalise",
     "phrase_stream",
@@ -472,6 +473,13 @@ def index_tokens(text: str, analyzer: str = "text") -> tuple[list[str], list[str
     if analyzer == "name" and out:
         _pinyin_normalised(s, out)
     return out, stream
+
+
+def index_strings(text: str, analyzer: str = "text") -> tuple[str, str]:
+    """A TEXT value as both engines index it: the term field's value and the phrase field's value, each the
+    tokens of ``index_tokens`` joined by single spaces. What an engine's ``upsert(..., analysed=...)`` takes."""
+    terms, stream = index_tokens(text, analyzer)
+    return " ".join(terms), " ".join(stream)
 
 
 def analyze_query(text: str, analyzer: str = "text") -> list[str]:

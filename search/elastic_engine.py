@@ -110,7 +110,7 @@ from elastic_transport.client_utils import DEFAULT, DefaultType
 from elasticsearch import AsyncElasticsearch, BadRequestError, NotFoundError
 from elasticsearch.helpers import async_streaming_bulk
 
-from search.analysis import analyze, phrase_stream
+from search.analysis import index_strings
 from search.common import (
     MAX_CLAUSES,
     MAX_DEPTH,
@@ -124,7 +124,7 @@ from search.common import (
     plain_value,
     text_value,
 )
-from search.engine import Document, Facet, Field, FieldKind, Hit, QueryError, Result, Schema, Sort, SortOrder
+from search.engine import Analysed, Document, Facet, Field, FieldKind, Hit, QueryError, Result, Schema, Sort, SortOrder
 from search.highlight import highlight as highlight_values
 from search.query import Node
 
@@ -137,6 +137,7 @@ log = logging.getLogger(__name__)
 
 PHRASE_SUFFIX = "__phrase"
 DOC_FIELD = "__doc"
+_NOTHING: Analysed = {}
 TOKENS_ANALYZER = "twincity_tokens"  # the whitespace tokenizer, nothing else
 KEYWORD_ANALYZER = "twincity_keyword"  # the whole value is one token
 POSITION_GAP = 100  # between the values of a multi-valued phrase field
@@ -198,8 +199,9 @@ def _check_schema(schema: Schema) -> None:
     check_schema(schema, lambda name: bool(_FIELD_NAME.match(name)), "letters, digits, '_' and '-' only")
 
 
-def _source(fields: Mapping[str, Field], doc: Document) -> dict[str, Any]:
-    """The ``_source`` for ``doc`` (analysis included); ``ValueError`` for a document that does not fit."""
+def _source(fields: Mapping[str, Field], doc: Document, analysed: Analysed = _NOTHING) -> dict[str, Any]:
+    """The ``_source`` for ``doc`` (analysis included, but for the values ``analysed`` holds); ``ValueError`` for
+    a document that does not fit."""
     check_document_id(doc.id)
     if len(doc.id.encode()) > 512:
         raise ValueError(f"document id {doc.id[:40]!r}...: at most 512 bytes")
@@ -221,9 +223,10 @@ def _source(fields: Mapping[str, Field], doc: Document) -> dict[str, Any]:
             analyzer = f.analyzer or "text"
             phrases: list[str] = []
             for v in values:
-                text = text_value(doc.id, f, v)
-                out.append(" ".join(analyze(text, analyzer)))
-                phrases.append(" ".join(phrase_stream(text, analyzer)))
+                key = (text_value(doc.id, f, v), analyzer)
+                terms, stream = analysed.get(key) or index_strings(*key)
+                out.append(terms)
+                phrases.append(stream)
             src[name + PHRASE_SUFFIX] = phrases
             originals[name] = value
         else:
@@ -552,21 +555,24 @@ class ElasticEngine:
                 st.journal.append(actions)
 
     @staticmethod
-    async def _index_actions(st: _Index, target: str, docs: Sequence[Document]) -> list[dict[str, Any]]:
+    async def _index_actions(
+        st: _Index, target: str, docs: Sequence[Document], analysed: Analysed = _NOTHING
+    ) -> list[dict[str, Any]]:
         """Bulk ``index`` actions for ``docs`` (``ValueError`` for a bad one); big batches are analysed in a thread."""
 
         def run() -> list[dict[str, Any]]:
             return [
-                {"_op_type": "index", "_index": target, "_id": d.id, "_source": _source(st.fields, d)} for d in docs
+                {"_op_type": "index", "_index": target, "_id": d.id, "_source": _source(st.fields, d, analysed)}
+                for d in docs
             ]
 
         return await asyncio.to_thread(run) if len(docs) > THREAD_BATCH else run()
 
-    async def upsert(self, index: str, docs: Sequence[Document]) -> None:
+    async def upsert(self, index: str, docs: Sequence[Document], *, analysed: Analysed | None = None) -> None:
         st = self._state(index)
         if not docs:
             return
-        await self._write(st, await self._index_actions(st, index, list(docs)))
+        await self._write(st, await self._index_actions(st, index, list(docs), analysed or _NOTHING))
 
     async def delete(self, index: str, ids: Sequence[str]) -> None:
         st = self._state(index)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import AsyncIterable, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterable, Mapping, Sequence
+from typing import Any, Protocol, TypeAlias
 
 from search.query import Node
 
@@ -48,6 +48,10 @@ class Schema:
 class Document:
     id: str
     values: dict[str, Any]
+
+
+# (text, analyzer) → search.analysis.index_strings(text, analyzer): TEXT values analysed ahead of an upsert
+Analysed: TypeAlias = Mapping[tuple[str, str], tuple[str, str]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +99,13 @@ class Engine(Protocol):
     async def open(self, index: str, schema: Schema) -> None:
         """Create the index if missing (idempotent)."""
 
-    async def upsert(self, index: str, docs: Sequence[Document]) -> None:
-        """Add or replace by id; visible after :meth:`refresh`."""
+    async def upsert(self, index: str, docs: Sequence[Document], *, analysed: Analysed | None = None) -> None:
+        """Add or replace by id; visible after :meth:`refresh`.
+
+        ``analysed``: ``index_strings(text, analyzer)`` of some of the documents' TEXT values, keyed by
+        ``(text, analyzer)``, computed ahead (by a parse worker process, say); the engine analyses the others.
+        The caller vouches for them: a wrong entry indexes that text wrongly.
+        """
 
     async def delete(self, index: str, ids: Sequence[str]) -> None: ...
 

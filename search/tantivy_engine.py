@@ -128,7 +128,7 @@ import tantivy
 from tantivy import Occur
 from tantivy import Query as TQ
 
-from search.analysis import analyze, index_tokens
+from search.analysis import analyze, index_strings
 from search.common import (
     MAX_CLAUSES,
     MAX_DEPTH,
@@ -143,6 +143,7 @@ from search.common import (
     text_value,
 )
 from search.engine import (
+    Analysed,
     Document,
     Facet,
     Field,
@@ -212,16 +213,18 @@ def _tantivy_schema(schema: Schema) -> tantivy.Schema:
     return b.build()
 
 
-@functools.lru_cache(maxsize=8192)
-def _analysed(text: str, analyzer: str) -> tuple[str, str]:
-    """The term and phrase field values of one TEXT value. Cached: names, publishers, subjects and series repeat
-    across thousands of documents, and a rebuilt work brings its titles again."""
-    terms, stream = index_tokens(text, analyzer)
-    return " ".join(terms), " ".join(stream)
+# The term and phrase field values of one TEXT value. Cached: names, publishers, subjects and series repeat
+# across thousands of documents, and a rebuilt work brings its titles again.
+_analysed = functools.lru_cache(maxsize=8192)(index_strings)
+
+_NOTHING: Analysed = {}
 
 
-def _prepare(schema: Schema, fields: dict[str, Field], doc: Document) -> tuple[str, tantivy.Document]:
-    """A tantivy document for ``doc`` (analysis included); ``ValueError`` for a document that does not fit."""
+def _prepare(
+    schema: Schema, fields: dict[str, Field], doc: Document, analysed: Analysed = _NOTHING
+) -> tuple[str, tantivy.Document]:
+    """A tantivy document for ``doc`` (analysis included, but for the values ``analysed`` holds); ``ValueError``
+    for a document that does not fit."""
     check_document_id(doc.id)
     out = tantivy.Document()
     out.add_text(_ID, doc.id)
@@ -239,7 +242,8 @@ def _prepare(schema: Schema, fields: dict[str, Field], doc: Document) -> tuple[s
             continue
         for v in values:
             if f.kind is FieldKind.TEXT:
-                terms, stream = _analysed(text_value(doc.id, f, v), f.analyzer or "text")
+                key = (text_value(doc.id, f, v), f.analyzer or "text")
+                terms, stream = analysed.get(key) or _analysed(*key)
                 out.add_text(name, terms)
                 out.add_text(name + _PHRASE, stream)
                 continue
@@ -533,8 +537,10 @@ class TantivyEngine:
 
     # -------------------------------------------------------------------------------------- writes
 
-    def _prepare_all(self, st: _Index, docs: Sequence[Document]) -> list[tuple[str, tantivy.Document]]:
-        return [_prepare(st.schema, st.fields, d) for d in docs]
+    def _prepare_all(
+        self, st: _Index, docs: Sequence[Document], analysed: Analysed = _NOTHING
+    ) -> list[tuple[str, tantivy.Document]]:
+        return [_prepare(st.schema, st.fields, d, analysed) for d in docs]
 
     async def _writable(self, st: _Index) -> _Index:
         """The index, writable: a read-only one takes the writer now if the other process let it go (a server
@@ -563,11 +569,11 @@ class TantivyEngine:
                 raise
             return None
 
-    async def upsert(self, index: str, docs: Sequence[Document]) -> None:
+    async def upsert(self, index: str, docs: Sequence[Document], *, analysed: Analysed | None = None) -> None:
         st = await self._writable(self._state(index))
         if not docs:
             return
-        prepared = await self._write_thread(self._prepare_all, st, list(docs))
+        prepared = await self._write_thread(self._prepare_all, st, list(docs), analysed or _NOTHING)
         await self._call(st, "upsert", prepared)
 
     async def delete(self, index: str, ids: Sequence[str]) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from search.analysis import index_strings
 from search.engine import Document, Engine, Facet, Field, FieldKind, QueryError, Result, Schema, Sort, SortOrder
 from search.query import And, Exact, MatchAll, Node, Not, Or, Phrase, Range, Term
 from tests.contract.corpus import BY_ID, DOCS, IDS, SCHEMA, as_list, facet_counts, ids_where
@@ -393,6 +394,62 @@ async def test_concurrent_writers(engine: Engine, index: str) -> None:
     await engine.refresh(index)
     assert await engine.count(index) == 100
     assert await found(engine, index, Range("year", 1900, 1909)) == {f"c{i}" for i in range(1, 10, 2)}
+
+
+def analysed_ahead(docs: Sequence[Document]) -> dict[tuple[str, str], tuple[str, str]]:
+    """``index_strings`` of every TEXT value of ``docs``, as a parse worker computes them ahead of an upsert."""
+    out = {}
+    for d in docs:
+        for f in SCHEMA.fields:
+            if f.kind is FieldKind.TEXT:
+                for v in as_list(d.values.get(f.name)):
+                    out[v, f.analyzer or "text"] = index_strings(v, f.analyzer or "text")
+    return out
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        Term("红楼梦"),
+        Term("hlm"),
+        Term("honglou meng"),
+        Term("楼梦"),
+        Term("Garcia Marquez"),
+        Phrase("红楼梦"),
+        Term("曹雪芹", field="author"),
+        Term("小说", field="subjects"),
+        Or((Term("三体"), Term("Brontë"))),
+    ],
+)
+async def test_values_analysed_ahead_index_alike(loaded: Engine, index: str, query: Node) -> None:
+    ahead = index + "-ahead"
+    await loaded.open(ahead, SCHEMA)
+    await loaded.upsert(ahead, DOCS, analysed=analysed_ahead(DOCS))
+    await loaded.refresh(ahead)
+    fields = ["title", "author"]
+    analysed = await loaded.search(ahead, query, limit=ALL, highlight=fields)
+    plain = await loaded.search(index, query, limit=ALL, highlight=fields)
+    assert plain.total > 0
+    assert [(h.id, h.stored, h.highlights) for h in analysed.hits] == [
+        (h.id, h.stored, h.highlights) for h in plain.hits
+    ]
+    assert [h.score for h in analysed.hits] == pytest.approx([h.score for h in plain.hits])
+
+
+async def test_values_analysed_ahead_are_taken_as_given(engine: Engine, index: str) -> None:
+    """The engine indexes what it is handed for a value (the caller vouches for it) and analyses the others."""
+    await engine.open(index, SCHEMA)
+    doc = Document("x", {"title": "Alpha", "subjects": ["Beta", "Gamma"], "display": {"t": "Alpha"}})
+    await engine.upsert(
+        index, [doc], analysed={("Alpha", "name"): ("zzahead", "zzahead"), ("Beta", "name"): ("q", "q")}
+    )
+    await engine.refresh(index)
+    assert await found(engine, index, Term("zzahead")) == {"x"}
+    assert await found(engine, index, Term("alpha")) == set()
+    assert await found(engine, index, Term("beta")) == {"x"}  # analysed with its own analyzer ("text"): no match
+    assert await found(engine, index, Term("gamma", field="subjects")) == {"x"}
+    result = await engine.search(index, Term("zzahead"))
+    assert result.hits[0].stored == {"display": {"t": "Alpha"}}
 
 
 async def batches(docs: Sequence[Document], size: int, pause: float = 0.0) -> AsyncIterator[list[Document]]:
