@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,16 +50,42 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class _Entropy(threading.local):
+    """Random bytes drawn from the system in bulk, per thread. ``os.urandom`` releases the GIL: called for
+    every id (a catalogue load makes five per record) it handed the GIL to whichever thread waited for it."""
+
+    def __init__(self) -> None:
+        self.bytes = b""
+        self.at = 0
+
+
+_ENTROPY = _Entropy()
+_DRAW = 10 * 256  # bytes per system call: 256 ids
+
+
+def _forget_entropy() -> None:  # a forked child must not reuse the bytes its parent had in hand
+    _ENTROPY.bytes, _ENTROPY.at = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_entropy)
+
+_VERSION_MASK = ~(0xF << 76) & ~(0x3 << 62)
+_VERSION_BITS = 0x7 << 76 | 0x2 << 62  # version 7, RFC 9562 variant
+
+
 def new_id() -> str:
     """A UUID version 7 in hex: 48 bits of Unix time in milliseconds, then 74 random bits (RFC 9562). Rows made
     together get neighbouring keys, so a large table's primary-key and reference indexes take new rows on the few
     pages at their right edge instead of on random pages all over them (a million FHIR resources: random keys
-    made every insert read pages that were not cached). Built from bytes, not ``uuid.UUID``: three times cheaper."""
-    raw = bytearray(os.urandom(16))
-    raw[0:6] = (time.time_ns() // 1_000_000).to_bytes(6, "big")
-    raw[6] = raw[6] & 0x0F | 0x70  # version 7
-    raw[8] = raw[8] & 0x3F | 0x80  # RFC 9562 variant
-    return raw.hex()
+    made every insert read pages that were not cached). Built from integers, not ``uuid.UUID``: under half the
+    cost."""
+    e = _ENTROPY
+    at = e.at
+    if at + 10 > len(e.bytes):
+        e.bytes, at = os.urandom(_DRAW), 0
+    e.at = at + 10
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(e.bytes[at : at + 10])
+    return (value & _VERSION_MASK | _VERSION_BITS).to_bytes(16).hex()
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
