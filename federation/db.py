@@ -244,12 +244,21 @@ def json_loads(text: str | bytes) -> Any:
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
+class JSONText(str):
+    """A JSON column's value serialised already (by a worker process, say): ``json_dumps`` writes it as it is.
+    Whoever makes one vouches that it is JSON, with no NaN or infinity."""
+
+    __slots__ = ()
+
+
 def json_dumps(value: Any) -> str:
     """JSON columns are written with orjson (a FHIR result's body, two or three times faster than the standard
     library). orjson writes NaN and infinities as null where the standard library keeps them, and refuses integers
     beyond 64 bits: a value holding a NaN or an infinity, or that orjson refuses, is written by the standard
     library, so every value reads back as it did before; what the standard library refuses (a datetime, a
     dataclass) is still refused. A null in orjson's text is most often a None: only then is the value walked."""
+    if type(value) is JSONText:
+        return str.__str__(value)
     try:
         text = orjson.dumps(value, option=_ORJSON_OPTIONS)
     except TypeError:

@@ -15,6 +15,7 @@ from federation.members.models import Institution
 from library.catalog.models import BibRecordRow, ItemRow, Work
 from library.catalog.records import BibRecord
 from library.catalog.store import BatchResult, from_json
+from search.analysis import index_strings
 from search.engine import Document, Field, FieldKind, Schema
 
 INDEX = "catalog"
@@ -58,6 +59,30 @@ def _uniq(values: list[str | None]) -> list[str]:
 @functools.lru_cache(maxsize=4096)
 def _clc_class(number: str) -> str | None:
     return clc_class(number)
+
+
+_ANALYZERS = {f.name: f.analyzer or "text" for f in SCHEMA.fields if f.kind is FieldKind.TEXT}
+_index_strings = functools.lru_cache(maxsize=8192)(index_strings)  # publishers, subjects, names repeat
+
+
+def analysed(bib: BibRecord) -> dict[tuple[str, str], tuple[str, str]]:
+    """The search analysis of every text ``bib`` brings to its work's document (``build_document``), keyed as
+    an engine's ``upsert(..., analysed=...)`` takes it. A parse worker computes it beside parsing, on its own
+    core, so the loading process does not."""
+    out: dict[tuple[str, str], tuple[str, str]] = {}
+    names = bib.names
+    for field, values in (
+        ("title", (bib.title, bib.title_vernacular)),
+        ("author", [n.vernacular or n.name for n in names] + [n.name for n in names if n.vernacular]),
+        ("subject", bib.subjects),
+        ("publisher", (bib.publisher,)),
+        ("series", bib.series),
+    ):
+        analyzer = _ANALYZERS[field]
+        for v in values:
+            if v:
+                out[v, analyzer] = _index_strings(v, analyzer)
+    return out
 
 
 def build_document(

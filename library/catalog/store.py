@@ -15,30 +15,36 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from federation.db import new_id, utcnow
+from federation.db import JSONText, new_id, utcnow
 from library.catalog.clusters import match_key
 from library.catalog.models import BibRecordRow, ClusterLog, ItemRow, Work, WorkIsbn
 from library.catalog.records import BibRecord, Item, Name
+
+Shipped = tuple[dict[str, Any], bytes | None, str, str, str, dict[tuple[str, str], tuple[str, str]] | None]
 
 
 @dataclasses.dataclass
 class Incoming:
     bib: BibRecord
     marc: bytes | None = None
-    # to_json(bib), its content_hash and match_key(bib), when a parse worker computed them
+    # to_json(bib), its JSON text, content_hash and match_key(bib), when a parse worker computed them
     data: dict[str, Any] | None = None
+    text: str | None = None
     digest: str | None = None
     key: str | None = None
+    # the search analysis of its text (``indexing.analysed``), when a parse worker computed it
+    analysed: dict[tuple[str, str], tuple[str, str]] | None = None
 
-    def shipped(self) -> tuple[dict[str, Any], bytes | None, str, str]:
+    def shipped(self) -> Shipped:
         """What a parse worker sends: plain data (pickles fast) with what storing needs computed."""
         data = to_json(self.bib)
-        return data, self.marc, content_hash(data), match_key(self.bib)
+        text = _canonical(data)
+        return data, self.marc, text, _digest(text), match_key(self.bib), self.analysed
 
     @classmethod
-    def received(cls, shipped: tuple[dict[str, Any], bytes | None, str, str]) -> Incoming:
-        data, marc, digest, key = shipped
-        return cls(from_data(data), marc, data, digest, key)
+    def received(cls, shipped: Shipped) -> Incoming:
+        data, marc, text, digest, key, analysed = shipped
+        return cls(from_data(data), marc, data, text, digest, key, analysed)
 
 
 @dataclasses.dataclass
@@ -55,6 +61,8 @@ class BatchResult:
     placed: dict[str, str] = dataclasses.field(default_factory=dict)
     created: dict[str, tuple[str, int | None]] = dataclasses.field(default_factory=dict)
     created_items: dict[str, list[tuple[str, str]]] = dataclasses.field(default_factory=dict)
+    # the search analysis its parse worker sent with the records it wrote, for the engine's upsert
+    analysed: dict[tuple[str, str], tuple[str, str]] = dataclasses.field(default_factory=dict)
 
 
 _BIB_FIELDS = tuple(f.name for f in dataclasses.fields(BibRecord))
@@ -99,10 +107,17 @@ def from_data(data: dict[str, Any]) -> BibRecord:
     return _instance(BibRecord, values)
 
 
+def _canonical(data: dict[str, Any]) -> str:
+    """The record's JSON as its content hash is taken of: keys sorted. Stored as it is when a worker made it."""
+    return json.dumps(data, sort_keys=True, ensure_ascii=False)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
 def content_hash(data: dict[str, Any]) -> str:
-    return hashlib.sha1(
-        json.dumps(data, sort_keys=True, ensure_ascii=False).encode(), usedforsecurity=False
-    ).hexdigest()
+    return _digest(_canonical(data))
 
 
 def _newer(incoming: str | None, stored: str | None) -> bool:
@@ -201,7 +216,7 @@ async def store_batch(session: AsyncSession, library: str, batch: Sequence[Incom
             "dialect": bib.dialect,
             "version": bib.version,
             "content_hash": digest,
-            "data": data,
+            "data": data if inc.text is None else JSONText(inc.text),
             "marc": inc.marc,
             "work_id": work_id,
             "deleted": bib.deleted,
@@ -221,6 +236,8 @@ async def store_batch(session: AsyncSession, library: str, batch: Sequence[Incom
             result.deleted += 1
         result.works.add(work_id)
         result.records[record_id] = bib
+        if inc.analysed:
+            result.analysed.update(inc.analysed)
         result.placed[record_id] = work_id
         if old is None or old.work_id != work_id:
             logs.append(

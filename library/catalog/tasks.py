@@ -140,6 +140,7 @@ def _parse_main() -> None:
             batch: list[Any] = []
             size = 0
             for incoming in _parsed(Path(path), library, fmt, encoding, holdings, rejections):  # type: ignore[arg-type]
+                incoming.analysed = indexing.analysed(incoming.bib)  # here, on the worker's core
                 batch.append(incoming.shipped())
                 size += len(incoming.marc or b"")
                 if len(batch) >= BATCH or size >= BATCH_BYTES:
@@ -327,7 +328,7 @@ class _Indexer:
             async with self.svc.db.reader() as s:
                 docs, gone = await indexing.documents(s, sorted(result.works), result)
             if docs:
-                await self.svc.search.upsert(indexing.INDEX, docs)
+                await self.svc.search.upsert(indexing.INDEX, docs, analysed=result.analysed)
             if gone:
                 await self.svc.search.delete(indexing.INDEX, gone)
         except Exception as e:  # noqa: BLE001 - the event stays unpublished: the relay retries it, the load goes on

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from federation.db import json_dumps, json_loads
+from federation.db import JSONText, json_dumps, json_loads
 
 VALUES = [
     {"resourceType": "Observation", "valueQuantity": {"value": 5.6, "unit": "mmol/L"}, "note": [{"text": "空腹血糖"}]},
@@ -55,3 +55,11 @@ def test_what_the_standard_library_refuses_is_still_refused(value):
         json.dumps(value)
     with pytest.raises(TypeError):
         json_dumps(value)
+
+
+def test_text_serialised_already_is_written_as_it_is():
+    text = json.dumps({"b": [1, None], "a": "红楼梦"}, sort_keys=True, ensure_ascii=False)
+    written = json_dumps(JSONText(text))
+    assert written == text and type(written) is str
+    assert json_loads(written) == {"a": "红楼梦", "b": [1, None]}
+    assert json_dumps(text) == json.dumps(text)  # a plain str is a JSON string value, as before

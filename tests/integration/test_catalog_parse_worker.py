@@ -1,0 +1,126 @@
+"""A big MARC file is parsed in a worker process: what it sends is stored and indexed as in-process parsing would.
+
+The worker sends each record's model, its JSON text and content hash, its cluster key and the search analysis
+of its text. These tests load corpus files through a real worker (the size threshold lowered to nothing) and hold
+every stored row, every search document and the load's report to what parsing in this process gives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from library.catalog import indexing, tasks
+from library.catalog.models import BibRecordRow
+from library.catalog.store import content_hash, to_json
+from search.analysis import index_strings
+from search.engine import FieldKind
+from search.query import MatchAll, Term
+from tests.fixtures import marc_corpus as mc
+
+FILES = [  # file, library, holdings preset
+    ("marc21_utf8.mrc", "CQL", "marc21_952"),
+    ("unimarc_gbk.mrc", "SCL", "cnmarc_905"),
+    ("marc21_marc8.mrc", "CDL", "marc21_952"),
+    ("broken_truncated_middle.mrc", "CQL", "marc21_952"),
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return mc.write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture
+def workers(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Every file goes to a parse worker; the list records each worker started."""
+    started: list[tuple] = []
+
+    class Counted(tasks._Worker):
+        def __init__(self, *args: object) -> None:
+            started.append(args)
+            super().__init__(*args)
+
+    monkeypatch.setattr(tasks, "_Worker", Counted)
+    monkeypatch.setattr(tasks, "PARSE_WORKER_MIN_BYTES", 0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    return started
+
+
+def parsed_here(path: Path, library: str, holdings: str) -> tuple[dict, tasks.IngestReport]:
+    """(library, control number) → the record as this process parses it; and the rejections."""
+    report = tasks.IngestReport()
+    records = {}
+    for inc in tasks._parsed(path, library, "auto", "auto", holdings, report):
+        records[library, inc.bib.control_number] = (inc.bib, inc.marc)
+    return records, report
+
+
+async def test_what_a_worker_parsed_is_stored_and_indexed_as_here(svc, corpus, workers, monkeypatch) -> None:
+    expected = {}
+    rejected = 0
+    for name, library, holdings in FILES:
+        records, want = parsed_here(corpus[name], library, holdings)
+        report = await tasks.ingest_file(svc, corpus[name], library=library, holdings=holdings, actor="test")
+        assert report.rejections == want.rejections
+        rejected += len(report.rejections)
+        assert report.added + report.updated + report.unchanged == len(records)
+        expected.update(records)
+    assert len(workers) == len(FILES)  # each file went through a worker
+    assert rejected > 0
+
+    async with svc.db.reader() as s:
+        rows = (await s.execute(select(BibRecordRow))).scalars().all()
+        assert {(r.library, r.control_number) for r in rows} == set(expected)
+        for row in rows:
+            bib, marc = expected[row.library, row.control_number]
+            data = to_json(bib)
+            assert row.data == json.loads(json.dumps(data))  # the worker's text, read back
+            assert row.content_hash == content_hash(data)
+            assert row.marc == marc
+        docs, gone = await indexing.documents(s, sorted({r.work_id for r in rows}))
+    assert not gone
+
+    # the engine holds what a rebuild from the database would give it
+    result = await svc.search.search(indexing.INDEX, MatchAll(), limit=100)
+    assert result.total == len(docs)
+    stored = {h.id: h.stored["display"] for h in result.hits}
+    assert stored == {d.id: d.values["display"] for d in docs}
+    for doc in docs:
+        for title in doc.values["title"]:
+            hits = await svc.search.search(indexing.INDEX, Term(title, field="title"), limit=100)
+            assert doc.id in {h.id for h in hits.hits}, title
+
+    # a reload parsed in this process finds every record unchanged: the worker's content hashes are ours
+    monkeypatch.setattr(tasks, "PARSE_WORKER_MIN_BYTES", 2**62)
+    for name, library, holdings in FILES:
+        records, _ = parsed_here(corpus[name], library, holdings)
+        report = await tasks.ingest_file(svc, corpus[name], library=library, holdings=holdings, actor="test")
+        assert (report.added, report.updated, report.unchanged) == (0, 0, len(records))
+    assert len(workers) == len(FILES)
+
+
+def test_a_records_analysis_covers_every_text_of_its_document(corpus) -> None:
+    """What a worker analyses for a record is all the analysis its work's document needs, and is the engines'."""
+    text_fields = {f.name: f.analyzer or "text" for f in indexing.SCHEMA.fields if f.kind is FieldKind.TEXT}
+    seen = 0
+    for name, library, holdings in FILES:
+        records, _ = parsed_here(corpus[name], library, holdings)
+        bibs = [bib for bib, _ in records.values()]
+        memo = {}
+        for bib in bibs:
+            analysed = indexing.analysed(bib)
+            assert all(v == index_strings(*k) for k, v in analysed.items())
+            memo.update(analysed)
+        work = type("W", (), {"id": "w", "title": bibs[0].title, "year": None})
+        rows = [type("R", (), {"library": library, "deleted": False})] * len(bibs)
+        doc = indexing.build_document(work, rows, [], {}, bibs)  # every record in one work: every text value
+        for field, analyzer in text_fields.items():
+            for value in doc.values[field]:
+                assert (value, analyzer) in memo, (field, value)
+                seen += 1
+    assert seen > 20
