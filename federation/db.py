@@ -13,6 +13,7 @@ import collections
 import contextvars
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -20,11 +21,11 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import JSON, DateTime, MetaData, String, TypeDecorator, event, insert
+from sqlalchemy import JSON, DateTime, MetaData, String, Table, TypeDecorator, event, insert
 from sqlalchemy.engine import Dialect, Row
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -242,6 +243,62 @@ def json_loads(text: str | bytes) -> Any:
 
 
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+async def insert_many(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``session.execute(insert(table), rows)`` at the driver's cost, for big batches of plain rows.
+
+    SQLAlchemy's executemany runs every value of every row through its parameter processing in Python (about
+    6 µs a row of ten columns here, six times what the driver takes to insert it). This compiles the statement
+    once per table and column set, runs each column's bind processor down the column (a value repeated down it,
+    such as the batch's timestamp, once) and hands the driver tuples. Every row names the same columns; a column
+    left out must have no Python-side default (nothing fills those in here). Where the driver takes named
+    parameters, it is ``session.execute`` after all.
+    """
+    if not rows:
+        return
+    connection = await session.connection()
+    keys = tuple(rows[0])
+    plan = _insert_plan(connection.dialect, table, keys)
+    if plan is None:
+        await session.execute(insert(table), list(rows))
+        return
+    sql, processors = plan
+    width = len(keys)
+    if any(len(row) != width for row in rows):
+        raise ValueError(f"insert_many into {table.name}: every row names the same columns, {', '.join(keys)}")
+    columns = []
+    for key, process in zip(keys, processors, strict=True):
+        column = [row[key] for row in rows]
+        if process is not None:
+            last: Any = _NOTHING
+            done: Any = None
+            for i, value in enumerate(column):
+                if value is not last:
+                    last, done = value, process(value)
+                column[i] = done
+        columns.append(column)
+    await connection.exec_driver_sql(sql, list(zip(*columns, strict=True)))
+
+
+_NOTHING = object()
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> tuple[str, tuple[Any, ...]] | None:
+    """The INSERT of ``keys`` into ``table`` for ``dialect`` and each key's bind processor; None for a driver
+    that takes named parameters."""
+    unknown = [k for k in keys if k not in table.c]
+    if unknown:
+        raise ValueError(f"insert_many into {table.name}: no column {', '.join(unknown)}")
+    defaulted = [c.key for c in table.c if c.key not in keys and c.default is not None]
+    if defaulted:
+        raise ValueError(f"insert_many into {table.name}: give {', '.join(defaulted)} (Python-side defaults)")
+    compiled = insert(table).compile(dialect=dialect, column_keys=list(keys))
+    if not compiled.positional or tuple(compiled.positiontup or ()) != keys:
+        return None
+    processors = tuple(table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in keys)
+    return compiled.string, processors
 
 
 class JSONText(str):

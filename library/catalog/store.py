@@ -12,10 +12,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from federation.db import JSONText, new_id, utcnow
+from federation.db import JSONText, insert_many, new_id, utcnow
 from library.catalog.clusters import match_key
 from library.catalog.models import BibRecordRow, ClusterLog, ItemRow, Work, WorkIsbn
 from library.catalog.records import BibRecord, Item, Name
@@ -267,17 +267,13 @@ async def store_batch(session: AsyncSession, library: str, batch: Sequence[Incom
                 }
             )
 
-    # Core executemany inserts: the ORM's bulk path costs more than the rows themselves
-    if new_works:
-        await session.execute(insert(_WORKS), new_works)
-    if new_isbns:
-        await session.execute(insert(_WORK_ISBNS), new_isbns)
-    if new_records:
-        await session.execute(insert(_RECORDS), new_records)
+    # executemany at the driver's cost: SQLAlchemy's per-row parameter processing costs more than the rows
+    await insert_many(session, _WORKS, new_works)
+    await insert_many(session, _WORK_ISBNS, new_isbns)
+    await insert_many(session, _RECORDS, new_records)
     if changed_records:
         await session.execute(update(BibRecordRow), changed_records)
-    if logs:
-        await session.execute(insert(_CLUSTER_LOG), logs)
+    await insert_many(session, _CLUSTER_LOG, logs)
     await _store_items(session, changed_record_ids, items, result)
     return result
 
@@ -331,8 +327,7 @@ async def _store_items(
         else:
             result.works.add(old.work_id)
             changed.append({**item, "id": old.id, "status": old.status})
-    if fresh:
-        await session.execute(insert(_ITEMS), fresh)
+    await insert_many(session, _ITEMS, fresh)
     if changed:
         await session.execute(update(ItemRow), changed)
     if result.created:
