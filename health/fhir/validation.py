@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import fcntl
 import logging
 import os
 import pickle
@@ -32,7 +31,6 @@ log = logging.getLogger(__name__)
 
 SHARED_FROM = 64  # smaller loads are validated here: sending a part away costs more than it saves
 Problems = list[profile.Problem]
-PIPE_BYTES = 1 << 20
 
 
 def problems_of(resources: Sequence[Any], now: dt.datetime) -> list[Problems]:
@@ -93,8 +91,7 @@ class _Worker:
             env=child.environment(),
         )
         with contextlib.suppress(Exception):  # Linux: room for a part of ~2,500 Observations in one write
-            pipe = process.stdin.get_extra_info("pipe")  # type: ignore[union-attr]
-            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            child.widen(process.stdin.get_extra_info("pipe").fileno())  # type: ignore[union-attr]
         return cls(process)
 
     async def _read(self) -> Any:

@@ -15,8 +15,10 @@ import json
 import logging
 import os
 import pickle
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -160,6 +162,7 @@ class _Worker:
 
     def __init__(self, path: Path, library: str, fmt: str, encoding: str, holdings: str | None) -> None:
         read_fd, write_fd = os.pipe()
+        child.widen(read_fd)
         try:
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
                 [
@@ -213,20 +216,45 @@ def _start_worker(path: Path, library: str, fmt: str, encoding: str, holdings: s
         return None
 
 
+READ_AHEAD = 2  # parsed batches read from the worker ahead of the one being stored (bounds memory)
+
+
+def _read_frames(worker: _Worker, frames: queue.Queue[Any]) -> None:
+    """A thread's loop: the worker's frames, read and unpickled as they come, into ``frames``. The worker goes on
+    parsing while a batch is stored and indexed, instead of waiting for the batch before it to be taken."""
+    try:
+        while True:
+            frame = worker.next_frame()
+            frames.put(frame)
+            if frame[0] != "batch":
+                return
+    except BaseException as e:  # noqa: BLE001 - the load sees it as the worker's failure
+        frames.put(("died", f"{e.__class__.__name__}: {e}"))
+
+
+def _stop_reading(worker: _Worker, reader: threading.Thread, frames: queue.Queue[Any]) -> None:
+    worker.stop()  # the reader's next read ends: the pipe's writer is gone
+    while reader.is_alive():  # it may be waiting to put a frame nobody will take
+        with contextlib.suppress(queue.Empty):
+            frames.get_nowait()
+        reader.join(0.01)
+    worker.pipe.close()
+
+
 async def _batches(
     path: Path, library: str, fmt: str, encoding: str, holdings: str | None, report: IngestReport
 ) -> AsyncIterator[list[Incoming]]:
     """The file's records in batches (``BATCH``, ``BATCH_BYTES``), parsed by a worker process when the file is big."""
     worker = await asyncio.to_thread(_start_worker, path, library, fmt, encoding, holdings)
     if worker is not None:
-        loop = asyncio.get_running_loop()
+        frames: queue.Queue[Any] = queue.Queue(maxsize=READ_AHEAD)
+        reader = threading.Thread(target=_read_frames, args=(worker, frames), name="catalog-parse-reader", daemon=True)
+        reader.start()
         try:
             first = True
-            ahead = loop.run_in_executor(None, worker.next_frame)
             while True:
-                frame = await ahead
+                frame = await asyncio.to_thread(frames.get)
                 if frame[0] == "batch":
-                    ahead = loop.run_in_executor(None, worker.next_frame)  # read the next batch meanwhile
                     first = False
                     for r in frame[2]:
                         report.reject(*r)
@@ -240,10 +268,7 @@ async def _batches(
                 else:
                     raise RuntimeError(f"the parse worker failed: {frame[1]}")
         finally:
-            await asyncio.to_thread(worker.stop)
-            with contextlib.suppress(BaseException):
-                await ahead  # ends at once: the pipe's writer is gone
-            worker.pipe.close()
+            await asyncio.to_thread(_stop_reading, worker, reader, frames)
     batch: list[Incoming] = []
     size = 0
     for incoming in _parsed(path, library, fmt, encoding, holdings, report):

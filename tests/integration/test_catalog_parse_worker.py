@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -36,13 +37,13 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def workers(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+def workers(monkeypatch: pytest.MonkeyPatch) -> list[tasks._Worker]:
     """Every file goes to a parse worker; the list records each worker started."""
-    started: list[tuple] = []
+    started: list[tasks._Worker] = []
 
     class Counted(tasks._Worker):
         def __init__(self, *args: object) -> None:
-            started.append(args)
+            started.append(self)
             super().__init__(*args)
 
     monkeypatch.setattr(tasks, "_Worker", Counted)
@@ -124,3 +125,40 @@ def test_a_records_analysis_covers_every_text_of_its_document(corpus) -> None:
                 assert (value, analyzer) in memo, (field, value)
                 seen += 1
     assert seen > 20
+
+
+async def test_a_load_that_fails_stops_its_worker_and_the_thread_reading_it(svc, corpus, workers, monkeypatch) -> None:
+    async def failing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(tasks, "store_batch", failing)
+    with pytest.raises(RuntimeError, match="went away"):
+        await tasks.ingest_file(svc, corpus["marc21_utf8.mrc"], library="CQL", holdings="marc21_952", actor="test")
+    assert len(workers) == 1
+    assert workers[0].process.poll() is not None and workers[0].pipe.closed
+    assert not [t for t in threading.enumerate() if t.name == "catalog-parse-reader"]
+
+
+async def test_a_worker_that_dies_mid_file_fails_the_load_and_keeps_what_was_stored(
+    svc, corpus, workers, monkeypatch
+) -> None:
+    """The worker's second frame never comes: the first batch stays stored, the load reports the failure."""
+    real = tasks._Worker.next_frame
+    calls = []
+
+    def dying(self: tasks._Worker) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            self.process.kill()
+            self.process.wait()
+            return ("died", self.process.returncode)
+        return real(self)
+
+    monkeypatch.setattr(tasks._Worker, "next_frame", dying)
+    with pytest.raises(RuntimeError, match="parse worker failed"):
+        await tasks.ingest_file(svc, corpus["marc21_utf8.mrc"], library="CQL", holdings="marc21_952", actor="test")
+    records, _ = parsed_here(corpus["marc21_utf8.mrc"], "CQL", "marc21_952")
+    async with svc.db.reader() as s:
+        stored = (await s.execute(select(BibRecordRow.control_number))).scalars().all()
+    assert sorted(stored) == sorted(cn for _, cn in records)
+    assert not [t for t in threading.enumerate() if t.name == "catalog-parse-reader"]
