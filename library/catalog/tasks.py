@@ -28,6 +28,7 @@ from sqlalchemy import select, update
 
 from federation import child
 from federation.audit.service import Record
+from federation.bootstrap import bulk_load
 from federation.db import OutboxMessage, new_id, utcnow
 from federation.jobs import outbox
 from federation.jobs.service import JobContext
@@ -434,13 +435,14 @@ async def ingest_file(
             report.seconds = time.perf_counter() - started
             await progress(report)
 
-    try:
-        async with contextlib.aclosing(_batches(path, library.upper(), fmt, encoding, holdings, report)) as batches:
-            async for parsed in batches:
-                batch.extend(parsed)
-                await flush()
-    finally:
-        await indexer.finish()  # on failure too: what is left unpublished is the relay's
+    with bulk_load():
+        try:
+            async with contextlib.aclosing(_batches(path, library.upper(), fmt, encoding, holdings, report)) as batches:
+                async for parsed in batches:
+                    batch.extend(parsed)
+                    await flush()
+        finally:
+            await indexer.finish()  # on failure too: what is left unpublished is the relay's
     await outbox.relay(svc)  # anything else pending (an earlier crash's events, say)
     report.seconds = time.perf_counter() - started
     async with svc.db.uow() as uow:

@@ -7,6 +7,7 @@ every stored row, every search document and the load's report to what parsing in
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from federation.bootstrap import BULK_THRESHOLD2
 from library.catalog import indexing, tasks
 from library.catalog.models import BibRecordRow
 from library.catalog.store import content_hash, to_json
@@ -162,3 +164,18 @@ async def test_a_worker_that_dies_mid_file_fails_the_load_and_keeps_what_was_sto
         stored = (await s.execute(select(BibRecordRow.control_number))).scalars().all()
     assert sorted(stored) == sorted(cn for _, cn in records)
     assert not [t for t in threading.enumerate() if t.name == "catalog-parse-reader"]
+
+
+async def test_a_load_keeps_full_collections_away_until_it_ends(svc, corpus, monkeypatch) -> None:
+    seen = []
+    real = tasks.store_batch
+
+    async def watching(*args: object, **kwargs: object) -> object:
+        seen.append(gc.get_threshold()[2])
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "store_batch", watching)
+    before = gc.get_threshold()
+    await tasks.ingest_file(svc, corpus["marc21_utf8.mrc"], library="CQL", holdings="marc21_952", actor="test")
+    assert seen and set(seen) == {max(BULK_THRESHOLD2, before[2])}
+    assert gc.get_threshold() == before
