@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 # checkpoint), and with random ids in every index a batch of 4,000 dirties barely more pages than one of 1,000.
 BATCH = 4000
 BATCH_BYTES = 8 * 2**20  # ... or fewer, when the records are big (MARC bytes): memory stays flat
+FIRST_BATCH = 500  # a parse worker's first batch: storing starts while it parses the next
 REFRESH_SECONDS = 5.0  # during a load, new records become searchable at least this often
 MAX_REPORTED = 1000
 WORKS_CHANGED = "catalog.works_changed"
@@ -142,13 +143,15 @@ def _parse_main() -> None:
             rejections = _Rejections()
             batch: list[Any] = []
             size = 0
-            for incoming in _parsed(Path(path), library, fmt, encoding, holdings, rejections):  # type: ignore[arg-type]
-                incoming.analysed = indexing.analysed(incoming.bib)  # here, on the worker's core
-                batch.append(incoming.shipped())
-                size += len(incoming.marc or b"")
-                if len(batch) >= BATCH or size >= BATCH_BYTES:
-                    send(("batch", batch, rejections.items))
-                    batch, rejections.items, size = [], [], 0
+            limit = FIRST_BATCH  # the loading process waits for the first batch: it comes early
+            with bulk_load():
+                for incoming in _parsed(Path(path), library, fmt, encoding, holdings, rejections):  # type: ignore[arg-type]
+                    incoming.analysed = indexing.analysed(incoming.bib)  # here, on the worker's core
+                    batch.append(incoming.shipped())
+                    size += len(incoming.marc or b"")
+                    if len(batch) >= limit or size >= BATCH_BYTES:
+                        send(("batch", batch, rejections.items))
+                        batch, rejections.items, size, limit = [], [], 0, BATCH
             send(("batch", batch, rejections.items))
             send(("end",))
         except BrokenPipeError:
