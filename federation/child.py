@@ -28,8 +28,8 @@ def frame(value: Any) -> bytes:
 
 def widen(fd: int) -> None:
     """Make the pipe of ``fd`` hold ``PIPE_BYTES`` (Linux; elsewhere it stays as it is). Each read or write of a
-    64 KiB default pipe gives up the GIL and waits to take it back: for a frame of megabytes, read beside a busy
-    event loop, that was a wait of up to a switch interval (5 ms) every 64 KiB, while the worker stood still."""
+    pipe gives up the GIL and waits to take it back: for a frame of megabytes read beside a busy event loop, a
+    64 KiB pipe meant such a wait (up to a switch interval, 5 ms) every 64 KiB, while the worker stood still."""
     with contextlib.suppress(Exception):
         import fcntl
 

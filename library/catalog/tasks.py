@@ -243,6 +243,8 @@ def _stop_reading(worker: _Worker, reader: threading.Thread, frames: queue.Queue
             frames.get_nowait()
         reader.join(0.01)
     worker.pipe.close()
+    with contextlib.suppress(queue.Full):  # a load cancelled while it waited left a thread in frames.get: free it
+        frames.put_nowait(("stopped", None))
 
 
 async def _batches(

@@ -7,10 +7,15 @@ every stored row, every search document and the load's report to what parsing in
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
+import queue
+import sys
 import threading
+import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -179,3 +184,59 @@ async def test_a_load_keeps_full_collections_away_until_it_ends(svc, corpus, mon
     await tasks.ingest_file(svc, corpus["marc21_utf8.mrc"], library="CQL", holdings="marc21_952", actor="test")
     assert seen and set(seen) == {max(BULK_THRESHOLD2, before[2])}
     assert gc.get_threshold() == before
+
+
+async def test_a_load_cancelled_while_it_waits_for_the_worker_leaves_no_thread_waiting(
+    svc, corpus, workers, monkeypatch
+) -> None:
+    real = tasks._Worker.next_frame
+
+    def slow(self: tasks._Worker) -> object:
+        time.sleep(0.5)
+        return real(self)
+
+    monkeypatch.setattr(tasks._Worker, "next_frame", slow)
+    load = asyncio.ensure_future(
+        tasks.ingest_file(svc, corpus["marc21_utf8.mrc"], library="CQL", holdings="marc21_952", actor="test")
+    )
+    await asyncio.sleep(0.2)  # the load waits for its first batch
+    load.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await load
+    await asyncio.sleep(0.2)
+
+    def waiting_on_frames() -> list[str]:
+        return [
+            t.name
+            for t in threading.enumerate()
+            if t.ident in sys._current_frames()
+            and any(
+                f.name == "get" and f.filename == queue.__file__
+                for f in traceback.extract_stack(sys._current_frames()[t.ident])
+            )
+        ]
+
+    assert waiting_on_frames() == []
+    assert workers[0].process.poll() is not None
+    assert not [t for t in threading.enumerate() if t.name == "catalog-parse-reader"]
+
+
+def test_stopping_frees_a_thread_left_waiting_for_a_frame() -> None:
+    """What a cancelled load leaves behind: a thread in ``frames.get()`` that no frame will reach."""
+
+    class Stopped:
+        pipe = open(os.devnull, "rb")  # noqa: SIM115 - closed by _stop_reading
+
+        def stop(self) -> None:
+            pass
+
+    frames: queue.Queue = queue.Queue(maxsize=tasks.READ_AHEAD)
+    reader = threading.Thread(target=lambda: None)
+    reader.start()
+    reader.join()
+    got = []
+    waiting = threading.Thread(target=lambda: got.append(frames.get()), daemon=True)
+    waiting.start()
+    tasks._stop_reading(Stopped(), reader, frames)  # type: ignore[arg-type]
+    waiting.join(2)
+    assert not waiting.is_alive() and got[0][0] == "stopped"
