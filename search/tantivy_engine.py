@@ -111,7 +111,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -213,10 +212,6 @@ def _tantivy_schema(schema: Schema) -> tantivy.Schema:
     return b.build()
 
 
-# The term and phrase field values of one TEXT value. Cached: names, publishers, subjects and series repeat
-# across thousands of documents, and a rebuilt work brings its titles again.
-_analysed = functools.lru_cache(maxsize=8192)(index_strings)
-
 _NOTHING: Analysed = {}
 
 
@@ -243,7 +238,7 @@ def _prepare(
         for v in values:
             if f.kind is FieldKind.TEXT:
                 key = (text_value(doc.id, f, v), f.analyzer or "text")
-                terms, stream = analysed.get(key) or _analysed(*key)
+                terms, stream = analysed.get(key) or index_strings(*key)
                 out.add_text(name, terms)
                 out.add_text(name + _PHRASE, stream)
                 continue

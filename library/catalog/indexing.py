@@ -62,7 +62,6 @@ def _clc_class(number: str) -> str | None:
 
 
 _ANALYZERS = {f.name: f.analyzer or "text" for f in SCHEMA.fields if f.kind is FieldKind.TEXT}
-_index_strings = functools.lru_cache(maxsize=8192)(index_strings)  # publishers, subjects, names repeat
 
 
 def analysed(bib: BibRecord) -> dict[tuple[str, str], tuple[str, str]]:
@@ -81,7 +80,7 @@ def analysed(bib: BibRecord) -> dict[tuple[str, str], tuple[str, str]]:
         analyzer = _ANALYZERS[field]
         for v in values:
             if v:
-                out[v, analyzer] = _index_strings(v, analyzer)
+                out[v, analyzer] = index_strings(v, analyzer)
     return out
 
 
