@@ -124,7 +124,20 @@ from search.common import (
     plain_value,
     text_value,
 )
-from search.engine import Analysed, Document, Facet, Field, FieldKind, Hit, QueryError, Result, Schema, Sort, SortOrder
+from search.engine import (
+    NOTHING_ANALYSED,
+    Analysed,
+    Document,
+    Facet,
+    Field,
+    FieldKind,
+    Hit,
+    QueryError,
+    Result,
+    Schema,
+    Sort,
+    SortOrder,
+)
 from search.highlight import highlight as highlight_values
 from search.query import Node
 
@@ -137,7 +150,6 @@ log = logging.getLogger(__name__)
 
 PHRASE_SUFFIX = "__phrase"
 DOC_FIELD = "__doc"
-_NOTHING: Analysed = {}
 TOKENS_ANALYZER = "twincity_tokens"  # the whitespace tokenizer, nothing else
 KEYWORD_ANALYZER = "twincity_keyword"  # the whole value is one token
 POSITION_GAP = 100  # between the values of a multi-valued phrase field
@@ -199,7 +211,7 @@ def _check_schema(schema: Schema) -> None:
     check_schema(schema, lambda name: bool(_FIELD_NAME.match(name)), "letters, digits, '_' and '-' only")
 
 
-def _source(fields: Mapping[str, Field], doc: Document, analysed: Analysed = _NOTHING) -> dict[str, Any]:
+def _source(fields: Mapping[str, Field], doc: Document, analysed: Analysed = NOTHING_ANALYSED) -> dict[str, Any]:
     """The ``_source`` for ``doc`` (analysis included, but for the values ``analysed`` holds); ``ValueError`` for
     a document that does not fit."""
     check_document_id(doc.id)
@@ -556,7 +568,7 @@ class ElasticEngine:
 
     @staticmethod
     async def _index_actions(
-        st: _Index, target: str, docs: Sequence[Document], analysed: Analysed = _NOTHING
+        st: _Index, target: str, docs: Sequence[Document], analysed: Analysed = NOTHING_ANALYSED
     ) -> list[dict[str, Any]]:
         """Bulk ``index`` actions for ``docs`` (``ValueError`` for a bad one); big batches are analysed in a thread."""
 
@@ -572,7 +584,7 @@ class ElasticEngine:
         st = self._state(index)
         if not docs:
             return
-        await self._write(st, await self._index_actions(st, index, list(docs), analysed or _NOTHING))
+        await self._write(st, await self._index_actions(st, index, list(docs), analysed or NOTHING_ANALYSED))
 
     async def delete(self, index: str, ids: Sequence[str]) -> None:
         st = self._state(index)

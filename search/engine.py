@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import types
 from collections.abc import AsyncIterable, Mapping, Sequence
 from typing import Any, Protocol, TypeAlias
 
@@ -52,6 +53,7 @@ class Document:
 
 # (text, analyzer) → search.analysis.index_strings(text, analyzer): TEXT values analysed ahead of an upsert
 Analysed: TypeAlias = Mapping[tuple[str, str], tuple[str, str]]
+NOTHING_ANALYSED: Analysed = types.MappingProxyType({})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -142,6 +142,7 @@ from search.common import (
     text_value,
 )
 from search.engine import (
+    NOTHING_ANALYSED,
     Analysed,
     Document,
     Facet,
@@ -212,11 +213,8 @@ def _tantivy_schema(schema: Schema) -> tantivy.Schema:
     return b.build()
 
 
-_NOTHING: Analysed = {}
-
-
 def _prepare(
-    schema: Schema, fields: dict[str, Field], doc: Document, analysed: Analysed = _NOTHING
+    schema: Schema, fields: dict[str, Field], doc: Document, analysed: Analysed = NOTHING_ANALYSED
 ) -> tuple[str, tantivy.Document]:
     """A tantivy document for ``doc`` (analysis included, but for the values ``analysed`` holds); ``ValueError``
     for a document that does not fit."""
@@ -533,7 +531,7 @@ class TantivyEngine:
     # -------------------------------------------------------------------------------------- writes
 
     def _prepare_all(
-        self, st: _Index, docs: Sequence[Document], analysed: Analysed = _NOTHING
+        self, st: _Index, docs: Sequence[Document], analysed: Analysed = NOTHING_ANALYSED
     ) -> list[tuple[str, tantivy.Document]]:
         return [_prepare(st.schema, st.fields, d, analysed) for d in docs]
 
@@ -568,7 +566,7 @@ class TantivyEngine:
         st = await self._writable(self._state(index))
         if not docs:
             return
-        prepared = await self._write_thread(self._prepare_all, st, list(docs), analysed or _NOTHING)
+        prepared = await self._write_thread(self._prepare_all, st, list(docs), analysed or NOTHING_ANALYSED)
         await self._call(st, "upsert", prepared)
 
     async def delete(self, index: str, ids: Sequence[str]) -> None:
