@@ -131,9 +131,20 @@ class _Rejections:
 
 def _parse_main() -> None:
     """Entry point of a parse worker process (see ``_start_worker``): reads, maps and prepares the records and
-    writes them to the pipe named on the command line, in length-prefixed pickled batches."""
+    writes them to the pipe named on the command line, in length-prefixed pickled batches. Its stdin carries the
+    loading process's advice (``_Worker.advise``): whether the records are worth analysing for the index."""
     fd = int(sys.argv[1])
-    path, library, fmt, encoding, holdings = json.loads(sys.argv[2])
+    path, library, fmt, encoding, holdings, first_batch, batch_size = json.loads(sys.argv[2])
+    os.set_blocking(0, False)
+    analyse = True
+
+    def advised() -> bool:
+        try:
+            news = os.read(0, 256)
+        except BlockingIOError:
+            return analyse
+        return analyse if not news else news[-1:] == b"1"  # the latest advice; none (EOF) changes nothing
+
     with os.fdopen(fd, "wb") as out:
 
         def send(value: Any) -> None:
@@ -143,15 +154,17 @@ def _parse_main() -> None:
             rejections = _Rejections()
             batch: list[Any] = []
             size = 0
-            limit = FIRST_BATCH  # the loading process waits for the first batch: it comes early
+            limit = first_batch  # the loading process waits for the first batch: it comes early
             with bulk_load():
                 for incoming in _parsed(Path(path), library, fmt, encoding, holdings, rejections):  # type: ignore[arg-type]
-                    incoming.analysed = indexing.analysed(incoming.bib)  # here, on the worker's core
+                    if analyse:
+                        incoming.analysed = indexing.analysed(incoming.bib)  # here, on the worker's core
                     batch.append(incoming.shipped())
                     size += len(incoming.marc or b"")
                     if len(batch) >= limit or size >= BATCH_BYTES:
                         send(("batch", batch, rejections.items))
-                        batch, rejections.items, size, limit = [], [], 0, BATCH
+                        batch, rejections.items, size, limit = [], [], 0, batch_size
+                        analyse = advised()
             send(("batch", batch, rejections.items))
             send(("end",))
         except BrokenPipeError:
@@ -174,12 +187,13 @@ class _Worker:
                     "-c",
                     "from library.catalog.tasks import _parse_main; _parse_main()",
                     str(write_fd),
-                    json.dumps([str(path), library, fmt, encoding, holdings]),
+                    json.dumps([str(path), library, fmt, encoding, holdings, FIRST_BATCH, BATCH]),
                 ],
                 pass_fds=(write_fd,),
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 env=child.environment(),
             )
+            os.set_blocking(self.process.stdin.fileno(), False)  # type: ignore[union-attr]
         except BaseException:
             os.close(read_fd)
             raise
@@ -202,10 +216,19 @@ class _Worker:
             return ("batch", [Incoming.received(x) for x in frame[1]], frame[2])
         return frame
 
+    def advise(self, analyse: bool) -> None:
+        """Tell the worker whether its next batches are worth analysing for the index. A reload of records
+        that have not changed stores nothing and indexes nothing: there the analysis is the worker's time lost,
+        and the worker is what such a load waits for."""
+        with contextlib.suppress(OSError):  # a full pipe (advice not read yet) or a worker gone
+            os.write(self.process.stdin.fileno(), b"1" if analyse else b"0")  # type: ignore[union-attr]
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()  # type: ignore[union-attr]
 
 
 def _start_worker(path: Path, library: str, fmt: str, encoding: str, holdings: str | None) -> _Worker | None:
@@ -265,7 +288,11 @@ async def _batches(
                     for r in frame[2]:
                         report.reject(*r)
                     if frame[1]:
+                        changed, unchanged = report.added + report.updated, report.unchanged
                         yield frame[1]
+                        # stored: mostly unchanged records (a reload) are not worth the worker's analysis
+                        changed, unchanged = report.added + report.updated - changed, report.unchanged - unchanged
+                        worker.advise(changed >= unchanged)
                 elif frame[0] == "end":
                     return
                 elif first:  # it could not start, or the file fails at once: in-process, the same happens visibly

@@ -240,3 +240,34 @@ def test_stopping_frees_a_thread_left_waiting_for_a_frame() -> None:
     tasks._stop_reading(Stopped(), reader, frames)  # type: ignore[arg-type]
     waiting.join(2)
     assert not waiting.is_alive() and got[0][0] == "stopped"
+
+
+async def test_a_reload_tells_the_worker_to_stop_analysing_and_a_changed_load_to_go_on(
+    svc, tmp_path, workers, monkeypatch
+) -> None:
+    """The loading process advises the worker after each batch: analyses for records that turn out unchanged
+    are the worker's time lost, and the worker is what a reload waits for."""
+    monkeypatch.setattr(tasks, "FIRST_BATCH", 20)
+    monkeypatch.setattr(tasks, "BATCH", 20)
+    path = tmp_path / "generated.mrc"
+    mc.write_generated(path, 2000)
+    analysed: list[bool] = []
+    real = tasks._Worker.next_frame
+
+    def watched(self: tasks._Worker) -> object:
+        frame = real(self)
+        if frame[0] == "batch" and frame[1]:
+            analysed.append(all(inc.analysed for inc in frame[1]))
+        return frame
+
+    monkeypatch.setattr(tasks._Worker, "next_frame", watched)
+    first = await tasks.ingest_file(svc, path, library="CQL", actor="test")
+    assert first.added == 2000 and analysed == [True] * 100
+    analysed.clear()
+    again = await tasks.ingest_file(svc, path, library="CQL", actor="test")
+    assert again.unchanged == 2000
+    # the advice reaches the worker some batches late (it parses ahead): after that, nothing is analysed
+    assert analysed[0] is True and analysed[-50:] == [False] * 50
+    analysed.clear()
+    other = await tasks.ingest_file(svc, path, library="SCL", actor="test")  # new to SCL: every batch changes
+    assert other.added == 2000 and analysed == [True] * 100
