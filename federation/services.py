@@ -12,6 +12,7 @@ from federation.identity.crypto import FieldCipher
 from federation.settings import Settings
 
 EventHandler = Callable[["Services", dict[str, Any]], Awaitable[None]]
+BatchHandler = Callable[["Services", list[dict[str, Any]]], Awaitable[None]]
 JobHandler = Callable[["Services", "JobContext"], Awaitable[dict[str, Any] | None]]  # noqa: F821
 
 
@@ -22,6 +23,7 @@ class Services:
     cipher: FieldCipher
     audit_key: AuditKey
     event_handlers: dict[str, list[EventHandler]] = dataclasses.field(default_factory=dict)
+    batch_handlers: dict[str, list[BatchHandler]] = dataclasses.field(default_factory=dict)
     job_handlers: dict[str, JobHandler] = dataclasses.field(default_factory=dict)
     search_engine: Any = None  # a search.engine.Engine; built from the settings on first use
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -56,6 +58,12 @@ class Services:
 
     def on_event(self, topic: str, handler: EventHandler) -> None:
         self.event_handlers.setdefault(topic, []).append(handler)
+
+    def on_events(self, topic: str, handler: BatchHandler) -> None:
+        """Handle the events of ``topic`` many at a time: each relay pass hands ``handler`` the payloads of every
+        event of the topic it took, in order of creation (one list per pass). For work that is cheaper once for
+        many events than once for each, such as rebuilding search documents and committing the index."""
+        self.batch_handlers.setdefault(topic, []).append(handler)
 
     def job_handler(self, kind: str, handler: JobHandler) -> None:
         if kind in self.job_handlers:

@@ -30,9 +30,10 @@ IN_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("twincity_i
 class InProcessRunner:
     """A doorbell and the worker it wakes, in one asyncio task."""
 
-    def __init__(self, svc: Services, *, poll_s: float = 2.0) -> None:
+    def __init__(self, svc: Services, *, poll_s: float = 2.0, batch: int = outbox.BATCH) -> None:
         self.svc = svc
         self.poll_s = poll_s
+        self.batch = batch
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -71,12 +72,16 @@ class InProcessRunner:
 
     async def run_once(self) -> None:
         await self._queue_periodic()
-        await outbox.relay(self.svc)
+        await self._relay()
         for job_id in await service.queued_ids(self.svc):
             if self._stopping:
                 return
             await service.execute(self.svc, job_id)
-            await outbox.relay(self.svc)
+            await self._relay()
+
+    async def _relay(self) -> None:
+        if await outbox.relay(self.svc, batch=self.batch) >= self.batch:
+            self._wake.set()  # a full pass: more may wait, so come back at once (after the queued jobs' turn)
 
     async def _loop(self) -> None:
         IN_BACKGROUND.set(True)

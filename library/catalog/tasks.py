@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -491,27 +491,33 @@ async def ingest_file(
     return report
 
 
-async def reindex_works(svc: Services, work_ids: list[str]) -> None:
-    """Rebuild the search documents of these works (idempotent)."""
+REINDEX_CHUNK = 1000  # works read and rebuilt at a time (well under any driver's limit of bound parameters)
+
+
+async def reindex_works(svc: Services, work_ids: Sequence[str]) -> None:
+    """Rebuild the search documents of these works (idempotent), then commit the index once."""
     from library.catalog.service import ensure_index
 
     await ensure_index(svc)
     engine = svc.search
 
     async def job() -> None:  # behind any batch a load is indexing: this reads a later state of the database
-        async with svc.db.reader() as s:
-            docs, gone = await indexing.documents(s, work_ids)
-        if docs:
-            await engine.upsert(indexing.INDEX, docs)
-        if gone:
-            await engine.delete(indexing.INDEX, gone)
+        for start in range(0, len(work_ids), REINDEX_CHUNK):
+            async with svc.db.reader() as s:
+                docs, gone = await indexing.documents(s, work_ids[start : start + REINDEX_CHUNK])
+            if docs:
+                await engine.upsert(indexing.INDEX, docs)
+            if gone:
+                await engine.delete(indexing.INDEX, gone)
 
     await _index_queue(svc).enqueue(job)
     await engine.refresh(indexing.INDEX)
 
 
-async def on_works_changed(svc: Services, payload: dict[str, Any]) -> None:
-    await reindex_works(svc, list(payload.get("work_ids", ())))
+async def on_works_changed(svc: Services, payloads: list[dict[str, Any]]) -> None:
+    """Every ``catalog.works_changed`` of a relay pass at once: each work rebuilt once, however many of the pass's
+    events name it (fifty copies of one title lent in a second), and the index committed once."""
+    await reindex_works(svc, sorted({w for p in payloads for w in p.get("work_ids", ())}))
 
 
 async def _all_documents(svc: Services, size: int = 2000):  # noqa: ANN202 - an async generator of batches
@@ -580,4 +586,4 @@ async def reindex_job(svc: Services, ctx: JobContext) -> dict[str, Any]:
 def register(svc: Services) -> None:
     svc.job_handler("catalog.ingest", ingest_job)
     svc.job_handler("catalog.reindex", reindex_job)
-    svc.on_event(WORKS_CHANGED, on_works_changed)
+    svc.on_events(WORKS_CHANGED, on_works_changed)

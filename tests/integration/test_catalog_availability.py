@@ -175,6 +175,52 @@ async def test_status_changes_are_checked_and_only_real_changes_are_announced(de
     assert status == "available"
 
 
+async def test_a_pass_over_many_changes_rebuilds_each_work_once_and_commits_the_index_once(demo, monkeypatch):
+    from federation.jobs import outbox
+    from library.catalog import indexing
+
+    svc = demo
+    await demo_catalogue.load(svc, per_library=20)
+    await outbox.relay(svc)  # the load's own events, if any are left
+
+    async def index_agrees() -> bool:
+        for library in ("CQL", "SCL", "CDL"):
+            req = catalog.SearchRequest(libraries=(library,), available=True, limit=1000)
+            found = {h.id for h in (await catalog.search(svc, req)).hits}
+            async with svc.db.reader() as s:
+                q = select(ItemRow.work_id).where(ItemRow.library == library, ItemRow.status == "available")
+                if found != set((await s.execute(q)).scalars()):
+                    return False
+        return True
+
+    assert await index_agrees()
+    async with svc.db.reader() as s:
+        q = select(ItemRow.library, ItemRow.barcode, ItemRow.work_id).where(ItemRow.status == "available")
+        lent = (await s.execute(q.order_by(ItemRow.barcode).limit(30))).all()
+    for library, barcode, _ in lent:  # thirty commits, thirty events
+        await set_status(svc, library, [barcode], "on_loan")
+    assert not await index_agrees()
+
+    refreshes: list[str] = []
+    built: list[str] = []
+    real_refresh, real_documents = svc.search.refresh, indexing.documents
+
+    async def refresh(index: str) -> None:
+        refreshes.append(index)
+        await real_refresh(index)
+
+    async def documents(session, work_ids, batch=None):  # noqa: ANN001, ANN202
+        built.extend(work_ids)
+        return await real_documents(session, work_ids, batch)
+
+    monkeypatch.setattr(svc.search, "refresh", refresh)
+    monkeypatch.setattr(indexing, "documents", documents)
+    assert await outbox.relay(svc) == 30
+    assert refreshes == [indexing.INDEX]
+    assert sorted(built) == sorted({w for _, _, w in lent})  # each work once, however many of its copies moved
+    assert await index_agrees()
+
+
 # --------------------------------------------------------------------------- with a Celery worker
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

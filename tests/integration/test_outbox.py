@@ -205,8 +205,10 @@ async def test_racing_relays_deliver_each_message_exactly_once(svc, settings):
             uow.emit("test.race", n=n)
         await uow.commit()
     try:
+        # passes of ten: on PostgreSQL each relay locks the oldest ten nobody else holds, so the three share the work
         published = await asyncio.wait_for(
-            asyncio.gather(outbox.relay(svc), outbox.relay(other), outbox.relay(svc)), DEADLINE_S
+            asyncio.gather(outbox.relay(svc, batch=10), outbox.relay(other, batch=10), outbox.relay(svc, batch=10)),
+            DEADLINE_S,
         )
     finally:
         await other.close()
@@ -215,3 +217,96 @@ async def test_racing_relays_deliver_each_message_exactly_once(svc, settings):
     if not svc.db.is_sqlite:
         assert sum(1 for p in published if p) >= 2, f"no race happened: {published}"
     assert await outbox.pending(svc) == 0
+
+
+async def test_a_batch_handler_gets_every_pending_event_of_its_topic_in_one_call(svc):
+    batches: list[list[int]] = []
+    singles: list[int] = []
+
+    async def many(svc, payloads):
+        batches.append([p["n"] for p in payloads])
+
+    async def one(svc, payload):
+        singles.append(payload["n"])
+
+    svc.on_events("test.many", many)
+    svc.on_event("test.one", one)
+    for n in range(8):  # the two topics interleaved, each event committed on its own
+        await emit(svc, "test.many" if n % 2 == 0 else "test.one", n=n)
+    assert await outbox.relay(svc) == 8
+    assert batches == [[0, 2, 4, 6]]  # once, in order of creation
+    assert singles == [1, 3, 5, 7]
+    assert await outbox.pending(svc) == 0
+    assert await outbox.relay(svc) == 0
+    assert batches == [[0, 2, 4, 6]]
+
+
+async def test_a_topic_may_have_a_batch_handler_and_event_handlers(svc):
+    seen: list[tuple[str, Any]] = []
+
+    async def many(svc, payloads):
+        seen.append(("many", [p["n"] for p in payloads]))
+
+    async def one(svc, payload):
+        seen.append(("one", payload["n"]))
+
+    svc.on_events("test.both", many)
+    svc.on_event("test.both", one)
+    for n in range(3):
+        await emit(svc, "test.both", n=n)
+    assert await outbox.relay(svc) == 3
+    assert seen == [("many", [0, 1, 2]), ("one", 0), ("one", 1), ("one", 2)]
+
+
+async def test_one_bad_event_fails_alone_and_its_batch_is_delivered(svc):
+    handled: list[int] = []
+    after: list[int] = []
+
+    async def many(svc, payloads):
+        if any(p.get("bad") for p in payloads):
+            raise ValueError("no such work")
+        handled.extend(p["n"] for p in payloads)
+
+    async def one(svc, payload):
+        after.append(payload["n"])
+
+    svc.on_events("test.batch", many)
+    svc.on_event("test.batch", one)
+    for n in range(5):
+        await emit(svc, "test.batch", n=n, bad=n == 2)
+
+    assert await outbox.relay(svc) == 4
+    assert handled == [0, 1, 3, 4]  # each tried alone once the batch failed: only the bad one is refused
+    assert after == [0, 1, 3, 4]  # a failed event's other handlers wait for its retry
+    by_n = {m.payload["n"]: m for m in await rows(svc)}
+    bad = by_n.pop(2)
+    assert (bad.published_at, bad.attempts, bad.last_error) == (None, 1, "ValueError: no such work")
+    assert all(m.published_at is not None and m.attempts == 0 and m.last_error is None for m in by_n.values())
+    assert await outbox.pending(svc) == 1
+
+
+async def test_a_pass_takes_at_most_a_batch_and_the_runner_comes_back_for_the_rest(svc):
+    got: list[int] = []
+
+    async def many(svc, payloads):
+        got.extend(p["n"] for p in payloads)
+
+    svc.on_events("test.backlog", many)
+    async with svc.db.uow() as uow:
+        for n in range(25):
+            uow.emit("test.backlog", n=n)
+        await uow.commit()
+    assert await outbox.relay(svc, batch=10) == 10
+    assert await outbox.pending(svc) == 15
+
+    runner = InProcessRunner(svc, poll_s=60.0, batch=10)  # no poll in time: only coming back drains it
+    await runner.start()
+    try:
+
+        async def drained() -> bool:
+            return await outbox.pending(svc) == 0
+
+        await eventually(drained)
+    finally:
+        await runner.stop(timeout_s=2)
+    assert sorted(got) == list(range(25))
