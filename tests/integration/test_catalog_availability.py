@@ -25,7 +25,7 @@ from kombu import Connection
 from sqlalchemy import func, select
 
 from federation.app import SERVICES
-from federation.db import OutboxMessage
+from federation.db import OutboxMessage, utcnow
 from federation.jobs import service as jobs
 from federation.jobs.celery_app import CeleryDoorbell, make_celery, runtime_of
 from federation.services import Services
@@ -219,6 +219,51 @@ async def test_a_pass_over_many_changes_rebuilds_each_work_once_and_commits_the_
     assert refreshes == [indexing.INDEX]
     assert sorted(built) == sorted({w for _, _, w in lent})  # each work once, however many of its copies moved
     assert await index_agrees()
+
+
+async def test_under_a_stream_of_loans_the_index_stays_within_two_seconds(client, demo):
+    """Ten desks change copies' status as fast as they can for three seconds, each change its own commit and
+    event: the relay must keep up, not fall behind by the length of the stream."""
+    from federation.jobs import outbox
+
+    svc = client.app[SERVICES]  # the app's runner relays the outbox
+    await demo_catalogue.load(svc, per_library=40)
+    async with svc.db.reader() as s:
+        q = select(ItemRow.library, ItemRow.barcode).where(ItemRow.status == "available").order_by(ItemRow.barcode)
+        shelf = (await s.execute(q)).all()
+    desks = 10
+    stop_at = time.monotonic() + 3.0
+    changes = 0
+    lags: list[float] = []
+
+    async def desk(n: int) -> None:
+        nonlocal changes
+        mine = shelf[n::desks]
+        status = "on_loan"
+        while time.monotonic() < stop_at:
+            for library, barcode in mine:
+                await set_status(svc, library, [barcode], status)
+                changes += 1
+            status = "available" if status == "on_loan" else "on_loan"
+
+    async def watch() -> None:
+        while time.monotonic() < stop_at:
+            async with svc.db.reader() as s:
+                q = select(func.min(OutboxMessage.created_at)).where(OutboxMessage.published_at.is_(None))
+                oldest = (await s.execute(q)).scalar_one()
+            lags.append(0.0 if oldest is None else (utcnow() - oldest).total_seconds())
+            await asyncio.sleep(0.1)
+
+    await asyncio.gather(*(desk(n) for n in range(desks)), watch())
+    ended = time.monotonic()
+    assert changes >= 100, f"only {changes} changes: the stream did not load the relay"
+    assert max(lags) < BUDGET_S, f"the index fell {max(lags):.2f}s behind during {changes} changes"
+
+    async def caught_up() -> bool:
+        return await outbox.pending(svc) == 0
+
+    behind = await seconds_until(caught_up, ended)
+    assert behind < BUDGET_S, f"the last of {changes} changes reached the index {behind:.2f}s after the stream"
 
 
 # --------------------------------------------------------------------------- with a Celery worker
