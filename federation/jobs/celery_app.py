@@ -120,14 +120,18 @@ def make_celery(settings: Settings, *, build_services: BuildServices | None = No
         from federation.jobs import outbox, service
 
         ran = runtime.run(service.execute, job_id)
-        runtime.run(outbox.relay)
+        if runtime.run(outbox.relay) >= outbox.BATCH:
+            relay_outbox.delay()  # the job left more than a pass: the rest is relayed as the next task
         return bool(ran)
 
     @app.task(name=RELAY_OUTBOX, **retry)
     def relay_outbox(self: Any) -> int:
         from federation.jobs import outbox
 
-        return int(runtime.run(outbox.relay))
+        published = int(runtime.run(outbox.relay))
+        if published >= outbox.BATCH:
+            relay_outbox.delay()  # a full pass: more may wait; queued behind what is queued already, not looped here
+        return published
 
     @app.task(name=SWEEP, shared=False)
     def sweep() -> int:

@@ -173,6 +173,25 @@ async def test_the_worker_relays_the_outbox_when_rung(svc, settings, tmp_path, b
     assert sorted(seen.items) == [("event", 1), ("event", 2)]
 
 
+async def test_a_backlog_larger_than_a_pass_is_relayed_on_one_ring(svc, settings, tmp_path, broker_url):
+    # one commit, one ring, two and a half passes of events: the worker comes back for the rest by itself (the
+    # beat's periodic relay does not run in this worker)
+    seen = Seen()
+    app = celery_app(tmp_path, settings, broker_url, seen)
+    svc.db.doorbell = CeleryDoorbell(app)
+    count = outbox.BATCH * 2 + outbox.BATCH // 2
+    with celery_worker(app):
+        async with svc.db.uow() as uow:
+            for n in range(count):
+                uow.emit("test.celery_event", n=n)
+            await uow.commit()
+        deadline = time.monotonic() + DEADLINE_S
+        while left := await outbox.pending(svc):
+            assert time.monotonic() < deadline, f"{left} of {count} events were left pending"
+            await asyncio.sleep(0.05)
+    assert sorted(n for _, n in seen.items) == list(range(count))
+
+
 async def test_the_sweep_finds_jobs_whose_message_was_lost(svc, settings, tmp_path, broker_url):
     seen = Seen()
     app = celery_app(tmp_path, settings, broker_url, seen)
