@@ -303,17 +303,17 @@ def test_analysis_is_fast_enough_for_ingest() -> None:
     rng = random.Random(7)
     titles = ["".join(rng.choice(COMMON) for _ in range(15)) for _ in range(10_000)]
     analyze(titles[0], "name")  # load OpenCC and the pypinyin tables outside the clock
-    start = time.process_time()
+    start = time.thread_time()
     for title in titles:
         analyze(title, "name")
-    elapsed = time.process_time() - start
+    elapsed = time.thread_time() - start
     assert elapsed < 2.0, f"10,000 titles took {elapsed:.2f}s ({elapsed * 100:.0f} µs each)"
 
-    start = time.process_time()
+    start = time.thread_time()
     for title in titles[:2_000]:
         analyze(title, "name")
         analyze("曹雪芹 著", "name")
         analyze("中国文学 -- 古典小说", "text")
         analyze("Chinese fiction -- Qing dynasty, 1644-1912", "text")
-    per_record = (time.process_time() - start) / 2_000
+    per_record = (time.thread_time() - start) / 2_000
     assert per_record < 500e-6, f"{per_record * 1e6:.0f} µs per record"
