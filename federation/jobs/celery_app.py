@@ -117,20 +117,24 @@ def make_celery(settings: Settings, *, build_services: BuildServices | None = No
 
     @app.task(name=RUN_JOB, **retry)
     def run_job(self: Any, job_id: str) -> bool:
-        from federation.jobs import outbox, service
+        from federation.jobs import service
 
         ran = runtime.run(service.execute, job_id)
-        if runtime.run(outbox.relay) >= outbox.BATCH:
-            relay_outbox.delay()  # the job left more than a pass: the rest is relayed as the next task
+        relay_pass()
         return bool(ran)
 
     @app.task(name=RELAY_OUTBOX, **retry)
     def relay_outbox(self: Any) -> int:
+        return relay_pass()
+
+    def relay_pass() -> int:
+        """One pass of the outbox relay; after a full one, more may wait: the rest is relayed as another task,
+        queued behind what is queued already rather than looped here."""
         from federation.jobs import outbox
 
         published = int(runtime.run(outbox.relay))
         if published >= outbox.BATCH:
-            relay_outbox.delay()  # a full pass: more may wait; queued behind what is queued already, not looped here
+            relay_outbox.delay()
         return published
 
     @app.task(name=SWEEP, shared=False)
