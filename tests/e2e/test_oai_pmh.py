@@ -6,23 +6,18 @@ record, and 120 generated records so lists are split (pages of 100).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import io
 import re
-import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
-from pathlib import Path
 
 import pymarc
 import pytest
-from aiohttp import web
 from sqlalchemy import update
 
 from federation.members import service as members
-from federation.migrate import upgrade
 from federation.services import Services
 from library.catalog import marc
 from library.catalog.mapping import to_bib
@@ -30,6 +25,7 @@ from library.catalog.models import BibRecordRow
 from library.catalog.store import Incoming, store_batch
 from tests.conftest import make_settings
 from tests.fixtures import marc_corpus as mc
+from tests.live_server import LiveServer
 
 OAI = "http://www.openarchives.org/OAI/2.0/"
 OAI_DC = "http://www.openarchives.org/OAI/2.0/oai_dc/"
@@ -556,45 +552,9 @@ async def test_identifier_with_reserved_characters(client, svc):
 # --------------------------------------------------------------------------- a standard harvester
 
 
-class LiveServer:
-    """The service on a real port in a thread, with the catalogue loaded."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.settings = make_settings(tmp)
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.port = 0
-
-    def start(self) -> None:
-        upgrade(self.settings.effective_database_url)
-        threading.Thread(target=self._run, daemon=True).start()
-        assert self.ready.wait(60), "server did not start"
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._serve())
-        self.loop.run_forever()
-
-    async def _serve(self) -> None:
-        from federation.app import SERVICES, create_app
-
-        app = create_app(self.settings, run_background=False)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await load_catalogue(app[SERVICES])
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.ready.set()
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory):
-    server = LiveServer(tmp_path_factory.mktemp("oai-live"))
+    server = LiveServer(tmp_path_factory.mktemp("oai-live"), load_catalogue)
     server.start()
     yield server
     server.stop()
