@@ -274,9 +274,12 @@ def create_app(
     from federation.inbox.api import routes as inbox_routes
     from federation.jobs.api import routes as job_routes
     from federation.members.api import routes as member_routes
+    from federation.web import portal
 
+    portal.load(app)
     for routes in (
         system,
+        portal.routes,
         account_routes,
         member_routes,
         identity_routes,

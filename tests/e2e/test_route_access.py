@@ -22,6 +22,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/readyz"): ALL,
     ("GET", "/metrics"): ALL,
     ("GET", "/api/openapi.json"): ALL,
+    ("GET", "/"): ALL,
+    ("GET", "/static/{name}"): ALL,
     ("POST", "/api/v1/auth/token"): ALL,
     ("POST", "/api/v1/auth/session"): ALL,
     ("DELETE", "/api/v1/auth/session"): PEOPLE,

@@ -1,0 +1,615 @@
+// The residents' portal: one page over the public API. The union catalogue is searched without logging in; a
+// resident who logs in (portal session: a cookie, and a CSRF token sent with every write) sees their loans,
+// requests and notices in every member library, renews, requests a book to any desk and cancels.
+// Every text from the server goes into the page as text; the only markup taken from it is the <em> of highlights.
+
+const view = document.querySelector("[data-view]");
+const alertBox = document.querySelector("[data-alert]");
+const PAGE_SIZE = 10;
+
+const STATUS = {
+  available: "在架",
+  on_loan: "借出",
+  in_transit: "在途",
+  on_hold_shelf: "预约架",
+  missing: "查找中",
+  lost: "遗失",
+  withdrawn: "已剔除",
+};
+const REQUEST_STATE = {
+  queued: "排队中",
+  targeted: "备书中",
+  ready: "待取",
+  fulfilled: "已借出",
+  cancelled: "已取消",
+  expired: "已过期",
+};
+const LANGUAGE = { chi: "中文", eng: "英文", jpn: "日文", fre: "法文", ger: "德文", rus: "俄文", kor: "韩文", spa: "西班牙文" };
+const CLC = {
+  A: "马列主义", B: "哲学宗教", C: "社会科学总论", D: "政治法律", E: "军事", F: "经济", G: "文化教育体育",
+  H: "语言文字", I: "文学", J: "艺术", K: "历史地理", N: "自然科学总论", O: "数理化", P: "天文地球",
+  Q: "生物科学", R: "医药卫生", S: "农业科学", T: "工业技术", U: "交通运输", V: "航空航天", X: "环境科学",
+  Z: "综合性图书",
+};
+const FACETS = [
+  ["library", "馆藏馆", "library", (v) => libraryName(v)],
+  ["city", "城市", "city", (v) => v],
+  ["language", "语种", "language", (v) => LANGUAGE[v] || v],
+  ["clc_class", "中图分类", "clc", (v) => (CLC[v] ? `${v} ${CLC[v]}` : v)],
+];
+
+const state = { members: new Map(), servicePoints: new Map(), me: null, csrf: null, shown: 0 };
+
+// ------------------------------------------------------------------------------------------------ the API
+
+class Problem extends Error {
+  constructor(status, body) {
+    super((body && (body.detail || body.title)) || `HTTP ${status}`);
+    this.status = status;
+    this.code = body && body.code;
+    this.title = body && body.title;
+  }
+}
+
+function requestKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET") {
+    if (state.csrf) headers["X-CSRF-Token"] = state.csrf;
+    headers["Idempotency-Key"] = requestKey();
+  }
+  const resp = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  if (resp.status === 204) return null;
+  const type = resp.headers.get("Content-Type") || "";
+  const data = type.includes("json") ? await resp.json() : null;
+  if (!resp.ok) throw new Problem(resp.status, data);
+  return data;
+}
+
+// ------------------------------------------------------------------------------------------------ helpers
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : String(c));
+  }
+  return node;
+}
+
+const ENTITIES = { "&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#x27;": "'" };
+
+// A highlight fragment (HTML-escaped text with <em> around matches) as nodes, without parsing it as HTML.
+function highlighted(fragment) {
+  const out = [];
+  let marked = false;
+  for (const part of fragment.split(/(<em>|<\/em>)/)) {
+    if (part === "<em>") marked = true;
+    else if (part === "</em>") marked = false;
+    else if (part) {
+      const text = part.replace(/&(amp|lt|gt|quot|#x27);/g, (m) => ENTITIES[m]);
+      out.push(marked ? el("mark", {}, text) : document.createTextNode(text));
+    }
+  }
+  return out;
+}
+
+function libraryName(code) {
+  const m = state.members.get(code);
+  return m ? m.name : code;
+}
+
+function pointName(code) {
+  return state.servicePoints.get(code) || code || "";
+}
+
+function day(iso) {
+  return iso ? new Date(iso).toLocaleDateString("zh-CN") : "";
+}
+
+function showError(err) {
+  alertBox.textContent = err instanceof Problem ? `${err.title || "出错了"}：${err.message}` : `出错了：${err}`;
+  alertBox.hidden = false;
+}
+
+function clearError() {
+  alertBox.hidden = true;
+  alertBox.textContent = "";
+}
+
+function render(...nodes) {
+  view.replaceChildren(...nodes.flat());
+}
+
+function route() {
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, query = ""] = hash.split("?");
+  return { path, params: new URLSearchParams(query) };
+}
+
+function go(path, params) {
+  const query = params && params.toString();
+  location.hash = query ? `${path}?${query}` : path;
+}
+
+// ------------------------------------------------------------------------------------------------ who is here
+
+async function loadMembers() {
+  const { items } = await api("GET", "/api/v1/members");
+  for (const m of items) {
+    if (m.kind !== "library") continue;
+    state.members.set(m.code, m);
+    for (const sp of m.service_points) state.servicePoints.set(sp.code, sp.name);
+  }
+}
+
+async function loadMe() {
+  try {
+    const me = await api("GET", "/api/v1/me");
+    state.me = me;
+    state.csrf = me.csrf_token;
+  } catch (err) {
+    if (!(err instanceof Problem && err.status === 401)) throw err;
+    state.me = null;
+    state.csrf = null;
+  }
+  const resident = state.me && state.me.kind === "resident";
+  document.querySelector("[data-nav=me]").hidden = !resident;
+  document.querySelector("[data-nav=login]").hidden = Boolean(state.me);
+  document.querySelector("[data-logout]").hidden = !state.me;
+  const who = document.querySelector("[data-who]");
+  who.hidden = !state.me;
+  who.textContent = state.me ? state.me.name : "";
+}
+
+// ------------------------------------------------------------------------------------------------ search
+
+function searchForm(params) {
+  const input = el("input", {
+    type: "search",
+    name: "q",
+    value: params.get("q") || "",
+    placeholder: "书名、作者、ISBN、拼音（如 hlm）……",
+    "aria-label": "检索词",
+    autofocus: true,
+  });
+  const sort = el(
+    "select",
+    { name: "sort", "aria-label": "排序" },
+    ...[
+      ["relevance", "按相关度"],
+      ["year_desc", "出版年：新→旧"],
+      ["year_asc", "出版年：旧→新"],
+    ].map(([v, label]) => el("option", { value: v, selected: params.get("sort") === v }, label)),
+  );
+  return el(
+    "form",
+    {
+      class: "search",
+      role: "search",
+      onsubmit: (e) => {
+        e.preventDefault();
+        const next = new URLSearchParams();
+        next.set("q", input.value.trim());
+        if (sort.value !== "relevance") next.set("sort", sort.value);
+        go("/search", next);
+      },
+    },
+    input,
+    sort,
+    el("button", { type: "submit" }, "检索"),
+  );
+}
+
+function facetPanel(params, facets) {
+  const groups = [];
+  for (const [name, label, filter, show] of FACETS) {
+    const values = facets[name] || [];
+    if (!values.length) continue;
+    const chosen = new Set(params.getAll(filter));
+    groups.push(
+      el(
+        "fieldset",
+        { class: "facet" },
+        el("legend", {}, label),
+        values.slice(0, 12).map((f) =>
+          el(
+            "label",
+            {},
+            el("input", {
+              type: "checkbox",
+              checked: chosen.has(f.value),
+              dataset: { filter, value: f.value },
+              onchange: (e) => toggle(params, filter, f.value, e.target.checked),
+            }),
+            ` ${show(f.value)} `,
+            el("span", { class: "count" }, f.count),
+          ),
+        ),
+      ),
+    );
+  }
+  const onShelf = el(
+    "label",
+    { class: "facet" },
+    el("input", {
+      type: "checkbox",
+      name: "available",
+      checked: params.get("available") === "true",
+      onchange: (e) => toggle(params, "available", "true", e.target.checked, true),
+    }),
+    " 只看在架",
+  );
+  return el("aside", { class: "facets", "aria-label": "筛选" }, onShelf, groups);
+}
+
+function toggle(params, key, value, on, single = false) {
+  const next = new URLSearchParams(params);
+  const kept = single ? [] : next.getAll(key).filter((v) => v !== value);
+  next.delete(key);
+  for (const v of kept) next.append(key, v);
+  if (on) next.append(key, value);
+  next.delete("page");
+  go("/search", next);
+}
+
+function hitView(hit) {
+  const title = hit.highlights.title && hit.highlights.title.length ? highlighted(hit.highlights.title[0]) : [hit.title || "（无题名）"];
+  const authors = hit.highlights.author && hit.highlights.author.length ? highlighted(hit.highlights.author[0]) : [hit.authors.join("，")];
+  const available = new Set(hit.available_at);
+  return el(
+    "li",
+    { class: "hit", dataset: { work: hit.id } },
+    el("h3", {}, el("a", { href: `#/works/${encodeURIComponent(hit.id)}` }, ...title)),
+    el("p", { class: "meta" }, ...authors, hit.year ? ` · ${hit.year}` : "", hit.publisher ? ` · ${hit.publisher}` : ""),
+    hit.isbns.length ? el("p", { class: "meta" }, `ISBN ${hit.isbns[0]}`) : null,
+    el(
+      "ul",
+      { class: "holders", "aria-label": "馆藏" },
+      hit.libraries.map((code) =>
+        el(
+          "li",
+          { class: available.has(code) ? "on-shelf" : "out", dataset: { library: code } },
+          libraryName(code),
+          " ",
+          el("span", { class: "badge" }, available.has(code) ? "在架" : "无在架"),
+        ),
+      ),
+    ),
+  );
+}
+
+async function searchView(params) {
+  const form = searchForm(params);
+  const q = params.get("q");
+  if (q === null) {
+    return [form, el("p", { class: "hint" }, "在四川、重庆各成员馆的联合目录中检索，借书、还书、预约在任一成员馆办理。")];
+  }
+  const page = Math.max(1, Number(params.get("page") || 1));
+  const query = new URLSearchParams(params);
+  query.set("page", String(page));
+  query.set("page_size", String(PAGE_SIZE));
+  for (const [name] of FACETS) query.append("facet", name);
+  render(form, el("p", { class: "hint" }, "检索中……"));  // a later navigation replaces this: nothing is awaited yet
+  let result;
+  try {
+    result = await api("GET", `/api/v1/catalog/search?${query}`);
+  } catch (err) {
+    showError(err); // a query the catalogue refuses: the box stays, with what was typed
+    return [form];
+  }
+  const pages = Math.max(1, Math.ceil(result.total / PAGE_SIZE));
+  const pager = el(
+    "nav",
+    { class: "pager", "aria-label": "翻页" },
+    page > 1 ? el("a", { href: pageLink(params, page - 1), rel: "prev" }, "上一页") : null,
+    el("span", {}, `第 ${page} / ${pages} 页`),
+    page < pages ? el("a", { href: pageLink(params, page + 1), rel: "next" }, "下一页") : null,
+  );
+  return [
+    form,
+    el(
+      "div",
+      { class: "results" },
+      facetPanel(params, result.facets),
+      el(
+        "section",
+        { "aria-label": "检索结果" },
+        el("p", { class: "total", dataset: { total: result.total } }, `共 ${result.total} 种`),
+        result.items.length ? el("ol", { class: "hits" }, result.items.map(hitView)) : el("p", {}, "没有找到相关图书。"),
+        result.total > PAGE_SIZE ? pager : null,
+      ),
+    ),
+  ];
+}
+
+function pageLink(params, page) {
+  const next = new URLSearchParams(params);
+  next.set("page", String(page));
+  return `#/search?${next}`;
+}
+
+// ------------------------------------------------------------------------------------------------ one work
+
+async function workView(id) {
+  const work = await api("GET", `/api/v1/catalog/works/${encodeURIComponent(id)}`);
+  const holdings = work.holdings.map((h) =>
+    el(
+      "section",
+      { class: "holding", dataset: { library: h.library } },
+      el("h3", {}, libraryName(h.library), " ", el("span", { class: "count" }, `在架 ${h.available} / 共 ${h.items.length} 册`)),
+      h.items.length
+        ? el(
+            "table",
+            {},
+            el("thead", {}, el("tr", {}, el("th", {}, "条码"), el("th", {}, "馆藏地点"), el("th", {}, "索书号"), el("th", {}, "状态"))),
+            el(
+              "tbody",
+              {},
+              h.items.map((i) =>
+                el(
+                  "tr",
+                  { dataset: { barcode: i.barcode, status: i.status } },
+                  el("td", {}, i.barcode),
+                  el("td", {}, pointName(i.location)),
+                  el("td", {}, i.call_number || ""),
+                  el("td", { class: i.status === "available" ? "on-shelf" : "out" }, STATUS[i.status] || i.status),
+                ),
+              ),
+            ),
+          )
+        : el("p", {}, "本馆有书目记录，暂无可借册。"),
+    ),
+  );
+  return [
+    el("p", {}, el("a", { href: "#/", onclick: backToResults }, "← 返回检索")),
+    el("h2", {}, work.title),
+    el("p", { class: "meta" }, [work.first_author, work.year].filter(Boolean).join(" · ")),
+    requestForm(work),
+    holdings,
+  ];
+}
+
+function backToResults(e) {
+  if (history.length > 1) {
+    e.preventDefault();
+    history.back();
+  }
+}
+
+function requestForm(work) {
+  if (!state.me || state.me.kind !== "resident") {
+    return el("p", { class: "hint" }, el("a", { href: "#/login" }, "登录"), "后可预约本书，到任一成员馆的服务点取书。");
+  }
+  const select = el(
+    "select",
+    { name: "pickup", "aria-label": "取书地点" },
+    [...state.members.values()].map((m) =>
+      el("optgroup", { label: m.name }, m.service_points.map((sp) => el("option", { value: sp.code }, sp.name))),
+    ),
+  );
+  const done = el("span", { class: "done", role: "status" });
+  return el(
+    "form",
+    {
+      class: "request",
+      onsubmit: async (e) => {
+        e.preventDefault();
+        clearError();
+        try {
+          const req = await api("POST", "/api/v1/circulation/requests", { work_id: work.id, pickup_service_point: select.value });
+          done.textContent = `已预约，到 ${pointName(req.pickup_service_point)} 取书（${REQUEST_STATE[req.state] || req.state}）`;
+        } catch (err) {
+          showError(err);
+        }
+      },
+    },
+    el("label", {}, "预约到 ", select),
+    el("button", { type: "submit" }, "预约"),
+    done,
+  );
+}
+
+// ------------------------------------------------------------------------------------------------ log in and out
+
+function loginView() {
+  const user = el("input", { name: "username", autocomplete: "username", required: true });
+  const pass = el("input", { name: "password", type: "password", autocomplete: "current-password", required: true });
+  return [
+    el("h2", {}, "登录"),
+    el(
+      "form",
+      {
+        class: "login",
+        onsubmit: async (e) => {
+          e.preventDefault();
+          clearError();
+          try {
+            await api("POST", "/api/v1/auth/session", { username: user.value.trim(), password: pass.value });
+            await loadMe();
+            go(state.me && state.me.kind === "resident" ? "/me" : "/");
+          } catch (err) {
+            showError(err);
+          }
+        },
+      },
+      el("label", {}, "身份证号（工作人员：角色@馆代码）", user),
+      el("label", {}, "密码", pass),
+      el("button", { type: "submit" }, "登录"),
+    ),
+  ];
+}
+
+async function logout() {
+  clearError();
+  try {
+    await api("DELETE", "/api/v1/auth/session");
+  } catch (err) {
+    if (!(err instanceof Problem && err.status === 401)) showError(err);
+  }
+  await loadMe();
+  go("/");
+}
+
+// ------------------------------------------------------------------------------------------------ my library
+
+async function meView() {
+  if (!state.me || state.me.kind !== "resident") {
+    go("/login");
+    return null;
+  }
+  const [loans, requests, inbox] = await Promise.all([
+    api("GET", "/api/v1/me/loans"),
+    api("GET", "/api/v1/me/requests"),
+    api("GET", "/api/v1/me/inbox?limit=20"),
+  ]);
+  return [
+    el("h2", {}, "我的借阅"),
+    el(
+      "section",
+      { class: "loans", "aria-label": "在借" },
+      el("h3", {}, `在借 ${loans.items.length} 册（各成员馆合计）`),
+      loans.items.length
+        ? el(
+            "table",
+            {},
+            el("thead", {}, el("tr", {}, el("th", {}, "书名"), el("th", {}, "借自"), el("th", {}, "应还日期"), el("th", {}, "续借"), el("th", {}, ""))),
+            el("tbody", {}, loans.items.map(loanRow)),
+          )
+        : el("p", {}, "目前没有在借图书。"),
+    ),
+    el(
+      "section",
+      { class: "requests", "aria-label": "预约" },
+      el("h3", {}, "预约"),
+      requests.items.length ? el("ul", {}, requests.items.map(requestRow)) : el("p", {}, "没有预约。"),
+    ),
+    el(
+      "section",
+      { class: "inbox", "aria-label": "通知" },
+      el("h3", {}, `通知（未读 ${inbox.unread}）`),
+      inbox.items.length
+        ? el("ul", {}, inbox.items.map((m) => el("li", { class: m.read_at ? "read" : "unread" }, el("strong", {}, m.title_zh), " ", m.body_zh, " ", el("time", {}, day(m.created_at)))))
+        : el("p", {}, "没有通知。"),
+    ),
+  ];
+}
+
+function loanRow(loan) {
+  const due = el("td", {}, day(loan.due_at));
+  const renewals = el("td", {}, String(loan.renewals));
+  const overdue = new Date(loan.due_at) < new Date();
+  return el(
+    "tr",
+    { dataset: { loan: loan.id, barcode: loan.barcode }, class: overdue ? "overdue" : null },
+    el("td", {}, loan.title || loan.barcode),
+    el("td", {}, loan.checkout_service_point ? pointName(loan.checkout_service_point) : libraryName(loan.library)),
+    due,
+    renewals,
+    el(
+      "td",
+      {},
+      el(
+        "button",
+        {
+          type: "button",
+          onclick: async () => {
+            clearError();
+            try {
+              const renewed = await api("POST", `/api/v1/circulation/loans/${encodeURIComponent(loan.id)}/renewals`, {});
+              due.textContent = day(renewed.due_at);
+              renewals.textContent = String(renewed.renewals);
+            } catch (err) {
+              showError(err);
+            }
+          },
+        },
+        "续借",
+      ),
+    ),
+  );
+}
+
+function requestRow(req) {
+  const open = ["queued", "targeted", "ready"].includes(req.state);
+  const label = el("span", { class: "state" }, REQUEST_STATE[req.state] || req.state);
+  const cancel = open
+    ? el(
+        "button",
+        {
+          type: "button",
+          onclick: async (e) => {
+            clearError();
+            try {
+              const closed = await api("DELETE", `/api/v1/circulation/requests/${encodeURIComponent(req.id)}`);
+              label.textContent = REQUEST_STATE[closed.state] || closed.state;
+              e.target.remove();
+            } catch (err) {
+              showError(err);
+            }
+          },
+        },
+        "取消预约",
+      )
+    : null;
+  return el(
+    "li",
+    { dataset: { request: req.id } },
+    el("a", { href: `#/works/${encodeURIComponent(req.work_id)}` }, req.title || "（无题名）"),
+    ` · 取书：${pointName(req.pickup_service_point)} · `,
+    label,
+    req.hold_until ? ` · 保留至 ${day(req.hold_until)}` : "",
+    " ",
+    cancel,
+  );
+}
+
+// ------------------------------------------------------------------------------------------------ the router
+
+async function show() {
+  clearError();
+  const { path, params } = route();
+  for (const a of document.querySelectorAll("[data-nav]")) {
+    a.classList.toggle("current", (path.startsWith("/me") && a.dataset.nav === "me") || (path === "/login" && a.dataset.nav === "login"));
+  }
+  const seq = ++state.shown;
+  let nodes;
+  try {
+    if (path === "/" || path === "/search") nodes = await searchView(params);
+    else if (path.startsWith("/works/")) nodes = await workView(decodeURIComponent(path.slice("/works/".length)));
+    else if (path === "/login") nodes = loginView();
+    else if (path === "/me") nodes = await meView();
+    else nodes = [el("p", {}, "没有这个页面。"), el("a", { href: "#/" }, "回到检索")];
+  } catch (err) {
+    if (seq === state.shown) showError(err);
+    nodes = [el("p", {}, el("a", { href: "#/" }, "回到检索"))];
+  }
+  if (seq !== state.shown || !nodes) return; // a later navigation owns the page now
+  render(...nodes);
+  document.body.dataset.shown = location.hash || "#/";
+}
+
+document.querySelector("[data-logout]").addEventListener("click", logout);
+window.addEventListener("hashchange", show);
+try {
+  await Promise.all([loadMembers(), loadMe()]);
+} catch (err) {
+  showError(err);
+}
+await show();

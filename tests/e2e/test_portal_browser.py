@@ -1,0 +1,293 @@
+"""The residents' portal in a real browser: Debian's chromium driven by Playwright, against the real service (the
+demo world, the embedded engines, the in-process relay) on a real port.
+
+What a resident does there: finds a work from one box however it is typed, narrows by library and "on the shelf",
+sees every library's copies with their status now; logs in, sees their loans in every library, renews, asks for a
+book at a desk of their choice and cancels. Every figure the page shows is checked against the API's answer, and
+text from the catalogue is never taken as markup.
+
+Without chromium on the machine these tests are skipped, except in CI, where a missing browser fails the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from federation.services import Services
+from tests.live_server import LiveServer
+
+CHROMIUM = os.environ.get("TWINCITY_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+ZHANG_WEI = "500103198503122317"  # a demo resident of CQL with two loans
+PASSWORD = "demo-password"
+
+
+async def demo_world(svc: Services) -> None:
+    from federation import demo
+    from federation.extensions import load
+
+    await demo.load(svc, load(svc.settings).demo_loaders)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = LiveServer(tmp_path_factory.mktemp("portal-live"), demo_world, run_background=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI: no chromium for the browser tests (Debian package chromium)")
+        pytest.skip("no chromium on this machine (Debian package chromium; or set TWINCITY_TEST_CHROMIUM)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []  # chromium refuses root without it
+        b = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield b
+        b.close()
+
+
+class Page:
+    """A fresh browser context on the portal; collects what the page logs and the errors it throws."""
+
+    def __init__(self, browser: Any, live: LiveServer) -> None:
+        self.live = live
+        self.context = browser.new_context(locale="zh-CN", viewport={"width": 1100, "height": 900})
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(15_000)
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        self.page.on("console", self._console)
+
+    def _console(self, message: Any) -> None:
+        # a refused request is logged by the browser whatever the page makes of it (an anonymous "who am I" is
+        # 401 by design; the tests look at what the page shows); anything else logged as an error is a fault,
+        # a script error or a policy violation above all
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.errors.append(message.text)
+
+    def open(self, hash_path: str = "") -> Any:
+        self.page.goto(f"{self.live.url}/{hash_path}")
+        return self.page
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def portal(browser: Any, live: LiveServer) -> Iterator[Page]:
+    page = Page(browser, live)
+    yield page
+    page.close()
+    assert page.errors == [], page.errors
+
+
+def api(live: LiveServer, path: str) -> Any:
+    with urllib.request.urlopen(f"{live.url}{path}", timeout=30) as resp:  # noqa: S310 - our own test server
+        return json.load(resp)
+
+
+def search(page: Any, text: str) -> None:
+    page.fill("input[name=q]", text)
+    page.press("input[name=q]", "Enter")
+    page.wait_for_selector(".total")
+
+
+def hit_titles(page: Any) -> list[str]:
+    return page.locator(".hit h3").all_inner_texts()
+
+
+def log_in(page: Any, username: str = ZHANG_WEI, password: str = PASSWORD) -> None:
+    page.click("[data-nav=login]")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("form.login button[type=submit]")
+
+
+# --------------------------------------------------------------------------- anyone, without logging in
+
+
+@pytest.mark.parametrize("typed", ["红楼梦", "紅樓夢", "hlm", "honglou meng", "9787020002207", "702000220X"])
+def test_one_box_finds_the_work_once_with_every_library(portal, typed):
+    page = portal.open()
+    search(page, typed)
+    assert hit_titles(page)[0] == "红楼梦"
+    first = page.locator(".hit").first
+    expected = api(portal.live, "/api/v1/catalog/search?" + urllib.parse.urlencode({"q": typed}))["items"][0]
+    assert first.get_attribute("data-work") == expected["id"]
+    holders = first.locator(".holders li")
+    assert sorted(holders.evaluate_all("els => els.map(e => e.dataset.library)")) == ["CDL", "CQL", "SCL"]
+    on_shelf = first.locator(".holders li.on-shelf").evaluate_all("els => els.map(e => e.dataset.library)")
+    assert sorted(on_shelf) == sorted(expected["available_at"])
+    assert first.locator(".holders li[data-library=SCL]").inner_text().startswith("四川省图书馆")
+    assert page.input_value("input[name=q]") == typed  # the box keeps what was typed
+
+
+def test_an_accent_need_not_be_typed(portal):
+    page = portal.open()
+    search(page, "cien anos de soledad")
+    assert hit_titles(page)[0] == "Cien años de soledad"
+
+
+def test_the_work_page_shows_each_copy_as_the_api_does(portal):
+    page = portal.open()
+    search(page, "红楼梦")
+    page.click(".hit h3 a")
+    page.wait_for_selector(".holding")
+    work_id = page.url.rsplit("/", 1)[1]
+    work = api(portal.live, f"/api/v1/catalog/works/{work_id}")
+    assert page.inner_text("main h2") == work["title"] == "红楼梦"
+    for holding in work["holdings"]:
+        section = page.locator(f".holding[data-library={holding['library']}]")
+        assert f"在架 {holding['available']} / 共 {len(holding['items'])} 册" in section.locator("h3").inner_text()
+        rows = section.locator("tbody tr").evaluate_all(
+            "rows => rows.map(r => [r.dataset.barcode, r.dataset.status, r.cells[1].innerText, r.cells[3].innerText])"
+        )
+        assert [(b, s) for b, s, _, _ in rows] == [(i["barcode"], i["status"]) for i in holding["items"]]
+        for _, status, where, shown in rows:
+            assert shown == {"available": "在架", "on_loan": "借出", "in_transit": "在途"}.get(status, shown)
+            assert where.startswith(("四川省图书馆", "重庆图书馆", "成都图书馆"))  # service points by name
+    # the demo lends CQL9000010 to a resident: the page says so
+    assert page.locator("tr[data-barcode=CQL9000010] td").nth(3).inner_text() == "借出"
+    assert "登录" in page.inner_text("main")  # asking for the book needs a login
+    page.click("text=← 返回检索")
+    page.wait_for_selector(".hit")
+    assert page.input_value("input[name=q]") == "红楼梦"
+
+
+def test_filters_narrow_the_results_and_pages_move_on(portal):
+    page = portal.open()
+    search(page, "小说")
+    total = int(page.get_attribute(".total", "data-total"))
+    assert total > 10
+    page.check(".facet input[data-filter=library][data-value=CDL]")
+    page.wait_for_url(re.compile(r"library=CDL"))
+    page.wait_for_selector(".hit")
+    narrowed = int(page.get_attribute(".total", "data-total"))
+    expected = api(portal.live, "/api/v1/catalog/search?" + urllib.parse.urlencode({"q": "小说", "library": "CDL"}))
+    assert narrowed == expected["total"] < total
+    for libraries in page.locator(".hit").evaluate_all(
+        "hits => hits.map(h => [...h.querySelectorAll('.holders li')].map(li => li.dataset.library))"
+    ):
+        assert "CDL" in libraries
+    page.check("input[name=available]")
+    page.wait_for_url(re.compile(r"available=true"))
+    page.wait_for_selector(".hit")
+    for hit in page.locator(".hit").all():
+        assert hit.locator(".holders li.on-shelf").count() >= 1
+    first_page = hit_titles(page)
+    if int(page.get_attribute(".total", "data-total")) > 10:
+        page.click("a[rel=next]")
+        page.wait_for_url(re.compile(r"page=2"))
+        page.wait_for_selector(".hit")
+        assert hit_titles(page) != first_page
+        assert "第 2 /" in page.inner_text(".pager")
+
+
+def test_catalogue_text_is_never_markup(portal):
+    from library.catalog.store import store_batch
+    from library.catalog.tasks import reindex_works
+    from tests.e2e.test_oai_pmh import incoming
+    from tests.fixtures import marc_corpus as mc
+
+    title = '<img src=x onerror="window.__owned=1">红楼梦外传 & <b>续</b>'
+    book = dataclasses.replace(mc.HONGLOUMENG, control_number="cq-markup-1", title=title, isbns=(), year=2001)
+
+    async def add() -> None:
+        svc = portal.live.services
+        data = mc.iso2709(mc.marc21_spec(book, holdings=False))
+        async with svc.db.uow() as uow:
+            result = await store_batch(uow.session, "CQL", incoming(data, "CQL"), actor="test")
+            await uow.commit()
+        await reindex_works(svc, sorted(result.works))
+
+    portal.live.call(add())
+    page = portal.open()
+    search(page, "红楼梦外传")
+    assert hit_titles(page)[0] == title
+    assert page.locator(".hits img, .hits b").count() == 0
+    assert page.locator(".hit mark").count() >= 1  # the match is marked, as an element of ours
+    assert page.evaluate("window.__owned") is None
+
+
+# --------------------------------------------------------------------------- a resident
+
+
+def test_a_wrong_password_is_told_and_nothing_is_opened(portal):
+    page = portal.open()
+    log_in(page, password="not-the-password")
+    page.wait_for_selector("[data-alert]:not([hidden])")
+    assert "401" not in page.inner_text("[data-alert]")
+    assert page.inner_text("[data-alert]").strip()
+    assert page.is_visible("form.login")
+    assert page.is_hidden("[data-nav=me]")
+
+
+def test_a_resident_sees_renews_requests_and_cancels(portal):
+    page = portal.open()
+    log_in(page)
+    page.wait_for_selector("section.loans tbody tr")
+    assert page.inner_text("[data-who]") == "张伟"
+
+    # loans in every library, as the API has them
+    rows = page.locator("section.loans tbody tr")
+    assert rows.count() == 2
+    by_barcode = {r.get_attribute("data-barcode"): r for r in rows.all()}
+    assert set(by_barcode) == {"CQL9000010", "SCL9000020"}
+    assert "四川省图书馆" in by_barcode["SCL9000020"].inner_text()
+
+    # a renewal that is allowed moves the count; one past the limit is refused, clearly, and changes nothing
+    fresh = by_barcode["SCL9000020"]
+    assert fresh.locator("td").nth(3).inner_text() == "0"
+    fresh.locator("button").click()
+    page.wait_for_selector("tr[data-barcode=SCL9000020] td:nth-child(4):text-is('1')")
+    spent = by_barcode["CQL9000010"]
+    assert spent.locator("td").nth(3).inner_text() == "1"
+    spent.locator("button").click()
+    page.wait_for_selector("[data-alert]:not([hidden])")
+    assert "1" in page.inner_text("[data-alert]")  # "renewed 1 time(s) of 1 allowed"
+    assert spent.locator("td").nth(3).inner_text() == "1"
+
+    # ask for a book at a desk in the other city
+    page.click("[data-nav=search]")
+    search(page, "边城")
+    page.click(".hit h3 a")
+    page.wait_for_selector("form.request")
+    page.select_option("select[name=pickup]", "CDL-MAIN")
+    page.click("form.request button[type=submit]")
+    page.wait_for_selector(".done:has-text('已预约')")
+    assert "成都图书馆 总馆" in page.inner_text(".done")
+
+    page.click("[data-nav=me]")
+    request = page.locator("section.requests li", has_text="边城")
+    request.wait_for()
+    assert "取书：成都图书馆 总馆" in request.inner_text()
+    request_id = request.get_attribute("data-request")
+    request.locator("button").click()
+    page.wait_for_selector(f"li[data-request='{request_id}'] .state:has-text('已取消')")
+    assert request.locator("button").count() == 0
+
+    # after a reload the session is still there, and the cancelled request says so
+    page.reload()
+    page.wait_for_selector("section.requests li")
+    assert "已取消" in page.locator(f"li[data-request='{request_id}']").inner_text()
+
+    page.click("[data-logout]")
+    page.wait_for_selector("[data-nav=login]:not([hidden])")
+    assert page.is_hidden("[data-nav=me]")
+    page.goto(f"{portal.live.url}/#/me")
+    page.wait_for_selector("form.login")  # my page is behind the login again
