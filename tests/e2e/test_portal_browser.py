@@ -291,3 +291,80 @@ def test_a_resident_sees_renews_requests_and_cancels(portal):
     assert page.is_hidden("[data-nav=me]")
     page.goto(f"{portal.live.url}/#/me")
     page.wait_for_selector("form.login")  # my page is behind the login again
+
+
+def staff_call(live: LiveServer, username: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """A staff member's API call with a bearer token; (status, body)."""
+
+    def call(method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"{live.url}{path}", data=data, method=method, headers=headers)  # noqa: S310
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - our own test server
+                return resp.status, json.load(resp)
+        except urllib.error.HTTPError as e:
+            return e.code, json.load(e)
+
+    status, token = call("POST", "/api/v1/auth/token", {"username": username, "password": PASSWORD}, {})
+    assert status == 200, token
+    return call(method, path, body, {"Authorization": f"Bearer {token['access_token']}"})
+
+
+def doctor_reads_results(live: LiveServer, id_number: str) -> int:
+    """doctor@SCH1 (四川大学华西医院) finds the patient by ID number and asks for their prior results: the status."""
+    status, patient = staff_call(
+        live,
+        "doctor@SCH1",
+        "POST",
+        "/api/v1/health/patient-lookups",
+        {"credential": {"type": "id_number", "value": id_number}},
+    )
+    assert status == 200, patient
+    status, _ = staff_call(
+        live, "doctor@SCH1", "GET", f"/api/v1/health/patients/{patient['patient']['id']}/prior-results"
+    )
+    return status
+
+
+def test_a_resident_sees_their_results_controls_sharing_and_sees_who_looked(portal):
+    page = portal.open()
+    log_in(page)
+    page.wait_for_selector("section.loans")
+    page.click("[data-nav=health]")
+    page.wait_for_selector("section.results-mine")
+
+    # every result on the page, recognised or not as the API judges it now, with the reason in words
+    mine = page.evaluate("fetch('/api/v1/me/results?limit=50').then(r => r.json())")
+    shown = dict(
+        page.locator("li[data-result]").evaluate_all("els => els.map(e => [e.dataset.result, e.dataset.recognised])")
+    )
+    expected = {r["id"]: str(r["verdict"]["recognised"]).lower() for g in mine["groups"] for r in g["results"]}
+    assert shown == expected and len(shown) == mine["count"] > 0
+    assert list(shown.values()).count("true") == mine["recognised"] > 0
+    refused = page.locator("li[data-recognised=false] .why").first.inner_text()
+    assert "_" not in refused and refused.strip(" ·")  # a reason in words, not a code
+
+    # sharing withdrawn in the portal: a doctor is refused, and the resident sees that refusal
+    sharing = page.locator("section.consents li[data-purpose=result_sharing]")
+    assert sharing.count() == 1
+    sharing.locator("button").click()
+    page.wait_for_selector("section.consents:has-text('您没有生效的授权')")
+    assert doctor_reads_results(portal.live, ZHANG_WEI) == 403
+    page.reload()
+    page.wait_for_selector("section.access-log")
+    doctors_reads = page.locator(
+        "section.access-log tr[data-action='health.prior_results']", has_text="四川大学华西医院"
+    )
+    assert "被拒绝" in doctors_reads.first.inner_text()  # newest first; the resident's own reads are listed as 本人
+
+    # granted again: the doctor reads, and that read is listed too
+    page.select_option("select[name=purpose]", "result_sharing")
+    page.click("form.grant button[type=submit]")
+    page.wait_for_selector("section.consents li[data-purpose=result_sharing]")
+    assert doctor_reads_results(portal.live, ZHANG_WEI) == 200
+    page.reload()
+    page.wait_for_selector("section.access-log")
+    assert "完成" in doctors_reads.first.inner_text()
+    assert "被拒绝" in doctors_reads.nth(1).inner_text()
+    assert page.locator("section.access-log td", has_text="resident:").count() == 0  # never an internal id

@@ -24,6 +24,43 @@ const REQUEST_STATE = {
   cancelled: "已取消",
   expired: "已过期",
 };
+const REASON = {
+  not_in_catalogue: "该项目不在当时的互认目录中",
+  institution_not_eligible: "出具医院不在该项目的互认范围内",
+  expired: "已超过该项目的互认有效期",
+  not_final: "不是最终结果",
+  qc_missing: "出具医院没有有效的质控认证",
+};
+const PURPOSE = {
+  result_sharing: "检查检验结果共享（成员医院调阅）",
+  library_history: "跨馆借阅记录（成员图书馆查看）",
+  travel_summary: "出行汇总（门户显示）",
+  housing_summary: "公积金与公租房（门户显示）",
+  social_security_summary: "社保（门户显示）",
+};
+const ACTION = {
+  "auth.login": "登录",
+  "identity.register": "建立身份档案",
+  "circulation.checkout": "借出图书",
+  "circulation.checkin": "归还图书",
+  "circulation.renewal": "续借",
+  "circulation.request_placed": "预约图书",
+  "circulation.request_cancelled": "取消预约",
+  "health.prior_results": "调阅检查检验结果",
+  "health.lookup": "按证件查找患者",
+  "health.fhir.read": "读取检查检验记录（FHIR）",
+  "health.fhir.search": "检索检查检验记录（FHIR）",
+  "health.decision": "互认判定（采纳或不采纳）",
+  "health.override.open": "紧急调阅（事后复核）",
+  "identity.read": "查看身份信息",
+  "identity.lookup": "按证件查找身份",
+  "consent.grant": "授权",
+  "consent.revoke": "撤回授权",
+  "consent.check": "核验授权",
+  "social_security.summary_read": "查看社保汇总",
+  "housing.summary_read": "查看住房汇总",
+  "transport.summary_read": "查看出行汇总",
+};
 const LANGUAGE = { chi: "中文", eng: "英文", jpn: "日文", fre: "法文", ger: "德文", rus: "俄文", kor: "韩文", spa: "西班牙文" };
 const CLC = {
   A: "马列主义", B: "哲学宗教", C: "社会科学总论", D: "政治法律", E: "军事", F: "经济", G: "文化教育体育",
@@ -38,7 +75,7 @@ const FACETS = [
   ["clc_class", "中图分类", "clc", (v) => (CLC[v] ? `${v} ${CLC[v]}` : v)],
 ];
 
-const state = { members: new Map(), servicePoints: new Map(), me: null, csrf: null, shown: 0 };
+const state = { members: new Map(), allMembers: new Map(), servicePoints: new Map(), me: null, csrf: null, shown: 0 };
 
 // ------------------------------------------------------------------------------------------------ the API
 
@@ -153,6 +190,7 @@ function go(path, params) {
 async function loadMembers() {
   const { items } = await api("GET", "/api/v1/members");
   for (const m of items) {
+    state.allMembers.set(m.code, m);
     if (m.kind !== "library") continue;
     state.members.set(m.code, m);
     for (const sp of m.service_points) state.servicePoints.set(sp.code, sp.name);
@@ -170,7 +208,7 @@ async function loadMe() {
     state.csrf = null;
   }
   const resident = state.me && state.me.kind === "resident";
-  document.querySelector("[data-nav=me]").hidden = !resident;
+  for (const link of document.querySelectorAll("[data-nav=me], [data-nav=health]")) link.hidden = !resident;
   document.querySelector("[data-nav=login]").hidden = Boolean(state.me);
   document.querySelector("[data-logout]").hidden = !state.me;
   const who = document.querySelector("[data-who]");
@@ -580,13 +618,182 @@ function requestRow(req) {
   );
 }
 
+// ------------------------------------------------------------------------------------------------ my health data
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString("zh-CN", { hour12: false }) : "";
+}
+
+async function healthView() {
+  if (!state.me || state.me.kind !== "resident") {
+    go("/login");
+    return null;
+  }
+  const [results, consents, log] = await Promise.all([
+    api("GET", "/api/v1/me/results?limit=50"),
+    api("GET", "/api/v1/me/consents"),
+    api("GET", "/api/v1/me/access-log?limit=50"),
+  ]);
+  return [
+    el("h2", {}, "我的健康"),
+    el(
+      "section",
+      { class: "results-mine", "aria-label": "检查检验结果" },
+      el("h3", {}, `检查检验结果（本页 ${results.count} 项，可互认 ${results.recognised} 项）`),
+      results.groups.length ? results.groups.map(resultGroup) : el("p", {}, "各成员医院还没有您的检查检验结果。"),
+    ),
+    consentSection(consents.items),
+    el(
+      "section",
+      { class: "access-log", "aria-label": "查阅记录" },
+      el("h3", {}, "谁查看过我的数据"),
+      log.items.length
+        ? el(
+            "table",
+            {},
+            el("thead", {}, el("tr", {}, el("th", {}, "时间"), el("th", {}, "由谁"), el("th", {}, "操作"), el("th", {}, "结果"))),
+            el(
+              "tbody",
+              {},
+              log.items.map((e) =>
+                el(
+                  "tr",
+                  { dataset: { seq: e.seq, action: e.action }, class: e.outcome === "ok" ? null : "denied" },
+                  el("td", {}, when(e.at)),
+                  el("td", {}, actorName(e)),
+                  el("td", {}, ACTION[e.action] || e.action, e.details && e.details.override ? "（紧急调阅）" : ""),
+                  el("td", {}, e.outcome === "ok" ? "完成" : e.outcome === "refused" ? "被拒绝（无授权）" : e.outcome),
+                ),
+              ),
+            ),
+          )
+        : el("p", {}, "还没有人查看过您的数据。"),
+    ),
+  ];
+}
+
+// Who acted, as a resident reads it: a member by its name, themselves as 本人, the system as 系统.
+function actorName(entry) {
+  if (entry.actor_institution) return memberName(entry.actor_institution);
+  const [kind, rest = ""] = entry.actor.split(/:(.*)/s);
+  if (kind === "resident") return "本人";
+  if (kind === "system") return "系统";
+  if (kind === "apikey") return memberName(rest.split(":")[0]);
+  const member = entry.actor.match(/^urn:twincity:member:(.+)$/);
+  return member ? memberName(member[1]) : entry.actor;
+}
+
+function memberName(code) {
+  const m = state.allMembers.get(code);
+  return m ? m.name : code;
+}
+
+function resultGroup(group) {
+  return el(
+    "article",
+    { class: "result-group", dataset: { key: group.key } },
+    el("h4", {}, group.title),
+    el(
+      "ul",
+      {},
+      group.results.map((r) =>
+        el(
+          "li",
+          { dataset: { result: r.id, recognised: String(r.verdict.recognised) } },
+          el("span", { class: r.verdict.recognised ? "mark-hr" : "mark-no" }, r.verdict.recognised ? "HR 可互认" : "不互认"),
+          " ",
+          r.title || r.code || "",
+          r.value ? `：${r.value}` : "",
+          r.reference_range ? `（参考 ${r.reference_range}）` : "",
+          " · ",
+          r.hospital_name,
+          r.hospital_city ? `（${r.hospital_city}）` : "",
+          " · ",
+          day(r.effective_at || r.issued_at),
+          r.verdict.recognised
+            ? r.verdict.valid_until
+              ? ` · 互认有效至 ${day(r.verdict.valid_until)}`
+              : ""
+            : el("span", { class: "why" }, ` · ${r.verdict.reasons.map((x) => REASON[x] || x).join("；")}`),
+        ),
+      ),
+    ),
+  );
+}
+
+function consentSection(consents) {
+  const live = consents.filter((c) => !c.revoked_at && !(c.expires_at && new Date(c.expires_at) < new Date()));
+  const purpose = el(
+    "select",
+    { name: "purpose", "aria-label": "授权事项" },
+    Object.entries(PURPOSE).map(([v, label]) => el("option", { value: v }, label)),
+  );
+  return el(
+    "section",
+    { class: "consents", "aria-label": "授权" },
+    el("h3", {}, "我的授权"),
+    live.length
+      ? el(
+          "ul",
+          {},
+          live.map((c) =>
+            el(
+              "li",
+              { dataset: { consent: c.id, purpose: c.purpose } },
+              PURPOSE[c.purpose] || c.purpose,
+              " · ",
+              c.all_members ? "全部成员机构" : c.members.map(memberName).join("、"),
+              ` · ${day(c.granted_at)} 起`,
+              c.expires_at ? `，至 ${day(c.expires_at)}` : "",
+              " ",
+              el(
+                "button",
+                {
+                  type: "button",
+                  onclick: async () => {
+                    clearError();
+                    try {
+                      await api("DELETE", `/api/v1/me/consents/${encodeURIComponent(c.id)}`);
+                      await show();
+                    } catch (err) {
+                      showError(err);
+                    }
+                  },
+                },
+                "撤回",
+              ),
+            ),
+          ),
+        )
+      : el("p", {}, "您没有生效的授权：成员医院不能调阅您的检查检验结果（紧急情况除外，事后复核并记录在下方）。"),
+    el(
+      "form",
+      {
+        class: "grant",
+        onsubmit: async (e) => {
+          e.preventDefault();
+          clearError();
+          try {
+            await api("POST", "/api/v1/me/consents", { purpose: purpose.value });
+            await show();
+          } catch (err) {
+            showError(err);
+          }
+        },
+      },
+      el("label", {}, "授权全部成员机构：", purpose),
+      el("button", { type: "submit" }, "授权"),
+    ),
+  );
+}
+
 // ------------------------------------------------------------------------------------------------ the router
 
 async function show() {
   clearError();
   const { path, params } = route();
   for (const a of document.querySelectorAll("[data-nav]")) {
-    a.classList.toggle("current", (path.startsWith("/me") && a.dataset.nav === "me") || (path === "/login" && a.dataset.nav === "login"));
+    a.classList.toggle("current", `/${a.dataset.nav}` === path || (a.dataset.nav === "search" && (path === "/" || path === "/search")));
   }
   const seq = ++state.shown;
   let nodes;
@@ -595,6 +802,7 @@ async function show() {
     else if (path.startsWith("/works/")) nodes = await workView(decodeURIComponent(path.slice("/works/".length)));
     else if (path === "/login") nodes = loginView();
     else if (path === "/me") nodes = await meView();
+    else if (path === "/health") nodes = await healthView();
     else nodes = [el("p", {}, "没有这个页面。"), el("a", { href: "#/" }, "回到检索")];
   } catch (err) {
     if (seq === state.shown) showError(err);
