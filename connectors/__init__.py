@@ -15,7 +15,7 @@ def register(registry: Any) -> None:
     registry.add_command(connectors)
     registry.add_command(sandbox)
 
-    from connectors.framework.sandbox import SANDBOXES, register_sandbox
+    from connectors.framework.sandbox import register_sandbox
     from connectors.social_security import api as social_security_api
     from connectors.social_security import demo as social_security_demo
     from connectors.social_security import sandbox as social_security_sandbox
@@ -47,7 +47,7 @@ def register(registry: Any) -> None:
     registry.add_command(housing_cli.certificate)
     registry.on_services(housing_tasks.register)
     registry.on_demo(housing_demo.load)
-    SANDBOXES.update(housing_sandbox.FACTORIES)
+    register_sandbox("housing", housing_sandbox.create_app, housing_demo.PORT)
 
     from connectors.transport import api as transport_api
     from connectors.transport import demo as transport_demo
@@ -59,7 +59,7 @@ def register(registry: Any) -> None:
     registry.add_routes(transport_api.routes)
     registry.on_services(transport_tasks.register)
     registry.on_demo(transport_demo.load)
-    SANDBOXES.update(transport_sandbox.FACTORIES)
+    register_sandbox("transport", transport_sandbox.create_app, transport_demo.PORT)
 
     from connectors.library_systems import demo as library_systems_demo
     from connectors.library_systems import sandbox as library_systems_sandbox

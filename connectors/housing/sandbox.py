@@ -239,6 +239,3 @@ def create_app() -> web.Application:
     app.router.add_get("/{centre}/v1/rental/changes", rental_changes)
     app.router.add_post("/_sandbox/{centre}/rental-changes", add_rental_change)
     return app
-
-
-FACTORIES = {"housing": create_app}

@@ -187,6 +187,3 @@ def create_app() -> web.Application:
     app.router.add_post("/_sandbox/{operator}/rides", add_ride)
     app.router.add_post("/_sandbox/{operator}/passes", add_pass)
     return app
-
-
-FACTORIES = {"transport": create_app}
