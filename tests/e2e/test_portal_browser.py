@@ -11,6 +11,7 @@ Without chromium on the machine these tests are skipped, except in CI, where a m
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,11 +32,32 @@ ZHANG_WEI = "500103198503122317"  # a demo resident of CQL with two loans
 PASSWORD = "demo-password"
 
 
+SANDBOXES = contextlib.AsyncExitStack()  # the outside systems' sandboxes, for as long as the module's server runs
+
+
 async def demo_world(svc: Services) -> None:
+    """The demo world, as ``make run`` has it, with every outside system's sandbox on a free port (never the demo
+    ports, which a running demo may hold) and the demo's connectors pointed there."""
+    from sqlalchemy import select
+
+    from connectors.framework.models import Connector
+    from connectors.framework.sandbox import DEMO_PORTS, started
+    from connectors.framework.sandbox import SANDBOXES as FACTORIES
     from federation import demo
     from federation.extensions import load
 
     await demo.load(svc, load(svc.settings).demo_loaders)
+    moved = {}
+    for system, port in DEMO_PORTS.items():
+        url = await SANDBOXES.enter_async_context(started(FACTORIES[system]()))
+        moved[port] = urllib.parse.urlsplit(url).port
+    async with svc.db.uow() as uow:
+        for connector in (await uow.session.execute(select(Connector))).scalars():
+            url = urllib.parse.urlsplit(connector.config["base_url"])
+            if url.port in moved:
+                base = url._replace(netloc=f"{url.hostname}:{moved[url.port]}").geturl()
+                connector.config = {**connector.config, "base_url": base}
+        await uow.commit()
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +65,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     server = LiveServer(tmp_path_factory.mktemp("portal-live"), demo_world, run_background=True)
     server.start()
     yield server
+    server.call(SANDBOXES.aclose())
     server.stop()
 
 
@@ -368,3 +391,54 @@ def test_a_resident_sees_their_results_controls_sharing_and_sees_who_looked(port
     assert "完成" in doctors_reads.first.inner_text()
     assert "被拒绝" in doctors_reads.nth(1).inner_text()
     assert page.locator("section.access-log td", has_text="resident:").count() == 0  # never an internal id
+
+
+def test_a_resident_sees_cards_and_each_system_after_consenting(portal, tmp_path):
+    from connectors.housing import signing
+
+    page = portal.open()
+    log_in(page)
+    page.wait_for_selector("section.loans")
+    page.click("[data-nav=services]")
+    page.wait_for_selector("section.cards")
+
+    # every card and number of the person, masked; the ID number itself is nowhere in the page
+    person = page.evaluate("fetch('/api/v1/me/person').then(r => r.json())")
+    cards = page.locator("section.cards tbody tr").evaluate_all("rows => rows.map(r => r.cells[2].innerText)")
+    assert cards == [i["masked"] for i in person["identifiers"]]
+    assert "500103********2317" in cards
+    assert ZHANG_WEI not in page.content()
+
+    # each summary waits for its consent; given in the page, the outside system's data shows
+    for purpose in ("social_security_summary", "housing_summary", "travel_summary"):
+        prompt = page.locator(f".consent-needed[data-purpose={purpose}]")
+        assert prompt.count() == 1, purpose
+        prompt.locator("button").click()
+        page.wait_for_selector(f".consent-needed[data-purpose={purpose}]", state="detached")
+    social = page.locator("section.social-security")
+    assert social.locator("h4[data-member=CQSI][data-status=ok]").count() == 1
+    assert "城镇职工基本养老保险" in social.inner_text()
+    assert "没有您的记录" in social.locator("h4[data-member=SCSI]").inner_text()  # never insured in Sichuan
+
+    # a deposit certificate, saved as issued: it verifies offline against the published keys
+    account = page.locator("section.housing tr[data-account=CQGJJ000001]")
+    assert "47520.00" in account.inner_text()
+    with page.expect_download() as download:
+        account.locator("button").click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    assert saved.name == "缴存证明-CQGJJ000001.json"
+    keys = signing.keys_from_jwks(api(portal.live, "/api/v1/housing/keys"))
+    verdict = signing.verify(saved.read_bytes(), keys)
+    assert verdict.valid, verdict.detail
+    assert verdict.payload["holder"]["name"] == "张伟"
+
+    # a transit card linked here brings its passes and trips
+    page.select_option("select[name=operator]", "CQTC")
+    page.fill("input[name=card_number]", "3100000001")
+    page.click("form.link-card button[type=submit]")
+    page.wait_for_selector("section.transport tr[data-pass]")
+    transport = page.evaluate("fetch('/api/v1/me/transport').then(r => r.json())")
+    shown = page.locator("section.transport tr[data-pass]").evaluate_all("rows => rows.map(r => r.dataset.pass)")
+    assert shown == [p["period"] for p in transport["passes"]] and shown
+    assert "3100000001" not in page.content()  # the card number is masked once linked

@@ -123,7 +123,7 @@ function el(tag, attrs = {}, ...children) {
     else if (k === "dataset") Object.assign(node.dataset, v);
     else node.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     node.append(c instanceof Node ? c : String(c));
   }
@@ -171,7 +171,7 @@ function clearError() {
 }
 
 function render(...nodes) {
-  view.replaceChildren(...nodes.flat());
+  view.replaceChildren(...nodes.flat(Infinity));
 }
 
 function route() {
@@ -208,7 +208,7 @@ async function loadMe() {
     state.csrf = null;
   }
   const resident = state.me && state.me.kind === "resident";
-  for (const link of document.querySelectorAll("[data-nav=me], [data-nav=health]")) link.hidden = !resident;
+  for (const link of document.querySelectorAll("[data-nav=me], [data-nav=health], [data-nav=services]")) link.hidden = !resident;
   document.querySelector("[data-nav=login]").hidden = Boolean(state.me);
   document.querySelector("[data-logout]").hidden = !state.me;
   const who = document.querySelector("[data-who]");
@@ -787,6 +787,225 @@ function consentSection(consents) {
   );
 }
 
+// ------------------------------------------------------------------------------------------------ cards and services
+
+const IDENTIFIER = { id_number: "身份证", social_security_card: "社保卡", library_card: "借书证", hospital_record: "就诊卡号", transit_card: "交通卡" };
+const SYSTEM_STATUS = { ok: "已连接", not_consented: "未授权", unknown_person: "没有您的记录", unavailable: "暂时无法连接，请稍后再试" };
+
+// A summary that needs the resident's consent: its data, or null when the consent is not given (yet).
+async function summary(path) {
+  try {
+    return await api("GET", path);
+  } catch (err) {
+    if (err instanceof Problem && err.code && err.code.endsWith(".consent_required")) return null;
+    throw err;
+  }
+}
+
+function consentPrompt(purpose, what) {
+  return el(
+    "p",
+    { class: "consent-needed", dataset: { purpose } },
+    `查看${what}需要您的授权（可随时在“我的健康”中撤回）。 `,
+    el(
+      "button",
+      {
+        type: "button",
+        onclick: async () => {
+          clearError();
+          try {
+            await api("POST", "/api/v1/me/consents", { purpose });
+            await show();
+          } catch (err) {
+            showError(err);
+          }
+        },
+      },
+      "授权并查看",
+    ),
+  );
+}
+
+function systemLine(code, status, errorCode) {
+  return el(
+    "h4",
+    { dataset: { member: code, status } },
+    memberName(code),
+    " ",
+    el("span", { class: status === "ok" ? "ok" : "count" }, SYSTEM_STATUS[status] || status),
+    status === "ok" || !errorCode ? "" : el("span", { class: "count" }, `（${errorCode}）`),
+  );
+}
+
+function table(headers, rows) {
+  return el("table", {}, el("thead", {}, el("tr", {}, headers.map((h) => el("th", {}, h)))), el("tbody", {}, rows));
+}
+
+async function servicesView() {
+  if (!state.me || state.me.kind !== "resident") {
+    go("/login");
+    return null;
+  }
+  const [person, social, housing, transport] = await Promise.all([
+    api("GET", "/api/v1/me/person"),
+    summary("/api/v1/me/social-security"),
+    summary("/api/v1/me/housing"),
+    summary("/api/v1/me/transport"),
+  ]);
+  return [
+    el("h2", {}, "我的卡证与服务"),
+    el(
+      "section",
+      { class: "cards", "aria-label": "证件与卡" },
+      el("h3", {}, "证件与卡（号码已隐去部分）"),
+      table(
+        ["种类", "发卡机构", "号码", "状态"],
+        person.identifiers.map((i) =>
+          el(
+            "tr",
+            { dataset: { identifier: i.type, status: i.status } },
+            el("td", {}, IDENTIFIER[i.kind || i.type] || i.kind || i.type),
+            el("td", {}, i.institution ? memberName(i.institution) : "全国通用"),
+            el("td", {}, i.masked),
+            el("td", {}, i.status === "active" ? "有效" : i.status),
+          ),
+        ),
+      ),
+    ),
+    el(
+      "section",
+      { class: "social-security", "aria-label": "社保" },
+      el("h3", {}, "社保"),
+      social === null
+        ? consentPrompt("social_security_summary", "两地社保")
+        : social.systems.map((sys) => [
+            systemLine(sys.member_code, sys.status, sys.error_code),
+            sys.enrolments.length
+              ? table(
+                  ["城市", "险种", "状态", "参保起始"],
+                  sys.enrolments.map((e) => el("tr", {}, el("td", {}, e.city), el("td", {}, e.scheme), el("td", {}, e.status === "active" ? "参保中" : e.status), el("td", {}, e.since))),
+                )
+              : null,
+            sys.pension_transfer && sys.pension_transfer.status !== "none"
+              ? el("p", {}, `养老保险关系转移：${sys.pension_transfer.from_city || ""} → ${sys.pension_transfer.to_city || ""}（${sys.pension_transfer.status}）`)
+              : null,
+          ]),
+    ),
+    housingSection(housing),
+    transportSection(transport),
+  ];
+}
+
+function housingSection(housing) {
+  return el(
+    "section",
+    { class: "housing", "aria-label": "公积金与公租房" },
+    el("h3", {}, "住房公积金与公租房"),
+    housing === null
+      ? consentPrompt("housing_summary", "两地公积金与公租房")
+      : [
+          housing.centres.map((c) => [
+            systemLine(c.member_code, c.status, c.error_code),
+            c.accounts.length
+              ? table(
+                  ["账号", "单位", "月缴存额", "余额", "缴存至", ""],
+                  c.accounts.map((a) =>
+                    el(
+                      "tr",
+                      { dataset: { account: a.account_number } },
+                      el("td", {}, a.account_number),
+                      el("td", {}, a.employer),
+                      el("td", {}, `¥${a.monthly_deposit}`),
+                      el("td", {}, `¥${a.balance}`),
+                      el("td", {}, `${a.last_month}（共 ${a.months_deposited} 个月）`),
+                      el("td", {}, el("button", { type: "button", onclick: () => certificate(c.member_code, a.account_number) }, "开具缴存证明")),
+                    ),
+                  ),
+                )
+              : null,
+            c.credit ? el("p", { class: "meta" }, `信用：${c.credit.level === "good" ? "良好" : c.credit.level}`) : null,
+          ]),
+          housing.rental_applications.length
+            ? table(
+                ["公租房申请", "城市", "小区", "状态", "轮候位次"],
+                housing.rental_applications.map((r) =>
+                  el("tr", {}, el("td", {}, r.application_no), el("td", {}, r.city), el("td", {}, r.estate), el("td", {}, r.status), el("td", {}, r.queue_position ?? "")),
+                ),
+              )
+            : el("p", { class: "meta" }, "没有公租房申请。"),
+        ],
+  );
+}
+
+// The signed certificate, saved as the fund centre issued it: its bytes are what an offline check verifies.
+async function certificate(fundCentre, accountNumber) {
+  clearError();
+  try {
+    const resp = await fetch("/api/v1/me/housing/certificates", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": state.csrf || "", "Idempotency-Key": requestKey() },
+      body: JSON.stringify({ fund_centre: fundCentre, account_number: accountNumber }),
+      credentials: "same-origin",
+    });
+    if (!resp.ok) throw new Problem(resp.status, await resp.json().catch(() => null));
+    const link = el("a", { href: URL.createObjectURL(await resp.blob()), download: `缴存证明-${accountNumber}.json` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function transportSection(transport) {
+  if (transport === null) {
+    return el("section", { class: "transport", "aria-label": "出行" }, el("h3", {}, "交通出行"), consentPrompt("travel_summary", "两地公交地铁出行"));
+  }
+  const operator = el(
+    "select",
+    { name: "operator", "aria-label": "发卡机构" },
+    transport.operators.map((o) => el("option", { value: o.member_code }, memberName(o.member_code))),
+  );
+  const number = el("input", { name: "card_number", "aria-label": "交通卡号", required: true, inputmode: "numeric" });
+  return el(
+    "section",
+    { class: "transport", "aria-label": "出行" },
+    el("h3", {}, "交通出行"),
+    transport.operators.map((o) => systemLine(o.member_code, o.status)),
+    transport.cards.length
+      ? table(["交通卡", "发卡机构", "状态"], transport.cards.map((c) => el("tr", { dataset: { card: c.card } }, el("td", {}, c.card), el("td", {}, memberName(c.operator)), el("td", {}, c.status === "active" ? "有效" : c.status))))
+      : el("p", { class: "meta" }, "还没有关联交通卡。"),
+    transport.passes.length
+      ? table(
+          ["月票/次票", "卡", "月份", "剩余/总次数"],
+          transport.passes.map((p) => el("tr", { dataset: { pass: p.period } }, el("td", {}, p.product), el("td", {}, p.card), el("td", {}, p.period), el("td", {}, `${p.rides_remaining} / ${p.rides_total}`))),
+        )
+      : null,
+    transport.monthly_trips.length
+      ? table(["月份", "发卡机构", "乘车次数"], transport.monthly_trips.map((m) => el("tr", {}, el("td", {}, m.month), el("td", {}, memberName(m.operator)), el("td", {}, m.trips))))
+      : null,
+    el(
+      "form",
+      {
+        class: "link-card",
+        onsubmit: async (e) => {
+          e.preventDefault();
+          clearError();
+          try {
+            await api("POST", "/api/v1/me/transport/cards", { operator: operator.value, card_number: number.value.trim() });
+            await show();
+          } catch (err) {
+            showError(err);
+          }
+        },
+      },
+      el("label", {}, "关联交通卡：", operator),
+      number,
+      el("button", { type: "submit" }, "关联"),
+    ),
+  );
+}
+
 // ------------------------------------------------------------------------------------------------ the router
 
 async function show() {
@@ -803,6 +1022,7 @@ async function show() {
     else if (path === "/login") nodes = loginView();
     else if (path === "/me") nodes = await meView();
     else if (path === "/health") nodes = await healthView();
+    else if (path === "/services") nodes = await servicesView();
     else nodes = [el("p", {}, "没有这个页面。"), el("a", { href: "#/" }, "回到检索")];
   } catch (err) {
     if (seq === state.shown) showError(err);
