@@ -442,3 +442,75 @@ def test_a_resident_sees_cards_and_each_system_after_consenting(portal, tmp_path
     shown = page.locator("section.transport tr[data-pass]").evaluate_all("rows => rows.map(r => r.dataset.pass)")
     assert shown == [p["period"] for p in transport["passes"]] and shown
     assert "3100000001" not in page.content()  # the card number is masked once linked
+
+
+# --------------------------------------------------------------------------- librarians at their desks
+
+
+def desk(browser: Any, live: LiveServer, library: str) -> Page:
+    """A librarian of ``library`` logged in to the portal, at their desk."""
+    desk = Page(browser, live)
+    page = desk.open()
+    log_in(page, f"librarian@{library}")
+    page.wait_for_selector("form.checkout")
+    return desk
+
+
+def item_status(live: LiveServer, barcode: str) -> str:
+    library = barcode[:3]
+    hits = api(live, "/api/v1/catalog/search?" + urllib.parse.urlencode({"q": "红楼梦", "library": library}))
+    work = api(live, f"/api/v1/catalog/works/{hits['items'][0]['id']}")
+    return {i["barcode"]: i["status"] for h in work["holdings"] for i in h["items"]}[barcode]
+
+
+def test_a_librarian_lends_across_cities_and_a_return_elsewhere_goes_home(browser, live):
+    chengdu = desk(browser, live, "CDL")
+    sichuan = None
+    try:
+        page = chengdu.page
+        assert page.input_value("select[name=service_point]") == "CDL-MAIN"  # the main desk first
+        assert "成都图书馆" in page.inner_text("main h2")
+
+        # an unknown barcode is told, and nothing is lent
+        page.fill("input[name=credential]", "CQ0000002")
+        page.fill("input[name=checkout_barcode]", "NO-SUCH-COPY")
+        page.click("form.checkout button[type=submit]")
+        page.wait_for_selector("[data-alert]:not([hidden])")
+        assert page.inner_text("[data-alert]").strip()
+        assert page.inner_text(".outcome") == ""
+
+        # a Chongqing social-security card borrows a Chengdu copy at the Chengdu desk
+        page.fill("input[name=credential]", "CQ0000002")
+        page.fill("input[name=checkout_barcode]", "CDL9000011")
+        page.click("form.checkout button[type=submit]")
+        page.wait_for_selector(".outcome:has-text('已借出')")
+        assert "CDL9000011" in page.inner_text(".outcome") and "应还日期" in page.inner_text(".outcome")
+        assert item_status(live, "CDL9000011") == "on_loan"
+
+        # returned at a Sichuan library's desk: the desk is told to send it home, and the transit is listed
+        sichuan = desk(browser, live, "SCL")
+        there = sichuan.page
+        there.fill("input[name=checkin_barcode]", "CDL9000011")
+        there.click("form.checkin button[type=submit]")
+        route = there.locator(".route")
+        route.wait_for()
+        assert route.get_attribute("data-action") == "transit"
+        assert route.get_attribute("data-destination").startswith("CDL-")
+        assert "送往 成都图书馆" in route.inner_text()
+        there.wait_for_selector(".transits-outgoing tr[data-barcode=CDL9000011]")
+        assert item_status(live, "CDL9000011") == "in_transit"
+
+        # at home the copy is expected, and received
+        page.reload()
+        page.select_option("select[name=service_point]", route.get_attribute("data-destination"))
+        incoming = page.locator(".transits-incoming tr[data-barcode=CDL9000011]")
+        incoming.wait_for()
+        incoming.locator("button").click()
+        page.wait_for_selector(".outcome:has-text('已接收 CDL9000011')")
+        assert page.locator(".transits-incoming tr[data-barcode=CDL9000011]").count() == 0
+        assert item_status(live, "CDL9000011") == "available"
+    finally:
+        chengdu.close()
+        if sichuan is not None:
+            sichuan.close()
+    assert chengdu.errors == [] and (sichuan is None or sichuan.errors == [])
