@@ -514,3 +514,73 @@ def test_a_librarian_lends_across_cities_and_a_return_elsewhere_goes_home(browse
         if sichuan is not None:
             sichuan.close()
     assert chengdu.errors == [] and (sichuan is None or sichuan.errors == [])
+
+
+# --------------------------------------------------------------------------- a doctor
+
+
+def decisions_on(live: LiveServer, result_id: str) -> list[tuple[str, str | None, str]]:
+    from sqlalchemy import select
+
+    from health.models import Decision
+
+    async def read() -> list[tuple[str, str | None, str]]:
+        async with live.services.db.reader() as s:
+            rows = await s.execute(select(Decision).where(Decision.result_id == result_id))
+            return [(d.decision, d.reason_code, d.deciding_institution) for d in rows.scalars()]
+
+    return live.call(read())  # type: ignore[return-value]
+
+
+def test_a_doctor_reads_prior_results_with_consent_or_an_override_and_decides(browser, live):
+    doctor = Page(browser, live)
+    try:
+        page = doctor.open()
+        log_in(page, "doctor@SCH1")
+        page.wait_for_selector("form.lookup")
+        assert "四川大学华西医院" in page.inner_text("main h2")
+
+        # 王芳 has not consented: the name is masked, nothing is shown, and an override needs a real reason
+        page.fill("input[name=patient_credential]", "500106199007211429")
+        page.click("form.lookup button[type=submit]")
+        page.wait_for_selector("section.no-consent")
+        assert page.inner_text("section.patient h3").startswith("王*")
+        assert page.locator("section.prior").count() == 0
+        page.fill("input[name=override_reason]", "急诊")
+        page.click("form.override button[type=submit]")
+        assert page.eval_on_selector("input[name=override_reason]", "e => e.validity.tooShort")  # held back
+        assert page.locator("section.prior").count() == 0
+        page.fill("input[name=override_reason]", "患者昏迷送急诊，需了解既往检验结果")
+        page.click("form.override button[type=submit]")
+        page.wait_for_selector("section.prior[data-basis=override]")
+        assert "紧急调阅" in page.inner_text("section.prior h3")
+
+        # 张伟 has: every result with its verdict, as the API has them
+        page.fill("input[name=patient_credential]", ZHANG_WEI)
+        page.click("form.lookup button[type=submit]")
+        page.wait_for_selector("section.prior[data-basis=consent]")
+        assert page.inner_text("section.patient h3").startswith("张伟")
+        assert "身份证 500103********2317" in page.inner_text("section.patient")
+        rows = page.locator("li[data-result]")
+        recognised = page.locator("li[data-result][data-recognised=true]")
+        assert rows.count() > recognised.count() > 0
+
+        hr = recognised.first
+        hr.locator("button.accept").click()
+        hr.locator(".decided[data-decision=accepted]").wait_for()
+        assert decisions_on(live, hr.get_attribute("data-result")) == [("accepted", None, "SCH1")]
+
+        # "other" needs words: refused with the service's reason, nothing recorded; then a coded reason is taken
+        other = page.locator("li[data-result][data-recognised=false]").first
+        other.locator("select[name=decline_reason]").select_option("08")
+        other.locator("button.decline").click()
+        page.wait_for_selector("[data-alert]:not([hidden])")
+        assert decisions_on(live, other.get_attribute("data-result")) == []
+        other.locator("select[name=decline_reason]").select_option("07")
+        other.locator("button.decline").click()
+        other.locator(".decided[data-decision=declined]").wait_for()
+        assert "接诊医师判断需要重新检查" in other.locator(".decided").inner_text()
+        assert decisions_on(live, other.get_attribute("data-result")) == [("declined", "07", "SCH1")]
+    finally:
+        doctor.close()
+    assert doctor.errors == []
