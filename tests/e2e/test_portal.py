@@ -64,3 +64,28 @@ async def test_the_portal_is_not_part_of_the_api_document(client):
     paths = (await (await client.get("/api/openapi.json")).json())["paths"]
     assert "/" not in paths
     assert not [p for p in paths if p.startswith("/static")]
+
+
+IMPORT = re.compile(r"import\s*\{([^}]*)\}\s*from\s*\"\./([\w.-]+)\"")
+EXPORT = re.compile(r"^export (?:async function|function|const|class) (\w+)", re.M)
+
+
+async def test_every_module_the_page_imports_is_served_and_exports_what_is_imported(client):
+    """The script is split into modules the browser loads by name: none may be missing from what is served, and no
+    module may import a name another does not export (a failure the browser would only show at run time)."""
+    seen, queue = set(), ["portal.js"]
+    while queue:
+        name = queue.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        resp = await client.get(f"/static/{name}")
+        assert resp.status == 200, name
+        assert resp.content_type == "text/javascript"
+        text = await resp.text()
+        for names, target in IMPORT.findall(text):
+            exported = set(EXPORT.findall((portal.STATIC / target).read_text(encoding="utf-8")))
+            wanted = {n.strip() for n in names.split(",") if n.strip()}
+            assert wanted <= exported, f"{name} imports {sorted(wanted - exported)} that {target} does not export"
+            queue.append(target)
+    assert seen == {p.name for p in portal.STATIC.glob("*.js")}  # and no module is left unused
