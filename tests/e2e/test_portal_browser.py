@@ -584,3 +584,55 @@ def test_a_doctor_reads_prior_results_with_consent_or_an_override_and_decides(br
     finally:
         doctor.close()
     assert doctor.errors == []
+
+
+# --------------------------------------------------------------------------- an administrator
+
+
+def test_the_administrator_sees_the_figures_the_governments_evaluate(browser, live):
+    admin = Page(browser, live)
+    try:
+        page = admin.open()
+        log_in(page, "admin@federation")
+        page.wait_for_selector("section.figures-health")
+        _, loans = staff_call(live, "admin@federation", "GET", "/api/v1/circulation/reports/loans-by-library")
+        _, cross = staff_call(live, "admin@federation", "GET", "/api/v1/circulation/reports/cross-city-loans")
+        _, transits = staff_call(live, "admin@federation", "GET", "/api/v1/circulation/reports/transits")
+        _, health = staff_call(live, "admin@federation", "GET", "/api/v1/health/figures")
+        assert f"共借出 {loans['total']} 册" in page.inner_text("section.figures-loans h3")
+        months = page.locator("section.figures-loans tr[data-month]").evaluate_all(
+            "rows => rows.map(r => [r.dataset.month, r.cells[1].innerText, r.cells[2].innerText])"
+        )
+        assert months == [[m["month"], str(m["loans"]), str(m["cross_city"])] for m in cross["months"]]
+        assert sum(m["cross_city"] for m in cross["months"]) > 0  # the demo world lends across the two cities
+        pairs = page.locator("section.figures-loans tr[data-library]").count()
+        assert pairs == len(loans["items"]) > 0
+        shown = page.locator("[data-in-transit]")
+        assert shown.get_attribute("data-in-transit") == str(transits["in_transit"])
+        assert page.get_attribute("section.figures-health h3", "data-decided") == str(health["total"]["decided"])
+        hospitals = page.locator("section.figures-health tr[data-hospital]").evaluate_all(
+            "rows => rows.map(r => r.dataset.hospital)"
+        )
+        assert hospitals == [h["hospital"] for h in health["by_hospital"]]
+        assert page.is_hidden("[data-nav=me]") and page.is_visible("[data-nav=figures]")
+    finally:
+        admin.close()
+    assert admin.errors == []
+
+
+def test_on_a_phone_nothing_runs_off_the_side(browser, live):
+    phone = browser.new_context(locale="zh-CN", viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        page = phone.new_page()
+        page.goto(f"{live.url}/#/search?q=" + urllib.parse.quote("红楼梦"))
+        page.wait_for_selector(".hit")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert page.evaluate(  # the hits come before the filters
+            "document.querySelector('.hits').getBoundingClientRect().top"
+            " < document.querySelector('.facets').getBoundingClientRect().top"
+        )
+        page.click(".hit h3 a")
+        page.wait_for_selector(".holding")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    finally:
+        phone.close()

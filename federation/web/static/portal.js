@@ -7,6 +7,7 @@
 import { clinicView } from "./clinic.js";
 import { searchView, workView } from "./catalogue.js";
 import { deskView } from "./desk.js";
+import { figuresView } from "./figures.js";
 import { healthView, meView, servicesView } from "./resident.js";
 import {
   Problem,
@@ -15,6 +16,7 @@ import {
   clearError,
   el,
   go,
+  isAdmin,
   isDoctor,
   isLibrarian,
   loadMe,
@@ -41,7 +43,15 @@ function loginView() {
             await api("POST", "/api/v1/auth/session", { username: user.value.trim(), password: pass.value });
             await loadMe();
             go(
-              state.me && state.me.kind === "resident" ? "/me" : isLibrarian() ? "/desk" : isDoctor() ? "/clinic" : "/",
+              state.me && state.me.kind === "resident"
+                ? "/me"
+                : isLibrarian()
+                  ? "/desk"
+                  : isDoctor()
+                    ? "/clinic"
+                    : isAdmin()
+                      ? "/figures"
+                      : "/",
             );
           } catch (err) {
             showError(err);
@@ -87,6 +97,7 @@ async function show() {
     else if (path === "/services") nodes = await servicesView();
     else if (path === "/desk") nodes = await deskView(params);
     else if (path === "/clinic") nodes = await clinicView();
+    else if (path === "/figures") nodes = isAdmin() ? await figuresView() : (go("/login"), null);
     else nodes = [el("p", {}, "没有这个页面。"), el("a", { href: "#/" }, "回到检索")];
   } catch (err) {
     if (seq === state.shown) showError(err);

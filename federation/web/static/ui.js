@@ -160,6 +160,10 @@ export function isLibrarian() {
   return Boolean(state.me && state.me.kind === "staff" && state.me.roles.includes("librarian"));
 }
 
+export function isAdmin() {
+  return Boolean(state.me && state.me.kind === "staff" && state.me.roles.includes("admin"));
+}
+
 export function isDoctor() {
   return Boolean(state.me && state.me.kind === "staff" && state.me.roles.includes("doctor"));
 }
@@ -189,6 +193,7 @@ export async function loadMe() {
     link.hidden = !resident;
   document.querySelector("[data-nav=desk]").hidden = !isLibrarian();
   document.querySelector("[data-nav=clinic]").hidden = !isDoctor();
+  document.querySelector("[data-nav=figures]").hidden = !isAdmin();
   document.querySelector("[data-nav=login]").hidden = Boolean(state.me);
   document.querySelector("[data-logout]").hidden = !state.me;
   const who = document.querySelector("[data-who]");
