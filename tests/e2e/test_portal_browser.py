@@ -134,6 +134,16 @@ def hit_titles(page: Any) -> list[str]:
     return page.locator(".hit h3").all_inner_texts()
 
 
+def resident_page(portal: Page, nav: str, ready: str) -> Any:
+    """张伟 logged in, on the page behind ``nav`` once ``ready`` shows."""
+    page = portal.open()
+    log_in(page)
+    page.wait_for_selector("section.loans")
+    page.click(f"[data-nav={nav}]")
+    page.wait_for_selector(ready)
+    return page
+
+
 def log_in(page: Any, username: str = ZHANG_WEI, password: str = PASSWORD) -> None:
     page.click("[data-nav=login]")
     page.fill("input[name=username]", username)
@@ -351,11 +361,7 @@ def doctor_reads_results(live: LiveServer, id_number: str) -> int:
 
 
 def test_a_resident_sees_their_results_controls_sharing_and_sees_who_looked(portal):
-    page = portal.open()
-    log_in(page)
-    page.wait_for_selector("section.loans")
-    page.click("[data-nav=health]")
-    page.wait_for_selector("section.results-mine")
+    page = resident_page(portal, "health", "section.results-mine")
 
     # every result on the page, recognised or not as the API judges it now, with the reason in words
     mine = page.evaluate("fetch('/api/v1/me/results?limit=50').then(r => r.json())")
@@ -396,11 +402,7 @@ def test_a_resident_sees_their_results_controls_sharing_and_sees_who_looked(port
 def test_a_resident_sees_cards_and_each_system_after_consenting(portal, tmp_path):
     from connectors.housing import signing
 
-    page = portal.open()
-    log_in(page)
-    page.wait_for_selector("section.loans")
-    page.click("[data-nav=services]")
-    page.wait_for_selector("section.cards")
+    page = resident_page(portal, "services", "section.cards")
 
     # every card and number of the person, masked; the ID number itself is nowhere in the page
     person = page.evaluate("fetch('/api/v1/me/person').then(r => r.json())")
@@ -447,13 +449,18 @@ def test_a_resident_sees_cards_and_each_system_after_consenting(portal, tmp_path
 # --------------------------------------------------------------------------- librarians at their desks
 
 
+def staff_page(browser: Any, live: LiveServer, username: str, ready: str) -> Page:
+    """A staff member logged in to the portal in a browser context of their own, on their page once ``ready``
+    shows; the caller closes it."""
+    session = Page(browser, live)
+    log_in(session.open(), username)
+    session.page.wait_for_selector(ready)
+    return session
+
+
 def desk(browser: Any, live: LiveServer, library: str) -> Page:
-    """A librarian of ``library`` logged in to the portal, at their desk."""
-    desk = Page(browser, live)
-    page = desk.open()
-    log_in(page, f"librarian@{library}")
-    page.wait_for_selector("form.checkout")
-    return desk
+    """A librarian of ``library`` at their desk."""
+    return staff_page(browser, live, f"librarian@{library}", "form.checkout")
 
 
 def item_status(live: LiveServer, barcode: str) -> str:
@@ -533,11 +540,9 @@ def decisions_on(live: LiveServer, result_id: str) -> list[tuple[str, str | None
 
 
 def test_a_doctor_reads_prior_results_with_consent_or_an_override_and_decides(browser, live):
-    doctor = Page(browser, live)
+    doctor = staff_page(browser, live, "doctor@SCH1", "form.lookup")
     try:
-        page = doctor.open()
-        log_in(page, "doctor@SCH1")
-        page.wait_for_selector("form.lookup")
+        page = doctor.page
         assert "四川大学华西医院" in page.inner_text("main h2")
 
         # 王芳 has not consented: the name is masked, nothing is shown, and an override needs a real reason
@@ -590,11 +595,9 @@ def test_a_doctor_reads_prior_results_with_consent_or_an_override_and_decides(br
 
 
 def test_the_administrator_sees_the_figures_the_governments_evaluate(browser, live):
-    admin = Page(browser, live)
+    admin = staff_page(browser, live, "admin@federation", "section.figures-health")
     try:
-        page = admin.open()
-        log_in(page, "admin@federation")
-        page.wait_for_selector("section.figures-health")
+        page = admin.page
         _, loans = staff_call(live, "admin@federation", "GET", "/api/v1/circulation/reports/loans-by-library")
         _, cross = staff_call(live, "admin@federation", "GET", "/api/v1/circulation/reports/cross-city-loans")
         _, transits = staff_call(live, "admin@federation", "GET", "/api/v1/circulation/reports/transits")

@@ -5,14 +5,16 @@ import {
   REQUEST_STATE,
   STATUS,
   api,
-  clearError,
   el,
   go,
+  guarded,
+  isResident,
   libraryName,
   pointName,
   render,
   showError,
   state,
+  table,
 } from "./ui.js";
 
 const PAGE_SIZE = 10;
@@ -273,33 +275,16 @@ export async function workView(id) {
         el("span", { class: "count" }, `在架 ${h.available} / 共 ${h.items.length} 册`),
       ),
       h.items.length
-        ? el(
-            "table",
-            {},
-            el(
-              "thead",
-              {},
+        ? table(
+            ["条码", "馆藏地点", "索书号", "状态"],
+            h.items.map((i) =>
               el(
                 "tr",
-                {},
-                el("th", {}, "条码"),
-                el("th", {}, "馆藏地点"),
-                el("th", {}, "索书号"),
-                el("th", {}, "状态"),
-              ),
-            ),
-            el(
-              "tbody",
-              {},
-              h.items.map((i) =>
-                el(
-                  "tr",
-                  { dataset: { barcode: i.barcode, status: i.status } },
-                  el("td", {}, i.barcode),
-                  el("td", {}, pointName(i.location)),
-                  el("td", {}, i.call_number || ""),
-                  el("td", { class: i.status === "available" ? "on-shelf" : "out" }, STATUS[i.status] || i.status),
-                ),
+                { dataset: { barcode: i.barcode, status: i.status } },
+                el("td", {}, i.barcode),
+                el("td", {}, pointName(i.location)),
+                el("td", {}, i.call_number || ""),
+                el("td", { class: i.status === "available" ? "on-shelf" : "out" }, STATUS[i.status] || i.status),
               ),
             ),
           )
@@ -323,7 +308,7 @@ function backToResults(e) {
 }
 
 function requestForm(work) {
-  if (!state.me || state.me.kind !== "resident") {
+  if (!isResident()) {
     return el("p", { class: "hint" }, el("a", { href: "#/login" }, "登录"), "后可预约本书，到任一成员馆的服务点取书。");
   }
   const select = el(
@@ -342,19 +327,13 @@ function requestForm(work) {
     "form",
     {
       class: "request",
-      onsubmit: async (e) => {
-        e.preventDefault();
-        clearError();
-        try {
-          const req = await api("POST", "/api/v1/circulation/requests", {
-            work_id: work.id,
-            pickup_service_point: select.value,
-          });
-          done.textContent = `已预约，到 ${pointName(req.pickup_service_point)} 取书（${REQUEST_STATE[req.state] || req.state}）`;
-        } catch (err) {
-          showError(err);
-        }
-      },
+      onsubmit: guarded(async () => {
+        const req = await api("POST", "/api/v1/circulation/requests", {
+          work_id: work.id,
+          pickup_service_point: select.value,
+        });
+        done.textContent = `已预约，到 ${pointName(req.pickup_service_point)} 取书（${REQUEST_STATE[req.state] || req.state}）`;
+      }),
     },
     el("label", {}, "预约到 ", select),
     el("button", { type: "submit" }, "预约"),

@@ -1,7 +1,7 @@
 // A doctor: find a patient, read every member hospital's prior results (with consent, or under a recorded
 // override) and accept or decline each with a coded reason.
 
-import { REASON, api, app, clearError, day, el, go, isDoctor, memberName, showError, state } from "./ui.js";
+import { REASON, api, app, day, el, guarded, memberName, state } from "./ui.js";
 
 const DECLINE = {
   "01": "病情变化",
@@ -22,10 +22,6 @@ function identifierLabel(text) {
 }
 
 export async function clinicView() {
-  if (!isDoctor()) {
-    go("/login");
-    return null;
-  }
   const type = el(
     "select",
     { name: "patient_credential_type", "aria-label": "证件类型" },
@@ -45,19 +41,13 @@ export async function clinicView() {
     "form",
     {
       class: "lookup",
-      onsubmit: async (e) => {
-        e.preventDefault();
-        clearError();
-        try {
-          const found = await api("POST", "/api/v1/health/patient-lookups", {
-            credential: { type: type.value, value: value.value.trim() },
-          });
-          state.clinic = { patient: found.patient, consent: found.consent, override: found.override_active };
-          await app.refresh();
-        } catch (err) {
-          showError(err);
-        }
-      },
+      onsubmit: guarded(async () => {
+        const found = await api("POST", "/api/v1/health/patient-lookups", {
+          credential: { type: type.value, value: value.value.trim() },
+        });
+        state.clinic = { patient: found.patient, consent: found.consent, override: found.override_active };
+        await app.refresh();
+      }),
     },
     el("label", {}, "查找患者：", type, value),
     el("button", { type: "submit" }, "查找"),
@@ -98,19 +88,13 @@ export async function clinicView() {
           "form",
           {
             class: "override",
-            onsubmit: async (e) => {
-              e.preventDefault();
-              clearError();
-              try {
-                await api("POST", `/api/v1/health/patients/${encodeURIComponent(c.patient.id)}/overrides`, {
-                  reason: reason.value.trim(),
-                });
-                c.override = true;
-                await app.refresh();
-              } catch (err) {
-                showError(err);
-              }
-            },
+            onsubmit: guarded(async () => {
+              await api("POST", `/api/v1/health/patients/${encodeURIComponent(c.patient.id)}/overrides`, {
+                reason: reason.value.trim(),
+              });
+              c.override = true;
+              await app.refresh();
+            }),
           },
           el("label", {}, "理由：", reason),
           el("button", { type: "submit" }, "紧急调阅"),
@@ -155,21 +139,16 @@ function priorRow(r) {
   );
   const text = el("input", { name: "decline_text", "aria-label": "说明", placeholder: "说明（选 08 时必填）" });
   const said = el("span", { class: "decided", role: "status" });
-  const decide = async (decision) => {
-    clearError();
-    try {
-      const body = { result: r.id, decision };
-      if (decision === "declined") {
-        body.reason_code = reason.value;
-        if (text.value.trim()) body.reason_text = text.value.trim();
-      }
-      const d = await api("POST", "/api/v1/health/decisions", body);
-      said.textContent = d.decision === "accepted" ? "已采纳" : `不采纳（${DECLINE[d.reason_code] || d.reason_code}）`;
-      said.dataset.decision = d.decision;
-    } catch (err) {
-      showError(err);
+  const decide = guarded(async (decision) => {
+    const body = { result: r.id, decision };
+    if (decision === "declined") {
+      body.reason_code = reason.value;
+      if (text.value.trim()) body.reason_text = text.value.trim();
     }
-  };
+    const d = await api("POST", "/api/v1/health/decisions", body);
+    said.textContent = d.decision === "accepted" ? "已采纳" : `不采纳（${DECLINE[d.reason_code] || d.reason_code}）`;
+    said.dataset.decision = d.decision;
+  });
   return el(
     "li",
     { dataset: { result: r.id, recognised: String(r.verdict.recognised) } },

@@ -1,22 +1,7 @@
 // A librarian at a desk of their library: lend by any card, take back any member's copy and say where it goes,
 // the pull list, transits in and out.
 
-import {
-  STATUS,
-  api,
-  app,
-  clearError,
-  day,
-  el,
-  go,
-  isLibrarian,
-  libraryName,
-  pointName,
-  showError,
-  state,
-  table,
-  when,
-} from "./ui.js";
+import { STATUS, api, app, day, el, go, guarded, libraryName, pointName, state, table, when } from "./ui.js";
 
 const ACTION_AT_DESK = { shelve: "上架", hold_shelf: "放预约架", transit: "送往" };
 
@@ -27,10 +12,6 @@ const CREDENTIAL = [
 ];
 
 export async function deskView(params) {
-  if (!isLibrarian()) {
-    go("/login");
-    return null;
-  }
   const points = [...(state.members.get(state.me.institution) || { service_points: [] }).service_points].sort(
     (a, b) => Number(b.is_main) - Number(a.is_main),
   ); // the main desk first
@@ -105,21 +86,15 @@ function checkoutForm(here) {
     "form",
     {
       class: "checkout",
-      onsubmit: async (e) => {
-        e.preventDefault();
-        clearError();
-        try {
-          const loan = await api("POST", "/api/v1/circulation/checkouts", {
-            item_barcode: barcode.value.trim(),
-            credential: { type: cred.type.value, value: cred.value.value.trim() },
-            service_point: here,
-          });
-          state.deskOutcome = `已借出 ${loan.title ? `《${loan.title}》` : ""}${loan.barcode}，应还日期 ${day(loan.due_at)}`;
-          await app.refresh();
-        } catch (err) {
-          showError(err);
-        }
-      },
+      onsubmit: guarded(async () => {
+        const loan = await api("POST", "/api/v1/circulation/checkouts", {
+          item_barcode: barcode.value.trim(),
+          credential: { type: cred.type.value, value: cred.value.value.trim() },
+          service_point: here,
+        });
+        state.deskOutcome = `已借出 ${loan.title ? `《${loan.title}》` : ""}${loan.barcode}，应还日期 ${day(loan.due_at)}`;
+        await app.refresh();
+      }),
     },
     el("h3", {}, "借出"),
     el("label", {}, "读者：", cred.type, cred.value),
@@ -139,25 +114,19 @@ function checkinForm(here) {
     "form",
     {
       class: "checkin",
-      onsubmit: async (e) => {
-        e.preventDefault();
-        clearError();
-        try {
-          const back = await api("POST", "/api/v1/circulation/checkins", {
-            item_barcode: barcode.value.trim(),
-            service_point: here,
-          });
-          const where = back.action === "shelve" ? "本服务点" : pointName(back.destination);
-          state.deskOutcome = el(
-            "p",
-            { class: `route route-${back.action}`, dataset: { action: back.action, destination: back.destination } },
-            `${back.item.barcode}：${ACTION_AT_DESK[back.action]} ${where}`,
-          );
-          await app.refresh();
-        } catch (err) {
-          showError(err);
-        }
-      },
+      onsubmit: guarded(async () => {
+        const back = await api("POST", "/api/v1/circulation/checkins", {
+          item_barcode: barcode.value.trim(),
+          service_point: here,
+        });
+        const where = back.action === "shelve" ? "本服务点" : pointName(back.destination);
+        state.deskOutcome = el(
+          "p",
+          { class: `route route-${back.action}`, dataset: { action: back.action, destination: back.destination } },
+          `${back.item.barcode}：${ACTION_AT_DESK[back.action]} ${where}`,
+        );
+        await app.refresh();
+      }),
     },
     el("h3", {}, "归还 / 取书扫描"),
     el("label", {}, "条码：", barcode),
@@ -189,20 +158,15 @@ function transitSection(direction, label, transits, here) {
                       "button",
                       {
                         type: "button",
-                        onclick: async () => {
-                          clearError();
-                          try {
-                            const got = await api(
-                              "POST",
-                              `/api/v1/circulation/transits/${encodeURIComponent(t.id)}/receipt`,
-                              { service_point: here },
-                            );
-                            state.deskOutcome = `已接收 ${got.item.barcode}（${STATUS[got.item.status] || got.item.status}）`;
-                            await app.refresh();
-                          } catch (err) {
-                            showError(err);
-                          }
-                        },
+                        onclick: guarded(async () => {
+                          const got = await api(
+                            "POST",
+                            `/api/v1/circulation/transits/${encodeURIComponent(t.id)}/receipt`,
+                            { service_point: here },
+                          );
+                          state.deskOutcome = `已接收 ${got.item.barcode}（${STATUS[got.item.status] || got.item.status}）`;
+                          await app.refresh();
+                        }),
                       },
                       "接收",
                     )

@@ -16,9 +16,11 @@ import {
   clearError,
   el,
   go,
+  guarded,
   isAdmin,
   isDoctor,
   isLibrarian,
+  isResident,
   loadMe,
   loadMembers,
   render,
@@ -26,6 +28,37 @@ import {
   showError,
   state,
 } from "./ui.js";
+
+const ANYONE = () => true;
+
+// Every page: who may see it (anyone else is sent to log in) and what it shows. A user who logs in lands on the
+// first page of this list that is theirs (after the catalogue, which is everyone's).
+const PAGES = [
+  { path: "/me", who: isResident, page: () => meView() },
+  { path: "/desk", who: isLibrarian, page: (params) => deskView(params) },
+  { path: "/clinic", who: isDoctor, page: () => clinicView() },
+  { path: "/figures", who: isAdmin, page: () => figuresView() },
+  { path: "/health", who: isResident, page: () => healthView() },
+  { path: "/services", who: isResident, page: () => servicesView() },
+  { path: "/login", who: ANYONE, page: () => loginView() },
+  { path: "/search", who: ANYONE, page: (params) => searchView(params) },
+  { path: "/", who: ANYONE, page: (params) => searchView(params) },
+];
+
+function home() {
+  return PAGES.find((p) => p.who !== ANYONE && p.who()) || { path: "/" };
+}
+
+async function page(path, params) {
+  if (path.startsWith("/works/")) return workView(decodeURIComponent(path.slice("/works/".length)));
+  const known = PAGES.find((p) => p.path === path);
+  if (!known) return [el("p", {}, "没有这个页面。"), el("a", { href: "#/" }, "回到检索")];
+  if (!known.who()) {
+    go("/login");
+    return null;
+  }
+  return known.page(params);
+}
 
 function loginView() {
   const user = el("input", { name: "username", autocomplete: "username", required: true });
@@ -36,27 +69,11 @@ function loginView() {
       "form",
       {
         class: "login",
-        onsubmit: async (e) => {
-          e.preventDefault();
-          clearError();
-          try {
-            await api("POST", "/api/v1/auth/session", { username: user.value.trim(), password: pass.value });
-            await loadMe();
-            go(
-              state.me && state.me.kind === "resident"
-                ? "/me"
-                : isLibrarian()
-                  ? "/desk"
-                  : isDoctor()
-                    ? "/clinic"
-                    : isAdmin()
-                      ? "/figures"
-                      : "/",
-            );
-          } catch (err) {
-            showError(err);
-          }
-        },
+        onsubmit: guarded(async () => {
+          await api("POST", "/api/v1/auth/session", { username: user.value.trim(), password: pass.value });
+          await loadMe();
+          go(home().path);
+        }),
       },
       el("label", {}, "身份证号（工作人员：角色@馆代码）", user),
       el("label", {}, "密码", pass),
@@ -89,16 +106,7 @@ async function show() {
   const seq = ++state.shown;
   let nodes;
   try {
-    if (path === "/" || path === "/search") nodes = await searchView(params);
-    else if (path.startsWith("/works/")) nodes = await workView(decodeURIComponent(path.slice("/works/".length)));
-    else if (path === "/login") nodes = loginView();
-    else if (path === "/me") nodes = await meView();
-    else if (path === "/health") nodes = await healthView();
-    else if (path === "/services") nodes = await servicesView();
-    else if (path === "/desk") nodes = await deskView(params);
-    else if (path === "/clinic") nodes = await clinicView();
-    else if (path === "/figures") nodes = isAdmin() ? await figuresView() : (go("/login"), null);
-    else nodes = [el("p", {}, "没有这个页面。"), el("a", { href: "#/" }, "回到检索")];
+    nodes = await page(path, params);
   } catch (err) {
     if (seq === state.shown) showError(err);
     nodes = [el("p", {}, el("a", { href: "#/" }, "回到检索"))];

@@ -7,16 +7,12 @@ import {
   REQUEST_STATE,
   api,
   app,
-  clearError,
   day,
   el,
-  go,
+  guarded,
   libraryName,
   memberName,
   pointName,
-  requestKey,
-  showError,
-  state,
   table,
   when,
 } from "./ui.js";
@@ -54,10 +50,6 @@ const ACTION = {
 };
 
 export async function meView() {
-  if (!state.me || state.me.kind !== "resident") {
-    go("/login");
-    return null;
-  }
   const [loans, requests, inbox] = await Promise.all([
     api("GET", "/api/v1/me/loans"),
     api("GET", "/api/v1/me/requests"),
@@ -70,24 +62,7 @@ export async function meView() {
       { class: "loans", "aria-label": "在借" },
       el("h3", {}, `在借 ${loans.items.length} 册（各成员馆合计）`),
       loans.items.length
-        ? el(
-            "table",
-            {},
-            el(
-              "thead",
-              {},
-              el(
-                "tr",
-                {},
-                el("th", {}, "书名"),
-                el("th", {}, "借自"),
-                el("th", {}, "应还日期"),
-                el("th", {}, "续借"),
-                el("th", {}, ""),
-              ),
-            ),
-            el("tbody", {}, loans.items.map(loanRow)),
-          )
+        ? table(["书名", "借自", "应还日期", "续借", ""], loans.items.map(loanRow))
         : el("p", {}, "目前没有在借图书。"),
     ),
     el(
@@ -139,20 +114,11 @@ function loanRow(loan) {
         "button",
         {
           type: "button",
-          onclick: async () => {
-            clearError();
-            try {
-              const renewed = await api(
-                "POST",
-                `/api/v1/circulation/loans/${encodeURIComponent(loan.id)}/renewals`,
-                {},
-              );
-              due.textContent = day(renewed.due_at);
-              renewals.textContent = String(renewed.renewals);
-            } catch (err) {
-              showError(err);
-            }
-          },
+          onclick: guarded(async () => {
+            const renewed = await api("POST", `/api/v1/circulation/loans/${encodeURIComponent(loan.id)}/renewals`, {});
+            due.textContent = day(renewed.due_at);
+            renewals.textContent = String(renewed.renewals);
+          }),
         },
         "续借",
       ),
@@ -168,16 +134,11 @@ function requestRow(req) {
         "button",
         {
           type: "button",
-          onclick: async (e) => {
-            clearError();
-            try {
-              const closed = await api("DELETE", `/api/v1/circulation/requests/${encodeURIComponent(req.id)}`);
-              label.textContent = REQUEST_STATE[closed.state] || closed.state;
-              e.target.remove();
-            } catch (err) {
-              showError(err);
-            }
-          },
+          onclick: guarded(async (e) => {
+            const closed = await api("DELETE", `/api/v1/circulation/requests/${encodeURIComponent(req.id)}`);
+            label.textContent = REQUEST_STATE[closed.state] || closed.state;
+            e.target.remove();
+          }),
         },
         "取消预约",
       )
@@ -195,10 +156,6 @@ function requestRow(req) {
 }
 
 export async function healthView() {
-  if (!state.me || state.me.kind !== "resident") {
-    go("/login");
-    return null;
-  }
   const [results, consents, log] = await Promise.all([
     api("GET", "/api/v1/me/results?limit=50"),
     api("GET", "/api/v1/me/consents"),
@@ -218,26 +175,16 @@ export async function healthView() {
       { class: "access-log", "aria-label": "查阅记录" },
       el("h3", {}, "谁查看过我的数据"),
       log.items.length
-        ? el(
-            "table",
-            {},
-            el(
-              "thead",
-              {},
-              el("tr", {}, el("th", {}, "时间"), el("th", {}, "由谁"), el("th", {}, "操作"), el("th", {}, "结果")),
-            ),
-            el(
-              "tbody",
-              {},
-              log.items.map((e) =>
-                el(
-                  "tr",
-                  { dataset: { seq: e.seq, action: e.action }, class: e.outcome === "ok" ? null : "denied" },
-                  el("td", {}, when(e.at)),
-                  el("td", {}, actorName(e)),
-                  el("td", {}, ACTION[e.action] || e.action, e.details && e.details.override ? "（紧急调阅）" : ""),
-                  el("td", {}, e.outcome === "ok" ? "完成" : e.outcome === "refused" ? "被拒绝（无授权）" : e.outcome),
-                ),
+        ? table(
+            ["时间", "由谁", "操作", "结果"],
+            log.items.map((e) =>
+              el(
+                "tr",
+                { dataset: { seq: e.seq, action: e.action }, class: e.outcome === "ok" ? null : "denied" },
+                el("td", {}, when(e.at)),
+                el("td", {}, actorName(e)),
+                el("td", {}, ACTION[e.action] || e.action, e.details && e.details.override ? "（紧急调阅）" : ""),
+                el("td", {}, e.outcome === "ok" ? "完成" : e.outcome === "refused" ? "被拒绝（无授权）" : e.outcome),
               ),
             ),
           )
@@ -323,15 +270,10 @@ function consentSection(consents) {
                 "button",
                 {
                   type: "button",
-                  onclick: async () => {
-                    clearError();
-                    try {
-                      await api("DELETE", `/api/v1/me/consents/${encodeURIComponent(c.id)}`);
-                      await app.refresh();
-                    } catch (err) {
-                      showError(err);
-                    }
-                  },
+                  onclick: guarded(async () => {
+                    await api("DELETE", `/api/v1/me/consents/${encodeURIComponent(c.id)}`);
+                    await app.refresh();
+                  }),
                 },
                 "撤回",
               ),
@@ -343,16 +285,10 @@ function consentSection(consents) {
       "form",
       {
         class: "grant",
-        onsubmit: async (e) => {
-          e.preventDefault();
-          clearError();
-          try {
-            await api("POST", "/api/v1/me/consents", { purpose: purpose.value });
-            await app.refresh();
-          } catch (err) {
-            showError(err);
-          }
-        },
+        onsubmit: guarded(async () => {
+          await api("POST", "/api/v1/me/consents", { purpose: purpose.value });
+          await app.refresh();
+        }),
       },
       el("label", {}, "授权全部成员机构：", purpose),
       el("button", { type: "submit" }, "授权"),
@@ -394,15 +330,10 @@ function consentPrompt(purpose, what) {
       "button",
       {
         type: "button",
-        onclick: async () => {
-          clearError();
-          try {
-            await api("POST", "/api/v1/me/consents", { purpose });
-            await app.refresh();
-          } catch (err) {
-            showError(err);
-          }
-        },
+        onclick: guarded(async () => {
+          await api("POST", "/api/v1/me/consents", { purpose });
+          await app.refresh();
+        }),
       },
       "授权并查看",
     ),
@@ -421,10 +352,6 @@ function systemLine(code, status, errorCode) {
 }
 
 export async function servicesView() {
-  if (!state.me || state.me.kind !== "resident") {
-    go("/login");
-    return null;
-  }
   const [person, social, housing, transport] = await Promise.all([
     api("GET", "/api/v1/me/person"),
     summary("/api/v1/me/social-security"),
@@ -548,29 +475,18 @@ function housingSection(housing) {
 }
 
 // The signed certificate, saved as the fund centre issued it: its bytes are what an offline check verifies.
-async function certificate(fundCentre, accountNumber) {
-  clearError();
-  try {
-    const resp = await fetch("/api/v1/me/housing/certificates", {
-      method: "POST",
-      headers: {
-        "Content-Type": "application/json",
-        Accept: "application/json",
-        "X-CSRF-Token": state.csrf || "",
-        "Idempotency-Key": requestKey(),
-      },
-      body: JSON.stringify({ fund_centre: fundCentre, account_number: accountNumber }),
-      credentials: "same-origin",
-    });
-    if (!resp.ok) throw new Problem(resp.status, await resp.json().catch(() => null));
-    const link = el("a", { href: URL.createObjectURL(await resp.blob()), download: `缴存证明-${accountNumber}.json` });
-    document.body.append(link);
-    link.click();
-    link.remove();
-  } catch (err) {
-    showError(err);
-  }
-}
+const certificate = guarded(async (fundCentre, accountNumber) => {
+  const resp = await api(
+    "POST",
+    "/api/v1/me/housing/certificates",
+    { fund_centre: fundCentre, account_number: accountNumber },
+    { raw: true },
+  );
+  const link = el("a", { href: URL.createObjectURL(await resp.blob()), download: `缴存证明-${accountNumber}.json` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+});
 
 function transportSection(transport) {
   if (transport === null) {
@@ -633,19 +549,13 @@ function transportSection(transport) {
       "form",
       {
         class: "link-card",
-        onsubmit: async (e) => {
-          e.preventDefault();
-          clearError();
-          try {
-            await api("POST", "/api/v1/me/transport/cards", {
-              operator: operator.value,
-              card_number: number.value.trim(),
-            });
-            await app.refresh();
-          } catch (err) {
-            showError(err);
-          }
-        },
+        onsubmit: guarded(async () => {
+          await api("POST", "/api/v1/me/transport/cards", {
+            operator: operator.value,
+            card_number: number.value.trim(),
+          });
+          await app.refresh();
+        }),
       },
       el("label", {}, "关联交通卡：", operator),
       number,

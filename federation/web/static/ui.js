@@ -57,7 +57,8 @@ export function requestKey() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-export async function api(method, path, body) {
+// ``raw``: the response itself when it succeeds (a document to save as it was sent), not its parsed JSON.
+export async function api(method, path, body, { raw = false } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET") {
@@ -70,6 +71,7 @@ export async function api(method, path, body) {
     body: body === undefined ? undefined : JSON.stringify(body),
     credentials: "same-origin",
   });
+  if (resp.ok && raw) return resp;
   if (resp.status === 204) return null;
   const type = resp.headers.get("Content-Type") || "";
   const data = type.includes("json") ? await resp.json() : null;
@@ -141,6 +143,20 @@ export function clearError() {
   alertBox.textContent = "";
 }
 
+// What a button or a form does, wrapped: the last error is cleared, a form is not submitted by the browser, and
+// whatever the action ends with (a refusal with its reason, above all) is shown.
+export function guarded(action) {
+  return async (...args) => {
+    if (args[0] instanceof Event && args[0].type === "submit") args[0].preventDefault();
+    clearError();
+    try {
+      await action(...args);
+    } catch (err) {
+      showError(err);
+    }
+  };
+}
+
 export function render(...nodes) {
   view.replaceChildren(...nodes.flat(Infinity));
 }
@@ -158,6 +174,10 @@ export function go(path, params) {
 
 export function isLibrarian() {
   return Boolean(state.me && state.me.kind === "staff" && state.me.roles.includes("librarian"));
+}
+
+export function isResident() {
+  return Boolean(state.me && state.me.kind === "resident");
 }
 
 export function isAdmin() {
