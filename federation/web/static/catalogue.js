@@ -9,11 +9,11 @@ import {
   go,
   guarded,
   isResident,
-  libraryName,
+  libraries,
+  memberName,
   pointName,
   render,
   showError,
-  state,
   table,
 } from "./ui.js";
 
@@ -56,7 +56,7 @@ const CLC = {
 };
 
 const FACETS = [
-  ["library", "馆藏馆", "library", (v) => libraryName(v)],
+  ["library", "馆藏馆", "library", (v) => memberName(v)],
   ["city", "城市", "city", (v) => v],
   ["language", "语种", "language", (v) => LANGUAGE[v] || v],
   ["clc_class", "中图分类", "clc", (v) => (CLC[v] ? `${v} ${CLC[v]}` : v)],
@@ -197,7 +197,7 @@ function hitView(hit) {
         el(
           "li",
           { class: available.has(code) ? "on-shelf" : "out", dataset: { library: code } },
-          libraryName(code),
+          memberName(code),
           " ",
           el("span", { class: "badge" }, available.has(code) ? "在架" : "无在架"),
         ),
@@ -270,7 +270,7 @@ export async function workView(id) {
       el(
         "h3",
         {},
-        libraryName(h.library),
+        memberName(h.library),
         " ",
         el("span", { class: "count" }, `在架 ${h.available} / 共 ${h.items.length} 册`),
       ),
@@ -314,7 +314,7 @@ function requestForm(work) {
   const select = el(
     "select",
     { name: "pickup", "aria-label": "取书地点" },
-    [...state.members.values()].map((m) =>
+    libraries().map((m) =>
       el(
         "optgroup",
         { label: m.name },

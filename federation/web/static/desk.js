@@ -1,7 +1,7 @@
 // A librarian at a desk of their library: lend by any card, take back any member's copy and say where it goes,
 // the pull list, transits in and out.
 
-import { STATUS, api, app, day, el, go, guarded, libraryName, pointName, state, table, when } from "./ui.js";
+import { STATUS, api, app, day, el, go, guarded, memberName, pointName, state, table, when } from "./ui.js";
 
 const ACTION_AT_DESK = { shelve: "上架", hold_shelf: "放预约架", transit: "送往" };
 
@@ -35,7 +35,7 @@ export async function deskView(params) {
     points.map((sp) => el("option", { value: sp.code, selected: sp.code === here }, sp.name)),
   );
   return [
-    el("h2", {}, `借还台 · ${libraryName(state.me.institution)}`),
+    el("h2", {}, `借还台 · ${memberName(state.me.institution)}`),
     el("label", { class: "point" }, "服务点：", point),
     outcome,
     el("div", { class: "desk" }, checkoutForm(here), checkinForm(here)),

@@ -2,7 +2,7 @@
 // loans, transits in flight, request fill time; recognition rate by hospital and city pair, declined reasons and
 // repeat tests avoided.
 
-import { api, el, libraryName, memberName, table } from "./ui.js";
+import { api, el, memberName, table } from "./ui.js";
 
 function percent(rate) {
   return rate === null || rate === undefined ? "—" : `${(rate * 100).toFixed(1)}%`;
@@ -60,8 +60,8 @@ export async function figuresView() {
           el(
             "tr",
             { dataset: { library: r.library, home: r.home_library } },
-            el("td", {}, libraryName(r.library)),
-            el("td", {}, libraryName(r.home_library)),
+            el("td", {}, memberName(r.library)),
+            el("td", {}, memberName(r.home_library)),
             el("td", {}, r.loans),
             el("td", {}, r.active),
           ),
@@ -79,7 +79,7 @@ export async function figuresView() {
               el(
                 "tr",
                 {},
-                el("td", {}, libraryName(f.pickup_library)),
+                el("td", {}, memberName(f.pickup_library)),
                 el("td", {}, f.placed),
                 el("td", {}, f.filled),
                 el("td", {}, f.fulfilled),

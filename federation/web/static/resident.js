@@ -10,7 +10,6 @@ import {
   day,
   el,
   guarded,
-  libraryName,
   memberName,
   pointName,
   table,
@@ -104,7 +103,7 @@ function loanRow(loan) {
     "tr",
     { dataset: { loan: loan.id, barcode: loan.barcode }, class: overdue ? "overdue" : null },
     el("td", {}, loan.title || loan.barcode),
-    el("td", {}, loan.checkout_service_point ? pointName(loan.checkout_service_point) : libraryName(loan.library)),
+    el("td", {}, loan.checkout_service_point ? pointName(loan.checkout_service_point) : memberName(loan.library)),
     due,
     renewals,
     el(
@@ -285,10 +284,7 @@ function consentSection(consents) {
       "form",
       {
         class: "grant",
-        onsubmit: guarded(async () => {
-          await api("POST", "/api/v1/me/consents", { purpose: purpose.value });
-          await app.refresh();
-        }),
+        onsubmit: guarded(() => grant(purpose.value)),
       },
       el("label", {}, "授权全部成员机构：", purpose),
       el("button", { type: "submit" }, "授权"),
@@ -321,6 +317,12 @@ async function summary(path) {
   }
 }
 
+// A consent to every member for this purpose, given from the page; the page then shows what it opens.
+async function grant(purpose) {
+  await api("POST", "/api/v1/me/consents", { purpose });
+  await app.refresh();
+}
+
 function consentPrompt(purpose, what) {
   return el(
     "p",
@@ -330,10 +332,7 @@ function consentPrompt(purpose, what) {
       "button",
       {
         type: "button",
-        onclick: guarded(async () => {
-          await api("POST", "/api/v1/me/consents", { purpose });
-          await app.refresh();
-        }),
+        onclick: guarded(() => grant(purpose)),
       },
       "授权并查看",
     ),

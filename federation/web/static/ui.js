@@ -33,8 +33,7 @@ export const REASON = {
 };
 
 export const state = {
-  members: new Map(),
-  allMembers: new Map(),
+  members: new Map(), // every member by code: libraries, hospitals, outside systems
   servicePoints: new Map(),
   me: null,
   csrf: null,
@@ -94,18 +93,17 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-export function libraryName(code) {
-  const m = state.members.get(code);
-  return m ? m.name : code;
-}
-
 export function pointName(code) {
   return state.servicePoints.get(code) || code || "";
 }
 
 export function memberName(code) {
-  const m = state.allMembers.get(code);
+  const m = state.members.get(code);
   return m ? m.name : code;
+}
+
+export function libraries() {
+  return [...state.members.values()].filter((m) => m.kind === "library");
 }
 
 export function day(iso) {
@@ -191,8 +189,6 @@ export function isDoctor() {
 export async function loadMembers() {
   const { items } = await api("GET", "/api/v1/members");
   for (const m of items) {
-    state.allMembers.set(m.code, m);
-    if (m.kind !== "library") continue;
     state.members.set(m.code, m);
     for (const sp of m.service_points) state.servicePoints.set(sp.code, sp.name);
   }
