@@ -294,6 +294,9 @@ def create_app(
     app[OPENAPI] = openapi.build(ops, title="twincity federation API", version=VERSION, server_url=settings.public_url)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        from search import analysis
+
+        analysis.warm()  # before the first request: loading the tables later would stall the loop under it
         runner = None
         if settings.broker_url:
             from federation.jobs.celery_app import CeleryDoorbell, make_celery

@@ -322,6 +322,18 @@ def _phrase_lengths() -> tuple[dict[str, tuple[int, ...]], Any]:
     return {c: tuple(sorted(ls, reverse=True)) for c, ls in lengths.items()}, PHRASES_DICT
 
 
+def warm() -> None:
+    """Load the OpenCC converter and pypinyin's tables now rather than on the first text that needs them.
+
+    Loading takes a few hundred milliseconds, once per process, and most of it holds the GIL (unmarshalling
+    pypinyin's dictionaries, OpenCC's configuration): done on a worker thread while an event loop serves, it
+    stalls the loop for that long. A service calls this as it starts, before it serves anything.
+    """
+    _t2s()
+    _phrase_lengths()
+    _CHAR_PINYIN["红"]  # noqa: B018 - fills the per-character table's imports (pypinyin's constants and styles)
+
+
 def _syllables(run: str) -> list[str | None]:
     """Syllable of every character of a Han run (None: no reading), exactly as ``lazy_pinyin`` reads them."""
     chars = [_CHAR_PINYIN[c] for c in run]

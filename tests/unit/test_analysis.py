@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 
 import pytest
@@ -317,3 +319,18 @@ def test_analysis_is_fast_enough_for_ingest() -> None:
         analyze("Chinese fiction -- Qing dynasty, 1644-1912", "text")
     per_record = (time.thread_time() - start) / 2_000
     assert per_record < 500e-6, f"{per_record * 1e6:.0f} µs per record"
+
+
+def test_warm_loads_every_table_the_first_analysis_would():
+    """After ``warm`` the first analysis of Han text loads nothing more: every lazily built table is in place."""
+    code = (
+        "import sys\n"
+        "from search import analysis\n"
+        "analysis.warm()\n"
+        "before = set(sys.modules)\n"
+        "loaded = (analysis._t2s.cache_info().currsize, analysis._phrase_lengths.cache_info().currsize)\n"
+        "analysis.index_strings('紅樓夢 曹雪芹 重庆', 'name')\n"
+        "print(loaded, sorted(set(sys.modules) - before))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "(1, 1) []"
