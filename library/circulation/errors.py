@@ -135,6 +135,11 @@ class AlreadyRequested(Conflict):
     title = "The reader already has an open request for this work"
 
 
+class AlreadyOnLoan(Conflict):
+    code = "circulation.already_on_loan"
+    title = "The reader has a copy of this work on loan"
+
+
 class WorkNotFound(NotFound):
     code = "circulation.work_not_found"
     title = "No such work"

@@ -309,6 +309,17 @@ async def place(
     )
     if open_one.first() is not None:
         raise errors.AlreadyRequested("the reader already has an open request for this work")
+    in_hand = await s.execute(
+        select(Loan.barcode, Loan.owner_library)
+        .join(ItemState, ItemState.item_id == Loan.item_id)
+        .where(Loan.person_id == person.id, Loan.state == states.ACTIVE, ItemState.work_id == work_id)
+        .limit(1)
+    )
+    loan = in_hand.first()
+    if loan is not None:
+        raise errors.AlreadyOnLoan(
+            f"the reader has a copy of this work on loan: {loan.barcode} of {loan.owner_library}"
+        )
     req = Request(
         id=new_id(),
         work_id=work_id,

@@ -332,6 +332,37 @@ async def test_request_input_is_checked(client, demo):
     assert (resp.status, (await resp.json())["code"]) == (403, "circulation.wrong_library")
 
 
+async def test_a_reader_cannot_request_a_work_they_have_on_loan(client, demo):
+    """A copy of the work in the reader's hands: a request would only wait for their own return (or send them a
+    second copy). Refused for the work and for any copy of it, by staff and by the resident, and nothing changes."""
+    work = await one_work(demo, {"CQL": ["CQL-L1", "CQL-L2"], "SCL": ["SCL-L1"]})
+    lib = await tokens(client)
+    assert (await checkout(client, lib["CQL"], "CQL-L1", CQ, "CQL-MAIN")).status == 201
+    me = await token_for(client, CQ.id_number)
+    requests_before = len(await audit_actions(demo, "circulation.request_placed"))
+
+    refused = [
+        await place(client, me, "SCL-MAIN", work_id=work),
+        await place(client, lib["SCL"], "SCL-MAIN", resident=CQ, work_id=work),
+        await place(client, lib["SCL"], "SCL-MAIN", resident=CQ, body={"item_barcode": "SCL-L1"}),
+        await place(client, lib["CQL"], "CQL-MAIN", resident=CQ, body={"item_barcode": "CQL-L2"}),
+    ]
+    for resp in refused:
+        body = await resp.json()
+        assert (resp.status, body["code"]) == (409, "circulation.already_on_loan"), body
+        assert "CQL-L1" in body["detail"]
+    assert len(await audit_actions(demo, "circulation.request_placed")) == requests_before
+    async with demo.db.reader() as s:
+        assert (await s.execute(select(Request).where(Request.work_id == work))).first() is None
+    assert await pull_list(client, lib["SCL"], "SCL-MAIN") == []
+
+    # another reader may; and once the copy is back, so may the first
+    assert (await place(client, lib["SCL"], "SCL-MAIN", resident=SC, work_id=work)).status == 201
+    assert (await checkin(client, lib["CQL"], "CQL-L1", "CQL-MAIN")).status == 200
+    resp = await place(client, me, "CQL-MAIN", work_id=work)
+    assert resp.status == 201, await resp.text()
+
+
 async def test_requests_racing_for_one_copy_target_it_once(client, demo):
     work = await one_work(demo, {"CQL": ["CQL-X1"]})
     lib = await tokens(client)
