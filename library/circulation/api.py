@@ -108,6 +108,7 @@ class CheckinOut(Output):
     loan: LoanOut | None
     transit: TransitOut | None
     item: ItemOut
+    title: str | None = None
 
 
 class ReceiptOut(Output):
@@ -152,7 +153,8 @@ async def create_checkout(request: web.Request, body: CheckoutIn) -> web.Respons
     )
 
     async def work(uow):  # noqa: ANN001, ANN202
-        return loan_out(await requests.checkout(uow, svc, cmd, _staff(who)))
+        lent = await requests.checkout(uow, svc, cmd, _staff(who))
+        return loan_out(lent.loan, lent.title)
 
     return await idempotency.run(request, svc, who, body, work, 201)
 
@@ -176,9 +178,10 @@ async def create_checkin(request: web.Request, body: CheckinIn) -> web.Response:
         return CheckinOut(
             action=r.action,
             destination=r.destination,
-            loan=loan_out(r.loan) if r.loan else None,
+            loan=loan_out(r.loan, r.title) if r.loan else None,
             transit=TransitOut.model_validate(r.transit) if r.transit else None,
             item=item_out(r.item),
+            title=r.title,
         )
 
     return await idempotency.run(request, svc, who, body, work, 200)

@@ -358,12 +358,12 @@ async def place(
     return req
 
 
-async def checkout(uow: UnitOfWork, svc: Services, cmd: service.Checkout, staff: service.Staff) -> Loan:
+async def checkout(uow: UnitOfWork, svc: Services, cmd: service.Checkout, staff: service.Staff) -> service.Lent:
     """Checkout; a copy on the hold shelf only to its reader, which fills the request."""
     lent = await service.lend(uow, svc, cmd, staff, holder=held_for)
     loan = lent.loan
     if lent.request_id is None:  # the usual case: the checkout's own query found no request on the copy
-        return loan
+        return lent
     s = uow.session
     now = utcnow()
     req = (
@@ -382,7 +382,7 @@ async def checkout(uow: UnitOfWork, svc: Services, cmd: service.Checkout, staff:
     elif req is not None:  # lent at the shelf before it was pulled: the request looks for another copy
         await _change(uow, req, "untarget", now, item_id=None, targeted_at=None)
         await _target(uow, req, now)
-    return loan
+    return lent
 
 
 async def checkin(uow: UnitOfWork, svc: Services, cmd: service.Checkin, staff: service.Staff) -> service.CheckinResult:

@@ -96,6 +96,7 @@ class CheckinResult:
     loan: Loan | None
     transit: Transit | None
     item: ItemState
+    title: str | None = None  # the work's, for the desk's screen and receipt
 
 
 # Requests (holds) will route a returned copy to a waiting reader: given the copy, the service point it should go
@@ -142,7 +143,8 @@ async def main_service_point(session: AsyncSession, library: str) -> str:
 @dataclasses.dataclass(frozen=True)
 class Copy:
     """A copy as a checkout sees it: the catalogue's row, circulation's state of it (None before its first
-    circulation) and the request bound to it (ready on the hold shelf, or targeted), read in one statement."""
+    circulation), the request bound to it (ready on the hold shelf, or targeted) and its work's title, read in one
+    statement."""
 
     id: str
     library: str
@@ -154,6 +156,7 @@ class Copy:
     state_status: str | None
     current_library: str | None
     request_id: str | None
+    title: str | None
     waiting: bool = True  # a request may want this copy (False only when ``find_copy`` was asked and saw none)
 
     @property
@@ -191,9 +194,11 @@ def _copy_query(waiting: bool, by_library: bool) -> Select[Any]:
             ItemState.status,
             ItemState.current_library,
             bound,
+            Work.title,
             maybe,
         )
         .outerjoin(ItemState, ItemState.item_id == ItemRow.id)
+        .outerjoin(Work, Work.id == ItemRow.work_id)
         .where(ItemRow.barcode == bindparam("p_barcode"))
     )
     if by_library:
@@ -500,6 +505,7 @@ async def _audit(
 class Lent:
     loan: Loan
     request_id: str | None  # the request bound to the copy when it was lent (ready or targeted), if any
+    title: str | None = None  # the work's
 
 
 async def checkout(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff, holder: Holder = no_holder) -> Loan:
@@ -594,7 +600,7 @@ async def lend(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff, hold
         service_point=at.code,
         due_at=loan.due_at.isoformat(),
     )
-    return Lent(loan, item.request_id)
+    return Lent(loan, item.request_id, item.title)
 
 
 async def checkin(
@@ -687,7 +693,7 @@ async def checkin(
         fine_fen=fine.amount_fen if fine else None,
     )
     fresh = await item_state(s, item)
-    return CheckinResult(action, destination, loan, transit, fresh)
+    return CheckinResult(action, destination, loan, transit, fresh, item.title)
 
 
 async def receive(

@@ -107,11 +107,17 @@ async def test_return_anywhere_travels_home_by_transit(client, demo):
     cql = await token_for(client, "librarian@CQL")
     cdl = await token_for(client, "librarian@CDL")
     lent = await (await checkout(client, cql, "CQL-0001", ss(CQ), "CQL-B1")).json()
+    assert lent["title"] == "三体"  # the desk's screen and receipt name the book
 
     resp = await checkin(client, cdl, "CQL-0001", "CDL-B1")
     assert resp.status == 200, await resp.text()
     out = await resp.json()
-    assert (out["action"], out["destination"]) == ("transit", "CQL-MAIN")
+    assert (out["action"], out["destination"], out["title"], out["loan"]["title"]) == (
+        "transit",
+        "CQL-MAIN",
+        "三体",
+        "三体",
+    )
     assert out["loan"]["id"] == lent["id"] and out["loan"]["state"] == "returned"
     assert out["loan"]["checkin_service_point"] == "CDL-B1"
     assert out["item"]["status"] == "in_transit"

@@ -491,7 +491,7 @@ def test_a_librarian_lends_across_cities_and_a_return_elsewhere_goes_home(browse
         page.fill("input[name=checkout_barcode]", "CDL9000011")
         page.click("form.checkout button[type=submit]")
         page.wait_for_selector(".outcome:has-text('已借出')")
-        assert "CDL9000011" in page.inner_text(".outcome") and "应还日期" in page.inner_text(".outcome")
+        assert "《红楼梦》CDL9000011" in page.inner_text(".outcome") and "应还日期" in page.inner_text(".outcome")
         assert item_status(live, "CDL9000011") == "on_loan"
 
         # returned at a Sichuan library's desk: the desk is told to send it home, and the transit is listed
@@ -503,7 +503,7 @@ def test_a_librarian_lends_across_cities_and_a_return_elsewhere_goes_home(browse
         route.wait_for()
         assert route.get_attribute("data-action") == "transit"
         assert route.get_attribute("data-destination").startswith("CDL-")
-        assert "送往 成都图书馆" in route.inner_text()
+        assert "《红楼梦》CDL9000011" in route.inner_text() and "送往 成都图书馆" in route.inner_text()
         there.wait_for_selector(".transits-outgoing tr[data-barcode=CDL9000011]")
         assert item_status(live, "CDL9000011") == "in_transit"
 

@@ -123,7 +123,7 @@ function checkinForm(here) {
         state.deskOutcome = el(
           "p",
           { class: `route route-${back.action}`, dataset: { action: back.action, destination: back.destination } },
-          `${back.item.barcode}：${ACTION_AT_DESK[back.action]} ${where}`,
+          `${back.title ? `《${back.title}》` : ""}${back.item.barcode}：${ACTION_AT_DESK[back.action]} ${where}`,
         );
         await app.refresh();
       }),
