@@ -97,4 +97,4 @@ def _search_engine(settings: Settings) -> Any:
         return ElasticEngine(settings.elasticsearch_url or "http://127.0.0.1:9200")
     from search.tantivy_engine import TantivyEngine
 
-    return TantivyEngine(settings.data_dir / "search")
+    return TantivyEngine(settings.data_dir / "search", rebuild_heap=settings.search_rebuild_mb * 1_000_000)

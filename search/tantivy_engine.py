@@ -408,7 +408,7 @@ class TantivyEngine:
         root: Path | str,
         *,
         writer_heap: int = 50_000_000,
-        rebuild_heap: int = 200_000_000,
+        rebuild_heap: int = 1_000_000_000,
         commit_every: int = 10_000,
         commit_interval: float = 1.0,
         search_threads: int | None = None,
@@ -741,7 +741,9 @@ class TantivyEngine:
         path.mkdir()
         (path / _SCHEMA_FILE).write_text(st.schema_json, encoding="utf-8")
         tindex = tantivy.Index(st.tschema, str(path), reuse=False)
-        return _Version(path, tindex, tindex.writer(self.rebuild_heap, 0), tindex.searcher())
+        # one indexing thread: each thread writes its own segments, and a search visits every segment (at 1M
+        # works, seven segments searched 1.65x slower than one); documents are built in Python, not by tantivy
+        return _Version(path, tindex, tindex.writer(self.rebuild_heap, 1), tindex.searcher())
 
     def _seal(self, new: _Version) -> None:
         """Commit the bulk load, let its merges finish, and give the version a live-sized writer."""

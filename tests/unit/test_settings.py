@@ -227,3 +227,14 @@ def test_throttle_policy_is_injectable(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("TWINCITY_LOGIN_BACKOFF_AFTER", "2")
     s = load_settings(data_dir=tmp_path / "d", login_lock_after=4, login_lock_s=5)
     assert (s.login_backoff_after, s.login_lock_after, s.login_lock_s) == (2, 4, 5)
+
+
+def test_the_embedded_engine_rebuilds_within_its_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from federation.services import _search_engine
+
+    assert _search_engine(Settings(data_dir=tmp_path)).rebuild_heap == 1024 * 1_000_000
+    monkeypatch.setenv("TWINCITY_SEARCH_REBUILD_MB", "256")
+    assert _search_engine(load_settings()).rebuild_heap == 256 * 1_000_000
+    monkeypatch.setenv("TWINCITY_SEARCH_REBUILD_MB", "16")
+    with pytest.raises(ValueError, match="search_rebuild_mb"):
+        load_settings()
