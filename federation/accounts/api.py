@@ -14,7 +14,7 @@ from federation.accounts.errors import AccountNotFound
 from federation.app import client_address, principal, services
 from federation.audit.service import Record
 from federation.identity.service import get_person
-from federation.web.routing import ANY_API_KEY, AUTHENTICATED, PUBLIC, Routes, staff
+from federation.web.routing import ANY_API_KEY, AUTHENTICATED, PUBLIC, Routes, json_response, staff
 from federation.web.schema import Input, Output
 
 routes = Routes("auth")
@@ -100,6 +100,25 @@ async def create_session(request: web.Request, body: Login) -> SessionResponse:
     return SessionResponse(csrf_token=session["csrf"], expires_in=svc.settings.session_ttl_s)
 
 
+class SessionState(Output):
+    authenticated: bool
+    me: Me | None = None
+
+
+@routes.get(
+    "/api/v1/auth/session",
+    access=PUBLIC,
+    response=SessionState,
+    summary="Whether the caller is logged in, and as whom: the portal's first question, answered 200 for anyone",
+)
+async def session_state(request: web.Request) -> web.Response:
+    who = principal(request)
+    state = SessionState(authenticated=who.authenticated, me=await _me(request) if who.authenticated else None)
+    response = json_response(state)
+    response.headers["Cache-Control"] = "no-store"  # it carries the session's CSRF token
+    return response
+
+
 @routes.delete("/api/v1/auth/session", access=AUTHENTICATED, summary="Log out of the portal", status=204)
 async def delete_session(request: web.Request) -> None:
     session = await get_session(request)
@@ -108,6 +127,10 @@ async def delete_session(request: web.Request) -> None:
 
 @routes.get("/api/v1/me", access=AUTHENTICATED | ANY_API_KEY, response=Me, summary="Who is calling")
 async def me(request: web.Request) -> Me:
+    return await _me(request)
+
+
+async def _me(request: web.Request) -> Me:
     who = principal(request)
     csrf = None
     if who.via_session:

@@ -253,6 +253,24 @@ async def test_logout_ends_the_session(client: TestClient, demo: Services) -> No
     await problem(await me(client), 401, "unauthenticated")
 
 
+async def test_the_session_state_answers_anyone(client: TestClient, demo: Services) -> None:
+    """The portal asks who is logged in on every visit: anonymous is an answer (200), not a refusal to log."""
+    resp = await client.get("/api/v1/auth/session")
+    assert (resp.status, await resp.json()) == (200, {"authenticated": False, "me": None})
+
+    csrf = await session_login(client, ZHANG.id_number)
+    resp = await client.get("/api/v1/auth/session")
+    body = await resp.json()
+    assert (resp.status, body["authenticated"]) == (200, True)
+    assert body["me"] == await (await me(client)).json()
+    assert (body["me"]["kind"], body["me"]["csrf_token"]) == ("resident", csrf)
+    assert resp.headers["Cache-Control"] == "no-store"
+
+    await client.delete("/api/v1/auth/session", headers={"X-CSRF-Token": csrf})
+    resp = await client.get("/api/v1/auth/session")
+    assert (resp.status, await resp.json()) == (200, {"authenticated": False, "me": None})
+
+
 async def test_new_session_gets_a_new_csrf_token(client: TestClient, demo: Services) -> None:
     first = await session_login(client, "librarian@CQL")
     client.session.cookie_jar.clear()

@@ -97,9 +97,9 @@ class Page:
         self.page.on("console", self._console)
 
     def _console(self, message: Any) -> None:
-        # a refused request is logged by the browser whatever the page makes of it (an anonymous "who am I" is
-        # 401 by design; the tests look at what the page shows); anything else logged as an error is a fault,
-        # a script error or a policy violation above all
+        # a refused request is logged by the browser whatever the page makes of it (the tests provoke some and
+        # look at what the page shows); anything else logged as an error is a fault, a script error or a policy
+        # violation above all
         if message.type == "error" and not message.text.startswith("Failed to load resource"):
             self.errors.append(message.text)
 
@@ -152,6 +152,17 @@ def log_in(page: Any, username: str = ZHANG_WEI, password: str = PASSWORD) -> No
 
 
 # --------------------------------------------------------------------------- anyone, without logging in
+
+
+def test_an_anonymous_visit_asks_nothing_that_is_refused(portal):
+    refused: list[str] = []
+    portal.page.on("response", lambda r: refused.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page = portal.open()
+    search(page, "红楼梦")
+    page.locator(".hit h3 a").first.click()
+    page.wait_for_selector(".holding")
+    assert refused == []
+    assert page.locator("[data-nav=login]").is_visible() and page.locator("[data-logout]").is_hidden()
 
 
 @pytest.mark.parametrize("typed", ["红楼梦", "紅樓夢", "hlm", "honglou meng", "9787020002207", "702000220X"])

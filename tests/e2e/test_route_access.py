@@ -26,6 +26,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/static/{name}"): ALL,
     ("POST", "/api/v1/auth/token"): ALL,
     ("POST", "/api/v1/auth/session"): ALL,
+    ("GET", "/api/v1/auth/session"): ALL,
     ("DELETE", "/api/v1/auth/session"): PEOPLE,
     ("GET", "/api/v1/me"): PEOPLE | {"apikey"},
     ("POST", "/api/v1/accounts/staff"): {"admin"},

@@ -195,15 +195,9 @@ export async function loadMembers() {
 }
 
 export async function loadMe() {
-  try {
-    const me = await api("GET", "/api/v1/me");
-    state.me = me;
-    state.csrf = me.csrf_token;
-  } catch (err) {
-    if (!(err instanceof Problem && err.status === 401)) throw err;
-    state.me = null;
-    state.csrf = null;
-  }
+  const session = await api("GET", "/api/v1/auth/session"); // 200 for anyone: nothing refused, nothing logged
+  state.me = session.me;
+  state.csrf = session.me ? session.me.csrf_token : null;
   const resident = state.me && state.me.kind === "resident";
   for (const link of document.querySelectorAll("[data-nav=me], [data-nav=health], [data-nav=services]"))
     link.hidden = !resident;
