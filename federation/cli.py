@@ -17,11 +17,11 @@ def _settings() -> Any:
     from pydantic import ValidationError
 
     from federation import logs
-    from federation.settings import MissingSecrets
+    from federation.settings import ConfigurationError
 
     try:
         settings = load_settings()
-    except (MissingSecrets, ValidationError, FileNotFoundError) as e:
+    except (ConfigurationError, ValidationError, FileNotFoundError) as e:
         # a configuration mistake is told in a sentence (never with a secret's value), not a traceback
         raise click.ClickException(f"configuration: {e}") from None
     logs.setup(settings.log_level, json_lines=settings.log_json)
@@ -30,8 +30,12 @@ def _settings() -> Any:
 
 def _services(settings: Any) -> Any:
     from federation.extensions import build_services
+    from federation.settings import ConfigurationError
 
-    return build_services(settings)
+    try:
+        return build_services(settings)
+    except ConfigurationError as e:  # an extension's own setting (a key it must be given in production, say)
+        raise click.ClickException(f"configuration: {e}") from None
 
 
 def _run(coro: Any) -> Any:
@@ -100,8 +104,12 @@ def _serve(host: str, port: int, *, background: bool, reuse_port: bool, settings
     from aiohttp import web
 
     from federation.app import SERVER_LIMITS, create_app
+    from federation.settings import ConfigurationError
 
-    app = create_app(settings or _settings(), run_background=background)
+    try:
+        app = create_app(settings or _settings(), run_background=background)
+    except ConfigurationError as e:
+        raise click.ClickException(f"configuration: {e}") from None
     app.on_startup.append(_freeze_startup_heap)
     web.run_app(
         app,
@@ -129,6 +137,9 @@ def _worker_main(host: str, port: int, index: int) -> None:
         _serve(host, port, background=index == 0, reuse_port=True)
     except KeyboardInterrupt:  # stopped while still starting (importing, connecting): nothing to shut down yet
         return
+    except click.ClickException as e:  # outside click's own handling here: told the same way, in a sentence
+        e.show()
+        sys.exit(e.exit_code)
 
 
 def _serve_workers(host: str, port: int, workers: int) -> None:

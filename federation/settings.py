@@ -42,7 +42,11 @@ class SearchEngine(enum.StrEnum):
     ELASTICSEARCH = "elasticsearch"
 
 
-class MissingSecrets(RuntimeError):
+class ConfigurationError(RuntimeError):
+    """Something the service cannot run without is missing or malformed; told in a sentence, never a value."""
+
+
+class MissingSecrets(ConfigurationError):
     """Production was started without the secrets it must be given."""
 
 

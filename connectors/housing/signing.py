@@ -29,13 +29,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from federation.settings import ConfigurationError
+
 ALG = "EdDSA"
 KEY_FILE = "housing-signing-key.json"
 KEY_ENV = "TWINCITY_HOUSING_SIGNING_KEY"
 ENVELOPE_KEYS = frozenset({"payload", "kid", "alg", "signature"})
 
 
-class SigningKeyMissing(RuntimeError):
+class SigningKeyMissing(ConfigurationError):
     """Production was started without the housing signing key."""
 
 

@@ -9,6 +9,7 @@ from connectors.framework.sync import SyncRun
 from connectors.housing import service
 from connectors.housing.adapter import HttpHousing
 from federation.services import Services
+from federation.settings import Environment
 
 SCHEDULE_S = 300.0
 
@@ -47,3 +48,5 @@ KIND = ConnectorKind(
 
 def register(svc: Services) -> None:
     register_kind(svc, KIND)
+    if svc.settings.env is Environment.PRODUCTION:
+        service.signing_key(svc)  # read now: missing, production stops at its start, not at a resident's first use
