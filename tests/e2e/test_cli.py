@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -148,9 +150,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 @pytest.fixture
 def copy(world: World, tmp_path: Path) -> Path:
-    """A data directory of the test's own, copied from the loaded world."""
+    """A data directory of the test's own, copied from the loaded world. The database through SQLite's backup: a
+    file copy races with whoever closes it last, which checkpoints and deletes its -wal and -shm files."""
     target = tmp_path / "var"
-    shutil.copytree(world[0], target)
+    shutil.copytree(world[0], target, ignore=shutil.ignore_patterns("twincity.db*"))
+    with (
+        contextlib.closing(sqlite3.connect(world[0] / "twincity.db")) as source,
+        contextlib.closing(sqlite3.connect(target / "twincity.db")) as copied,
+    ):
+        source.backup(copied)
     return target
 
 
@@ -323,6 +331,23 @@ def test_production_refuses_to_start_without_secrets(tmp_path: Path) -> None:
     assert "TWINCITY_DATA_KEY" in out.stderr and "TWINCITY_TOKEN_KEY" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "var" / "secrets.json").exists()
+
+
+def test_production_refuses_to_start_without_the_housing_signing_key(tmp_path: Path) -> None:
+    """Read at its first use, a missing key would surface as a resident's failed certificate download, long after
+    the start: production checks it as it checks the other secrets."""
+    keys = {name: secrets.token_urlsafe(32) for name in ("data_key", "index_key", "session_key", "token_key")}
+    assert run(tmp_path / "var", "db", "upgrade", env="production", **keys).returncode == 0
+    out = run(tmp_path / "var", "audit", "verify", env="production", **keys)
+    assert out.returncode == 1
+    assert "TWINCITY_HOUSING_SIGNING_KEY" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "var" / "housing-signing-key.json").exists()  # nothing is made for production
+
+    out = run(
+        tmp_path / "var", "audit", "verify", env="production", housing_signing_key=secrets.token_urlsafe(32), **keys
+    )
+    assert out.returncode == 0, out.stderr
 
 
 def test_malformed_secret_is_named_not_shown(tmp_path: Path) -> None:
