@@ -408,7 +408,7 @@ class TantivyEngine:
         root: Path | str,
         *,
         writer_heap: int = 50_000_000,
-        rebuild_heap: int = 1_000_000_000,
+        rebuild_heap: int = 1_024_000_000,  # TWINCITY_SEARCH_REBUILD_MB (1024) in bytes
         commit_every: int = 10_000,
         commit_interval: float = 1.0,
         search_threads: int | None = None,
