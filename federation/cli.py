@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -13,29 +15,34 @@ import click
 from federation.settings import Settings, load_settings
 
 
+@contextlib.contextmanager
+def _configuration(*also: type[Exception]) -> Iterator[None]:
+    """A configuration mistake (the settings', or an extension's own, such as a key production must be given) is
+    told in a sentence, never with a secret's value, not a traceback."""
+    from federation.settings import ConfigurationError
+
+    try:
+        yield
+    except (ConfigurationError, *also) as e:
+        raise click.ClickException(f"configuration: {e}") from None
+
+
 def _settings() -> Any:
     from pydantic import ValidationError
 
     from federation import logs
-    from federation.settings import ConfigurationError
 
-    try:
+    with _configuration(ValidationError, FileNotFoundError):
         settings = load_settings()
-    except (ConfigurationError, ValidationError, FileNotFoundError) as e:
-        # a configuration mistake is told in a sentence (never with a secret's value), not a traceback
-        raise click.ClickException(f"configuration: {e}") from None
     logs.setup(settings.log_level, json_lines=settings.log_json)
     return settings
 
 
 def _services(settings: Any) -> Any:
     from federation.extensions import build_services
-    from federation.settings import ConfigurationError
 
-    try:
+    with _configuration():
         return build_services(settings)
-    except ConfigurationError as e:  # an extension's own setting (a key it must be given in production, say)
-        raise click.ClickException(f"configuration: {e}") from None
 
 
 def _run(coro: Any) -> Any:
@@ -104,12 +111,10 @@ def _serve(host: str, port: int, *, background: bool, reuse_port: bool, settings
     from aiohttp import web
 
     from federation.app import SERVER_LIMITS, create_app
-    from federation.settings import ConfigurationError
 
-    try:
-        app = create_app(settings or _settings(), run_background=background)
-    except ConfigurationError as e:
-        raise click.ClickException(f"configuration: {e}") from None
+    settings = settings or _settings()
+    with _configuration():
+        app = create_app(settings, run_background=background)
     app.on_startup.append(_freeze_startup_heap)
     web.run_app(
         app,

@@ -127,7 +127,7 @@ import tantivy
 from tantivy import Occur
 from tantivy import Query as TQ
 
-from search.analysis import analyze, index_strings
+from search.analysis import index_strings, warm
 from search.common import (
     MAX_CLAUSES,
     MAX_DEPTH,
@@ -474,8 +474,7 @@ class TantivyEngine:
             self._indexes[index] = st
 
     def _load(self, name: str, schema: Schema, wanted: str) -> _Index:
-        # load OpenCC and pypinyin now: their first use holds the GIL for a few hundred milliseconds
-        analyze("紅樓夢 warm-up", "name")
+        warm()  # OpenCC's and pypinyin's tables now: their first use holds the GIL for a few hundred milliseconds
         index_dir = self.root / name
         index_dir.mkdir(parents=True, exist_ok=True)
         tschema = _tantivy_schema(schema)
