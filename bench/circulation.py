@@ -210,12 +210,14 @@ async def wait_ready(base: str, proc: subprocess.Popen) -> None:
 
 
 async def wait_outbox_drained(settings, label: str, limit_s: float = 300) -> tuple[int, float]:
-    """Wait until the server has published every event; returns how many were pending at first and the seconds it
-    took. Before the clock starts: the catalogue's events (indexing the bench copies). After the mix: what the
-    operations left for the relay, whose work belongs to the operations' cost."""
+    """Wait until the server has published every event and run every queued job; returns how many events were
+    pending at first and the seconds it took. Before the clock starts: the catalogue's events and the rebuild of
+    the search index the server queues at start (indexing the bench copies). After the mix: what the operations
+    left for the relay, whose work belongs to the operations' cost."""
     from sqlalchemy import func, select
 
     from federation.db import Database, OutboxMessage
+    from federation.jobs.models import Job, JobState
 
     db = Database(settings.effective_database_url)
     t0 = time.perf_counter()
@@ -228,8 +230,15 @@ async def wait_outbox_drained(settings, label: str, limit_s: float = 300) -> tup
                         select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
                     )
                 ).scalar_one()
+                busy = (
+                    await s.execute(
+                        select(func.count())
+                        .select_from(Job)
+                        .where(Job.state.in_((JobState.QUEUED.value, JobState.RUNNING.value)))
+                    )
+                ).scalar_one()
             first = left if first is None else first
-            if not left:
+            if not left and not busy:
                 took = time.perf_counter() - t0
                 print(f"{label}: {first} events pending, outbox drained in {took:.1f}s", flush=True)
                 return first, took

@@ -243,6 +243,15 @@ async def openapi_document(request: web.Request) -> dict[str, object]:
     return request.app[OPENAPI]
 
 
+async def _serve_check(check: Callable[[Services], Awaitable[None]], svc: Services) -> None:
+    try:
+        await check(svc)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("the start-up check %s failed", getattr(check, "__qualname__", check))
+
+
 def create_app(
     settings: Settings | None = None, *, svc: Services | None = None, run_background: bool = True
 ) -> web.Application:
@@ -308,7 +317,11 @@ def create_app(
             runner = InProcessRunner(svc)
             svc.db.doorbell = runner
             await runner.start()
+        checks = [asyncio.create_task(_serve_check(check, svc)) for check in svc.serving]
         yield
+        for task in checks:
+            task.cancel()
+        await asyncio.gather(*checks, return_exceptions=True)
         if runner is not None:
             await runner.stop()
         await svc.close()

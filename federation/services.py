@@ -28,6 +28,7 @@ class Services:
     search_engine: Any = None  # a search.engine.Engine; built from the settings on first use
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
     closing: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
+    serving: list[Callable[[Services], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings, *, db: Database | None = None) -> Services:
@@ -75,6 +76,11 @@ class Services:
         if self.search_engine is None:
             self.search_engine = _search_engine(self.settings)
         return self.search_engine
+
+    def on_serve(self, check: Callable[[Services], Awaitable[None]]) -> None:
+        """A check each server process runs once, beside its first requests, when it starts serving (not the
+        command line's one-off commands): finding work that must be queued, say. A failing check is logged."""
+        self.serving.append(check)
 
     def on_close(self, close: Callable[[], Awaitable[None]]) -> None:
         """Something a package started for this process (worker processes, say), stopped by ``close``."""

@@ -31,7 +31,8 @@ from federation.audit.service import Record
 from federation.bootstrap import bulk_load
 from federation.db import OutboxMessage, new_id, utcnow
 from federation.jobs import outbox
-from federation.jobs.service import JobContext
+from federation.jobs.models import Job, JobState
+from federation.jobs.service import JobContext, enqueue
 from federation.services import Services
 from library.catalog import indexing, marc
 from library.catalog.holdings import PRESETS
@@ -40,6 +41,8 @@ from library.catalog.models import Work
 from library.catalog.store import BatchResult, Incoming, store_batch
 
 log = logging.getLogger(__name__)
+
+REINDEX = "catalog.reindex"
 
 # Records per transaction. Big ones: SQLite's cost is writing the pages a transaction dirties (WAL, then the
 # checkpoint), and with random ids in every index a batch of 4,000 dirties barely more pages than one of 1,000.
@@ -583,7 +586,38 @@ async def reindex_job(svc: Services, ctx: JobContext) -> dict[str, Any]:
     return {"documents": await rebuild_index(svc)}
 
 
+async def rebuild_if_empty(svc: Services) -> str | None:
+    """Queue a rebuild when the search index holds nothing while the database holds works; the job's id, or None.
+
+    An index is empty beside a full database after a change of the engine's mapping (the engine starts a new
+    version, which only a rebuild fills), when the index's directory was lost, or after a restore of the database
+    alone (backups do not hold the index). Every server process checks once as it starts; a rebuild already queued
+    or running is not queued twice. Searches answer from the empty index until the rebuild swaps the full one in.
+    """
+    from library.catalog.service import ensure_index
+
+    async with svc.db.reader() as s:
+        if (await s.execute(select(Work.id).limit(1))).first() is None:
+            return None
+    await ensure_index(svc)
+    if await svc.search.count(indexing.INDEX) > 0:
+        return None
+    async with svc.db.uow() as uow:
+        pending = select(Job.id).where(
+            Job.kind == REINDEX, Job.state.in_((JobState.QUEUED.value, JobState.RUNNING.value))
+        )
+        if (await uow.session.execute(pending.limit(1))).first() is not None:
+            return None
+        job = await enqueue(uow, REINDEX, {}, created_by="system:start")
+        await uow.commit()
+    log.warning(
+        "the search index %r is empty while the database holds works: rebuild queued (job %s)", indexing.INDEX, job.id
+    )
+    return job.id
+
+
 def register(svc: Services) -> None:
     svc.job_handler("catalog.ingest", ingest_job)
-    svc.job_handler("catalog.reindex", reindex_job)
+    svc.job_handler(REINDEX, reindex_job)
+    svc.on_serve(rebuild_if_empty)
     svc.on_events(WORKS_CHANGED, on_works_changed)
