@@ -492,11 +492,15 @@ class UnitOfWork:
             self._before_commit.append(hook)
 
     async def commit(self) -> None:
-        for hook in self._before_commit:
-            await hook()
-        if self._events:  # one multi-row INSERT, without the ORM's unit-of-work bookkeeping per event
-            rows = [{"id": new_id(), "topic": ev.topic, "payload": ev.payload} for ev in self._events]
-            await self.session.execute(insert(OutboxMessage.__table__), rows)
+        await self._write_events(0)
+        if self._before_commit:
+            # the hooks last, right before COMMIT: the audit chain's lock (PostgreSQL) is then held for its own
+            # two statements and the commit, not also for the outbox rows and the session's pending changes
+            await self.session.flush()
+            written = len(self._events)
+            for hook in self._before_commit:
+                await hook()
+            await self._write_events(written)  # what a hook emitted, if any
         await self.session.commit()
         self._committed = True
         events, self._events = self._events, []
@@ -507,6 +511,12 @@ class UnitOfWork:
             await self._ring(self.db.doorbell.ring_outbox)
         for job_id in jobs:
             await self._ring(self.db.doorbell.ring_job, job_id)
+
+    async def _write_events(self, start: int) -> None:
+        """The outbox rows of the events from ``start`` on: one multi-row INSERT, without the ORM's bookkeeping."""
+        if len(self._events) > start:
+            rows = [{"id": new_id(), "topic": ev.topic, "payload": ev.payload} for ev in self._events[start:]]
+            await self.session.execute(insert(OutboxMessage.__table__), rows)
 
     @staticmethod
     async def _ring(ring: Callable[..., Awaitable[None]], *args: Any) -> None:
