@@ -2,9 +2,11 @@
 
 The key is claimed inside the write's own transaction, before the work, and its answer is stored in that same
 transaction: a retry after a commit finds the answer, a retry after a crash or a refusal (nothing committed) runs
-again. Two requests racing with one key serialise on the key's primary key (on PostgreSQL the second waits for the
-first to commit, then replays its answer; SQLite's writer lock serialises them at BEGIN). Only successful answers
-are stored; a refused request (4xx) changed nothing and is simply evaluated again.
+again. The claim is one statement, an insert that does nothing when the key exists; only then is the key's row
+read, to replay its answer. Two requests racing with one key serialise on the key's primary key (on PostgreSQL the
+second's insert waits for the first to commit, then does nothing, and the second replays the first's answer;
+SQLite's writer lock serialises them at BEGIN). Only successful answers are stored; a refused request (4xx)
+changed nothing and is simply evaluated again.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from federation.db import UnitOfWork
+from federation.db import UnitOfWork, utcnow
 from federation.services import Services
 from federation.web.routing import Principal, json_response
 from library.circulation.errors import BadIdempotencyKey, IdempotencyInFlight, IdempotencyKeyReused
@@ -29,8 +31,18 @@ HEADER = "Idempotency-Key"
 MAX_KEY = 200
 
 
-class _Taken(Exception):
-    """Another transaction holds the key (PostgreSQL): replay its answer once it committed."""
+_KEYS = IdempotencyKey.__table__
+_WHERE = (_KEYS.c.principal == bindparam("p_principal"), _KEYS.c.key == bindparam("p_key"))
+_ROW = select(_KEYS.c.request_hash, _KEYS.c.status, _KEYS.c.body).where(*_WHERE)
+_ANSWER = update(_KEYS).where(*_WHERE).values(status=bindparam("p_status"), body=bindparam("p_body"))
+
+
+def _claim(session: AsyncSession) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(_KEYS)
 
 
 def request_hash(request: web.Request, body: BaseModel | None) -> str:
@@ -52,7 +64,7 @@ def _owner(who: Principal) -> str:
     return f"{who.kind}:{who.id}"[:100]
 
 
-def _replay(row: IdempotencyKey, digest: str) -> web.Response:
+def _replay(row: Any, digest: str) -> web.Response:
     if row.request_hash != digest:
         raise IdempotencyKeyReused(f"this {HEADER} was sent with another request; use a new key for a new request")
     return json_response(row.body, row.status)
@@ -70,31 +82,21 @@ async def run(
     key = _key(request)
     digest = request_hash(request, body)
     owner = _owner(who)
-    try:
-        async with svc.db.uow() as uow:
-            if key is not None:
-                row = await uow.session.get(IdempotencyKey, (owner, key))
-                if row is not None and row.status:
-                    return _replay(row, digest)
-                claim = IdempotencyKey(principal=owner, key=key, request_hash=digest, status=0, body=None)
-                uow.session.add(claim)
-                try:
-                    await uow.session.flush()
-                except IntegrityError:
-                    raise _Taken from None
-            result = await work(uow)
-            data: dict[str, Any] = result.model_dump(mode="json", by_alias=True)
-            if key is not None:
-                claim.status, claim.body = status, data
-            await uow.commit()
-    except _Taken:
-        async with svc.db.reader() as s:
-            row = (
-                await s.execute(
-                    select(IdempotencyKey).where(IdempotencyKey.principal == owner, IdempotencyKey.key == key)
-                )
-            ).scalar_one_or_none()
-        if row is None or not row.status:
-            raise IdempotencyInFlight("the first request with this key has not finished") from None
-        return _replay(row, digest)
+    async with svc.db.uow() as uow:
+        s = uow.session
+        if key is not None:
+            params = {"p_principal": owner, "p_key": key}
+            claim = _claim(s).values(
+                principal=owner, key=key, request_hash=digest, status=0, body=None, created_at=utcnow()
+            )
+            if (await s.execute(claim.on_conflict_do_nothing().returning(_KEYS.c.key))).first() is None:
+                row = (await s.execute(_ROW, params)).first()
+                if row is None or not row.status:  # rolled back meanwhile, or (SQLite) not committed yet
+                    raise IdempotencyInFlight("the first request with this key has not finished")
+                return _replay(row, digest)
+        result = await work(uow)
+        data: dict[str, Any] = result.model_dump(mode="json", by_alias=True)
+        if key is not None:
+            await s.execute(_ANSWER, {**params, "p_status": status, "p_body": data})
+        await uow.commit()
     return json_response(data, status)

@@ -143,3 +143,36 @@ async def test_a_checkin_sends_a_bounded_number_of_statements(client, demo, monk
     limit = MAX_CHECKIN_STATEMENTS[demo.db.engine.dialect.name]
     statements = "\n".join(seen)
     assert len(seen) <= limit, f"{len(seen)} statements per check-in:\n{statements}"
+
+
+async def test_an_idempotency_key_costs_two_statements(client, demo, monkeypatch):
+    """The key is claimed by one statement (an insert that does nothing when the key exists) and its answer
+    stored by another, in the write's own transaction; it was three (a read of the key first)."""
+    monkeypatch.setattr(cache, "TTL_S", 3600.0)
+    codes = [f"KEYED-{i:03d}" for i in range(4)]
+    await add_copies(demo, "CQL", codes)
+    headers = await token_for(client, "librarian@CQL")
+    card = RESIDENTS[0].ss_card
+    back = {"service_point": "CQL-MAIN"}
+    for b in codes:  # every copy circulated once: the steady state
+        r = await client.post("/api/v1/circulation/checkouts", json=_body(b, card), headers=headers)
+        assert r.status == 201, await r.text()
+        r = await client.post("/api/v1/circulation/checkins", json={**back, "item_barcode": b}, headers=headers)
+        assert r.status == 200, await r.text()
+
+    async def measured(barcode: str, extra: dict[str, str]) -> tuple[list[str], dict]:
+        with counting(demo) as seen:
+            r = await client.post(
+                "/api/v1/circulation/checkouts", json=_body(barcode, card), headers={**headers, **extra}
+            )
+            assert r.status == 201, await r.text()
+        return seen, await r.json()
+
+    plain, _ = await measured(codes[0], {})
+    keyed, first = await measured(codes[1], {"Idempotency-Key": "count-1"})
+    extra = "\n".join(x for x in keyed if x not in plain)
+    assert len(keyed) - len(plain) <= 2, f"{len(keyed) - len(plain)} statements for the key:\n{extra}"
+    # a replay reads the stored answer and writes nothing
+    replay, again = await measured(codes[1], {"Idempotency-Key": "count-1"})
+    assert again == first
+    assert not [x for x in replay if x.startswith(("UPDATE", "DELETE"))], "\n".join(replay)
