@@ -26,6 +26,7 @@ the figures are a lower bound of what the server alone would do.
     .venv/bin/python bench/circulation.py
     .venv/bin/python bench/circulation.py --database postgresql+asyncpg://postgres@127.0.0.1:5432/tc_bench
     .venv/bin/python bench/circulation.py --seconds 10 --profile /tmp/circ.prof   # cProfile of the server
+    .venv/bin/python bench/circulation.py --keys   # every write with an Idempotency-Key, as the portal sends
 """
 
 from __future__ import annotations
@@ -265,8 +266,11 @@ async def login(http, base: str, username: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {(await r.json())['access_token']}"}
 
 
-async def desk_client(n: int, http, base: str, tokens, shelf, cards, stats: Stats, stop_at: float) -> None:
+async def desk_client(
+    n: int, http, base: str, tokens, shelf, cards, stats: Stats, stop_at: float, keys: bool = False
+) -> None:
     rng = random.Random(n)
+    sent = 0
     loans: list[dict] = []  # {id, library, barcode, renewals}
     while time.perf_counter() < stop_at:
         r = rng.random()
@@ -291,6 +295,9 @@ async def desk_client(n: int, http, base: str, tokens, shelf, cards, stats: Stat
         else:
             await asyncio.sleep(0.01)
             continue
+        if keys:  # as the portal's desk sends every write
+            sent += 1
+            headers = {**headers, "Idempotency-Key": f"bench-{n}-{sent}"}
         t = time.perf_counter()
         async with http.post(url, json=body, headers=headers) as resp:
             payload = await resp.json()
@@ -355,6 +362,7 @@ async def run_load(base: str, prep: dict, args, settings) -> Stats:
                     prep["cards"][n * rpc : (n + 1) * rpc],
                     stats,
                     stop_at,
+                    args.keys,
                 )
                 for n in range(args.clients)
             )
@@ -520,6 +528,9 @@ def main() -> None:
         help="server processes (twincity run --workers; PostgreSQL: SQLite has one writer); default 1: on two cores "
         "shared with the clients and the database, two processes measured slower",
     )
+    ap.add_argument(
+        "--keys", action="store_true", help="send an Idempotency-Key with every write of the mix, as the portal does"
+    )
     ap.add_argument("--profile", help="write the server's cProfile stats here (runs one server process)")
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
     args = ap.parse_args()
@@ -575,7 +586,8 @@ def main() -> None:
     loop, ceiling = asyncio.run(baseline(settings, args))
 
     elapsed = stats.elapsed  # type: ignore[attr-defined]
-    print(f"\n{args.clients} clients, {elapsed:.1f}s, keep-alive; latency measured at the client")
+    keyed = "; every write with an Idempotency-Key" if args.keys else ""
+    print(f"\n{args.clients} clients, {elapsed:.1f}s, keep-alive{keyed}; latency measured at the client")
     print(f"{'operation':<10} {'ok':>7} {'refused':>8} {'per s':>8} {'p50':>10} {'p99':>10}")
     for op, lat in stats.latency.items():
         print(
