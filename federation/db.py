@@ -47,6 +47,16 @@ NAMING = {
 }
 
 
+def dialect_insert(session: AsyncSession, target: Any) -> Any:
+    """``INSERT`` into ``target`` in the session's dialect, for its ``on_conflict_do_nothing`` and
+    ``on_conflict_do_update`` (PostgreSQL and SQLite spell them alike; the generic insert has neither)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect
+    return dialect(target)
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 

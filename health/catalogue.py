@@ -17,12 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.audit.service import Record
-from federation.db import UnitOfWork
+from federation.db import UnitOfWork, dialect_insert
 from federation.errors import Conflict, Forbidden, InvalidInput, NotFound
 from federation.members.models import Institution, InstitutionKind
 from federation.members.service import MEMBER_CHANGED
@@ -141,9 +139,7 @@ class ItemDetail:
 async def bump_generation(uow: UnitOfWork) -> None:
     """Move the generation on (creating its row when a fresh database lacks it) and mark the session, so a read
     of the catalogue later in this same transaction is not cached."""
-    dialect = uow.session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(CatalogueGeneration).values(id=GENERATION_ROW, generation=1)
+    stmt = dialect_insert(uow.session, CatalogueGeneration).values(id=GENERATION_ROW, generation=1)
     stmt = stmt.on_conflict_do_update(
         index_elements=[CatalogueGeneration.id], set_={"generation": CatalogueGeneration.generation + 1}
     )

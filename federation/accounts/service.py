@@ -25,8 +25,6 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Row, bindparam, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.accounts.errors import (
@@ -40,7 +38,7 @@ from federation.accounts.errors import (
 )
 from federation.accounts.models import Account, ApiKey, LoginThrottle
 from federation.audit.service import Record
-from federation.db import UnitOfWork, utcnow
+from federation.db import UnitOfWork, dialect_insert, utcnow
 from federation.identity.idnumber import InvalidIdNumber, looks_like_id_number, mask_id_number, parse_id_number
 from federation.identity.models import IdentifierType
 from federation.identity.service import IdentifierInput, find_identifier
@@ -121,10 +119,9 @@ async def _locked_rows(
     is lost; ``create`` inserts missing rows first, without failing when a concurrent attempt just did.
     """
     if create:
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         for key in sorted(keys):
             await session.execute(
-                insert(LoginThrottle)
+                dialect_insert(session, LoginThrottle)
                 .values(key=key, failures=0, window_started_at=now)
                 .on_conflict_do_nothing(index_elements=["key"])
             )

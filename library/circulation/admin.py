@@ -15,7 +15,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from federation.db import UnitOfWork, new_id, utcnow
+from federation.db import UnitOfWork, dialect_insert, new_id, utcnow
 from federation.members.models import Institution, InstitutionKind
 from federation.services import Services
 from library.catalog.models import ItemRow
@@ -65,7 +65,7 @@ async def set_block(
         if registered is None:
             raise errors.NotYourLibrary(f"the person is no reader of {scope}")
     await s.execute(
-        service._insert(s, Borrower)
+        dialect_insert(s, Borrower)
         .values(person_id=person.id, active_loans=0, blocked=False)
         .on_conflict_do_nothing(index_elements=["person_id"])
     )

@@ -19,9 +19,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from federation.db import UnitOfWork, utcnow
+from federation.db import UnitOfWork, dialect_insert, utcnow
 from federation.services import Services
 from federation.web.routing import Principal, json_response
 from library.circulation.errors import BadIdempotencyKey, IdempotencyInFlight, IdempotencyKeyReused
@@ -35,14 +34,6 @@ _KEYS = IdempotencyKey.__table__
 _WHERE = (_KEYS.c.principal == bindparam("p_principal"), _KEYS.c.key == bindparam("p_key"))
 _ROW = select(_KEYS.c.request_hash, _KEYS.c.status, _KEYS.c.body).where(*_WHERE)
 _ANSWER = update(_KEYS).where(*_WHERE).values(status=bindparam("p_status"), body=bindparam("p_body"))
-
-
-def _claim(session: AsyncSession) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(_KEYS)
 
 
 def request_hash(request: web.Request, body: BaseModel | None) -> str:
@@ -86,7 +77,7 @@ async def run(
         s = uow.session
         if key is not None:
             params = {"p_principal": owner, "p_key": key}
-            claim = _claim(s).values(
+            claim = dialect_insert(s, _KEYS).values(
                 principal=owner, key=key, request_hash=digest, status=0, body=None, created_at=utcnow()
             )
             if (await s.execute(claim.on_conflict_do_nothing().returning(_KEYS.c.key))).first() is None:

@@ -17,13 +17,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from federation.db import new_id, utcnow
+from federation.db import dialect_insert, new_id, utcnow
 from federation.inbox import service as inbox
 from federation.jobs.runner import SCHEDULE_KEY
 from federation.members.models import Institution, ServicePoint
 from federation.services import Services
 from library.catalog.models import ItemRow, Work
-from library.circulation import calendar, policies, service, states
+from library.circulation import calendar, policies, states
 from library.circulation.models import ItemState, Loan, Notice, Request, Transit
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ async def _raise(svc: Services, kind: str, rows: Sequence[tuple[str, str | None,
         async with svc.db.uow() as uow:
             for subject_id, person_id, payload in rows[start : start + BATCH]:
                 first = (
-                    service._insert(uow.session, Notice)
+                    dialect_insert(uow.session, Notice)
                     .values(
                         id=new_id(), subject_id=subject_id, kind=kind, day=day, person_id=person_id, created_at=utcnow()
                     )

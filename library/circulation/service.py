@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from federation.audit.service import Record
-from federation.db import UnitOfWork, new_id, utcnow
+from federation.db import UnitOfWork, dialect_insert, new_id, utcnow
 from federation.identity import service as identity
 from federation.identity.errors import UnknownCredential
 from federation.identity.models import IdentifierType, Person
@@ -263,14 +263,6 @@ async def find_item(session: AsyncSession, barcode: str, desk: Desk, item_librar
     )
 
 
-def _insert(session: AsyncSession, model: Any) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(model)
-
-
 _STATE_ROW = select(ItemState).where(ItemState.item_id == bindparam("p_item")).execution_options(populate_existing=True)
 
 
@@ -280,7 +272,7 @@ async def item_state(session: AsyncSession, item: ItemRow | Copy) -> ItemState:
     found = (await session.execute(q, params)).scalar_one_or_none()
     if found is not None:  # every circulation but the copy's first: one statement
         return found
-    first = _insert(session, ItemState).values(
+    first = dialect_insert(session, ItemState).values(
         item_id=item.id,
         library=item.library,
         barcode=item.barcode,
@@ -328,7 +320,7 @@ async def reader(
 ) -> Reader:
     """The person's reader record at ``library``, made on first use (two desks at once still make one)."""
     today = today or utcnow().date()
-    first = _insert(session, Reader).values(
+    first = dialect_insert(session, Reader).values(
         id=new_id(),
         person_id=person.id,
         library=library,
@@ -479,7 +471,7 @@ async def _count(
 
 async def _make_borrower(s: AsyncSession, person_id: str) -> None:
     """The person's federation-wide counter row, at zero, unless it exists."""
-    row = _insert(s, Borrower).values(person_id=person_id, active_loans=0)
+    row = dialect_insert(s, Borrower).values(person_id=person_id, active_loans=0)
     await s.execute(row.on_conflict_do_nothing(index_elements=["person_id"]))
 
 
