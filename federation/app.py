@@ -246,9 +246,7 @@ async def openapi_document(request: web.Request) -> dict[str, object]:
 async def _serve_check(check: Callable[[Services], Awaitable[None]], svc: Services) -> None:
     try:
         await check(svc)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
+    except Exception:  # a cancellation at shutdown is no Exception: it passes
         log.exception("the start-up check %s failed", getattr(check, "__qualname__", check))
 
 

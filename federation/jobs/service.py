@@ -209,9 +209,7 @@ async def queue_due(svc: Services, schedule: dict[str, float], *, now: dt.dateti
     queued: list[str] = []
     for kind, every_s in sorted(schedule.items()):
         async with svc.db.uow() as uow:
-            if uow.session.get_bind().dialect.name == "postgresql":
-                key = int.from_bytes(hashlib.sha256(f"schedule:{kind}".encode()).digest()[:8], "big", signed=True)
-                await uow.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+            await _serialise(uow, f"schedule:{kind}")
             q = (
                 select(Job.created_at)
                 .where(Job.kind == kind, Job.created_by == SCHEDULED_BY)
@@ -225,3 +223,23 @@ async def queue_due(svc: Services, schedule: dict[str, float], *, now: dt.dateti
             await uow.commit()
             queued.append(job.id)
     return queued
+
+
+async def enqueue_unless_pending(svc: Services, kind: str, *, created_by: str) -> str | None:
+    """Queue a job of ``kind`` unless one is queued or running; the new job's id, or None. The check and the insert
+    are serialised as ``queue_due``'s are, so processes starting together queue it once."""
+    async with svc.db.uow() as uow:
+        await _serialise(uow, f"pending:{kind}")
+        pending = select(Job.id).where(Job.kind == kind, Job.state.in_((JobState.QUEUED.value, JobState.RUNNING.value)))
+        if (await uow.session.execute(pending.limit(1))).first() is not None:
+            return None
+        job = await enqueue(uow, kind, {}, created_by=created_by)
+        await uow.commit()
+    return job.id
+
+
+async def _serialise(uow: UnitOfWork, name: str) -> None:
+    """Hold ``name``'s lock until the transaction ends: an advisory lock on PostgreSQL (SQLite has one writer)."""
+    if uow.session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        await uow.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})

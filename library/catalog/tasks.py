@@ -31,8 +31,7 @@ from federation.audit.service import Record
 from federation.bootstrap import bulk_load
 from federation.db import OutboxMessage, new_id, utcnow
 from federation.jobs import outbox
-from federation.jobs.models import Job, JobState
-from federation.jobs.service import JobContext, enqueue
+from federation.jobs.service import JobContext, enqueue_unless_pending
 from federation.services import Services
 from library.catalog import indexing, marc
 from library.catalog.holdings import PRESETS
@@ -602,18 +601,14 @@ async def rebuild_if_empty(svc: Services) -> str | None:
     await ensure_index(svc)
     if await svc.search.count(indexing.INDEX) > 0:
         return None
-    async with svc.db.uow() as uow:
-        pending = select(Job.id).where(
-            Job.kind == REINDEX, Job.state.in_((JobState.QUEUED.value, JobState.RUNNING.value))
+    job_id = await enqueue_unless_pending(svc, REINDEX, created_by="system:start")
+    if job_id is not None:
+        log.warning(
+            "the search index %r is empty while the database holds works: rebuild queued (job %s)",
+            indexing.INDEX,
+            job_id,
         )
-        if (await uow.session.execute(pending.limit(1))).first() is not None:
-            return None
-        job = await enqueue(uow, REINDEX, {}, created_by="system:start")
-        await uow.commit()
-    log.warning(
-        "the search index %r is empty while the database holds works: rebuild queued (job %s)", indexing.INDEX, job.id
-    )
-    return job.id
+    return job_id
 
 
 def register(svc: Services) -> None:
