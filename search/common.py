@@ -9,6 +9,7 @@ a query may have are decided here once, so the two cannot drift apart.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
@@ -26,6 +27,8 @@ MAX_DEPTH = 256
 MAX_KEYWORD_BYTES = 32766
 """Longest keyword value (UTF-8), as Lucene's term limit."""
 I64 = (-(2**63), 2**63 - 1)
+MAX_FACET_SLOTS = 8
+"""Most single-valued facet columns a KEYWORD field may ask for (``Field.facet_slots``)."""
 
 ANALYZERS = ("text", "name", "keyword")
 
@@ -46,6 +49,24 @@ def check_schema(schema: Schema, name_ok: Callable[[str], bool], name_rule: str)
         seen.add(f.name)
         if f.kind is FieldKind.TEXT and (f.analyzer or "text") not in ANALYZERS:
             raise ValueError(f"field {f.name!r}: unknown analyzer {f.analyzer!r}")
+        slots = f.facet_slots
+        if not isinstance(slots, int) or isinstance(slots, bool) or not 0 <= slots <= MAX_FACET_SLOTS:
+            raise ValueError(f"field {f.name!r}: facet_slots must be an integer from 0 to {MAX_FACET_SLOTS}")
+        if slots and f.kind is not FieldKind.KEYWORD:
+            raise ValueError(f"field {f.name!r}: facet_slots is for KEYWORD fields")
+
+
+def field_dicts(schema: Schema, *, slots: bool = True) -> list[dict[str, Any]]:
+    """The schema's fields as dicts, for an engine to store beside an index and compare with the next opening:
+    ``facet_slots`` only where it is set and the engine lays out columns by it (``slots``), so a schema written
+    before it existed still matches."""
+    out = []
+    for f in schema.fields:
+        d = dataclasses.asdict(f)
+        if not (slots and d["facet_slots"]):
+            del d["facet_slots"]
+        out.append(d)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ documents

@@ -120,6 +120,7 @@ from search.common import (
     check_schema,
     check_window,
     facet_counts,
+    field_dicts,
     field_values,
     plain_value,
     text_value,
@@ -204,7 +205,8 @@ class IndexingError(RuntimeError):
 
 
 def _schema_json(schema: Schema) -> str:
-    return json.dumps([dataclasses.asdict(f) for f in schema.fields], sort_keys=True, ensure_ascii=False)
+    # facet_slots lays out columns of the embedded engine only: here it changes nothing
+    return json.dumps(field_dicts(schema, slots=False), sort_keys=True, ensure_ascii=False)
 
 
 def _check_schema(schema: Schema) -> None:

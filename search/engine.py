@@ -32,6 +32,10 @@ class Field:
     boost: float = 1.0  # for TEXT: weight in free-text queries
     default: bool = False  # for TEXT: searched by a Term without a field
     multi: bool = False  # several values
+    # for KEYWORD: how many distinct values most documents have. A hint to the embedded engine, which counts this
+    # field's facets fast on that many single-valued columns and the values beyond them apart (see
+    # search.tantivy_engine); 0: no such columns. Meant for facets of few distinct values (libraries, cities).
+    facet_slots: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,9 +22,10 @@ SCHEMA = Schema(
         Field("subjects", FieldKind.TEXT, analyzer="text", default=True, multi=True),
         Field("publisher", FieldKind.TEXT, analyzer="text"),
         Field("isbn", FieldKind.KEYWORD, multi=True),
-        Field("library", FieldKind.KEYWORD, multi=True),  # holding libraries
-        Field("city", FieldKind.KEYWORD, multi=True),
-        Field("language", FieldKind.KEYWORD),
+        # holding libraries; one facet slot, so that works held by several libraries count beyond it
+        Field("library", FieldKind.KEYWORD, multi=True, facet_slots=1),
+        Field("city", FieldKind.KEYWORD, multi=True),  # no facet slots: facets on the multi-valued column
+        Field("language", FieldKind.KEYWORD, facet_slots=1),  # some documents have none: empty slots
         Field("year", FieldKind.INTEGER),
         Field("decade", FieldKind.INTEGER),  # the year bucket
         Field("clc", FieldKind.KEYWORD),  # top class of the Chinese Library Classification
