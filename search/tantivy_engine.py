@@ -140,6 +140,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import orjson
 import tantivy
 from tantivy import Occur
 from tantivy import Query as TQ
@@ -296,10 +297,22 @@ def _prepare(
     for f in slotted:
         _add_slots(out, f, slot_values.get(f.name, ()))
     try:
-        out.add_bytes(_SRC, json.dumps(src, ensure_ascii=False, separators=(",", ":")).encode())
+        # strict JSON (no NaN), as the Elasticsearch engine stores it: read back by orjson
+        out.add_bytes(_SRC, json.dumps(src, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode())
     except (TypeError, ValueError) as e:
         raise ValueError(f"document {doc.id!r}: stored values are not JSON: {e}") from None
     return doc.id, out
+
+
+def _source(raw: bytes | None) -> dict[str, Any]:
+    """A hit's stored ``_src``: orjson reads it in a fifth of stdlib json's time; an index written before
+    ``_src`` was strict may hold a NaN, which only stdlib json reads."""
+    if not raw:
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 # ------------------------------------------------------------------------------------------------ queries
@@ -912,7 +925,7 @@ class TantivyEngine:
         for key, address in found.hits[:limit]:
             doc = searcher.doc(address)
             doc_id = doc.get_first(_ID)
-            src = json.loads(doc.get_first(_SRC) or b"{}")
+            src = _source(doc.get_first(_SRC))
             stored = {name: src[name] for name in stored_fields if name in src}
             marks = highlight_needles(st.schema, wanted, src, highlight) if wanted else {}
             score = float(key) if order_field is None else 0.0

@@ -791,6 +791,7 @@ async def test_tantivy_rejects_bad_documents(tantivy_root: Path) -> None:
             {"title": ["a", "b"]},
             {"title": 5},
             {"display": {1, 2}},
+            {"display": {"price": float("nan")}},  # stored JSON is strict, as Elasticsearch's
         ):
             with pytest.raises(ValueError):
                 await engine.upsert("books", [Document("bad", values)])
@@ -807,6 +808,14 @@ async def test_tantivy_rejects_bad_documents(tantivy_root: Path) -> None:
         await engine.close()
     with pytest.raises(RuntimeError):
         await engine.search("books", MatchAll())
+
+
+def test_tantivy_reads_a_source_written_before_it_was_strict() -> None:
+    from search.tantivy_engine import _source
+
+    assert _source(b'{"display":{"price":NaN},"title":["\xe5\xa5\xbd"]}')["title"] == ["好"]
+    assert _source(b'{"display":[1,"x",null]}') == {"display": [1, "x", None]}
+    assert _source(None) == _source(b"") == {}
 
 
 async def test_tantivy_keeps_the_event_loop_free(tantivy_root: Path) -> None:
