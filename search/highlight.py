@@ -31,7 +31,7 @@ raises for any string.
 from __future__ import annotations
 
 import html
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from search import analysis
@@ -163,12 +163,13 @@ def locate(
             prev = ch
         last_cjk = prev
         if pinyin and han_budget > 0:
-            han_budget = _pinyin_spans(chars, han_budget, extra)
+            han_budget = _pinyin_runs(chars, han_budget, lambda run, chars: _pinyin_run(run, chars, extra))
     return stream, extra
 
 
-def _pinyin_spans(chars: list[tuple[str, int, int]], budget: int, out: list[tuple[str, tuple[Span, ...]]]) -> int:
-    """Pinyin tokens of the Han runs among ``chars``, as :func:`search.analysis.analyze` makes them; new budget."""
+def _pinyin_runs(chars: list[tuple[str, int, int]], budget: int, emit: Callable[[list[Any], Any], None]) -> int:
+    """Hands ``emit`` each run of syllables of the Han runs among ``chars`` that :func:`search.analysis.analyze`
+    makes pinyin tokens of, as ``[(syllable, index into chars)]`` with ``chars``; the new budget."""
     norm = "".join(c for c, _, _ in chars)
     for m in _HAN_RUN_RE.finditer(norm):
         if budget <= 0:
@@ -179,11 +180,11 @@ def _pinyin_spans(chars: list[tuple[str, int, int]], budget: int, out: list[tupl
         current: list[tuple[str, int]] = []  # (syllable, index into chars)
         for i, syllable in enumerate(analysis._syllables(run)):
             if syllable is None:
-                _pinyin_run(current, chars, out)
+                emit(current, chars)
                 current = []
             else:
                 current.append((syllable, lo + i))
-        _pinyin_run(current, chars, out)
+        emit(current, chars)
     return budget
 
 
@@ -206,6 +207,55 @@ def _pinyin_run(run: list[tuple[str, int]], chars: list[tuple[str, int, int]], o
         add(0, n)
 
 
+def _pinyin_matches(
+    terms: Collection[str], run: list[tuple[str, int]], chars: list[tuple[str, int, int]], out: list[Span]
+) -> None:
+    """The spans of ``terms`` among the pinyin tokens :func:`_pinyin_run` makes of ``run``, without making them:
+    a term is the syllables of ``i..j-1`` put together, or (two or more) their initials, for ``j - i`` up to
+    ``PINYIN_MAX_SUBRUN``, or the whole run when it is no longer than ``PINYIN_MAX_FULLRUN``."""
+    n = len(run)
+    if not n:
+        return
+    syllables = [s for s, _ in run]
+    whole = analysis.PINYIN_MAX_SUBRUN < n <= analysis.PINYIN_MAX_FULLRUN
+
+    def emitted(i: int, j: int) -> bool:
+        return j - i <= analysis.PINYIN_MAX_SUBRUN or (whole and i == 0 and j == n)
+
+    for term in terms:
+        size = len(term)
+        for i in range(n):
+            at, j = 0, i
+            while j < n and term.startswith(syllables[j], at):
+                at += len(syllables[j])
+                j += 1
+                if at == size:
+                    if emitted(i, j):
+                        out.append((chars[run[i][1]][1], chars[run[j - 1][1]][2]))
+                    break
+            initials = 1 < size <= n - i and emitted(i, i + size)
+            if initials and all(syllables[i + k][0] == term[k] for k in range(size)):
+                out.append((chars[run[i][1]][1], chars[run[i + size - 1][1]][2]))
+
+
+def _pinyin_term_spans(text: str, terms: Collection[str]) -> list[Span]:
+    """What :func:`locate` finds among its pinyin tokens for ``terms`` (a ``name`` field's), found syllable by
+    syllable instead of token by token."""
+    spans: list[Span] = []
+    if text.isascii():  # no CJK run
+        return spans
+    budget = analysis.PINYIN_MAX_CHARS
+    for m in _TOKEN_RE.finditer(text):
+        if m.group(1) is None:
+            continue
+        chars = _cjk_chars(m.group(1), m.start())
+        if chars:
+            budget = _pinyin_runs(chars, budget, lambda run, chars: _pinyin_matches(terms, run, chars, spans))
+            if budget <= 0:
+                break
+    return spans
+
+
 # --------------------------------------------------------------------------------------------- marking
 
 
@@ -216,8 +266,11 @@ def _maybe_pinyin(token: str) -> bool:
 def mark(text: str, analyzer: str, terms: Collection[str], phrases: Sequence[Sequence[str]] = ()) -> list[Span]:
     """The merged, sorted spans of ``text`` where ``terms`` occur or ``phrases`` occur consecutively."""
     pinyin = analyzer == "name" and any(_maybe_pinyin(t) for t in terms)
-    if not phrases and not pinyin and isinstance(text, str) and analyzer != "keyword":
-        return _merge(_term_spans(text, terms))  # the usual search: words, no phrase, no pinyin
+    if not phrases and isinstance(text, str) and analyzer != "keyword":  # the usual search: terms, no phrase
+        spans = _term_spans(text, terms)
+        if pinyin:
+            spans.extend(_pinyin_term_spans(text, terms))
+        return _merge(spans)
     return _mark(text, analyzer, terms, phrases, pinyin)
 
 
@@ -229,15 +282,20 @@ def _term_spans(text: str, terms: Collection[str]) -> list[Span]:
     bigram joins the last character of a CJK run to the first of the next when no word lies between."""
     spans: list[Span] = []
     short = [t for t in terms if 0 < len(t) <= 2]
+    step = analysis.MAX_WORD_CHARS
     last: tuple[str, int, int] | None = None  # the last normalised character of the previous run, if CJK
     for m in _TOKEN_RE.finditer(text):
         start, end = m.span()
         if m.group(1) is None:
             last = None
-            for sub in _TOKEN_RE.finditer(analysis.normalise(m.group(2))):
+            word = m.group(2)
+            if word.isascii() and len(word) <= step:  # ASCII letters and digits: normalised, one word in lower case
+                if word.lower() in terms:
+                    spans.append((start, end))
+                continue
+            for sub in _TOKEN_RE.finditer(analysis.normalise(word)):
                 if sub.group(2) is not None:
                     word = sub.group(2)
-                    step = analysis.MAX_WORD_CHARS
                     if any(word[i : i + step] in terms for i in range(0, len(word), step)):
                         spans.append((start, end))
                 else:  # a compatibility character that became CJK: its unigrams and bigrams mark the whole word
