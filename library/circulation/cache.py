@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import re
 import time
 import weakref
@@ -113,6 +114,7 @@ def invalidate() -> None:
     _generation += 1
 
 
+@functools.lru_cache(maxsize=1024)  # the statements are the compiled SQL of a few hundred queries, over and over
 def _touches_cached(statement: str) -> bool:
     head = statement.lstrip()[:8].upper()
     if not head.startswith(_WRITES):
