@@ -127,7 +127,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -194,13 +193,16 @@ _FACET_GROUPS = 3  # facets of a big result set are counted in this many tantivy
 _PARALLEL_FACETS = 10_000  # hits from which that pays for the hand-over between threads
 _SLOT = "__slot"
 _SLOT_MORE = "__more"
-_NO_VALUE = ""  # an empty slot; a value is stored as "=" + value
+_SLOT_VALUE = "="  # a value in a slot is stored behind it, so that no value is taken for an empty slot
+_NO_VALUE = ""  # an empty slot
 
 
 # ------------------------------------------------------------------------------------------------ schema
 
 
-_MAPPING_VERSION = 1  # bump whenever _tantivy_schema or _prepare change what is on disk
+# bump whenever _tantivy_schema or _prepare change what is on disk (a field's facet slots change the stored schema
+# of their own, so an index laid out without them is never read as one with them)
+_MAPPING_VERSION = 1
 
 
 def _schema_json(schema: Schema) -> str:
@@ -227,11 +229,10 @@ def _tantivy_schema(schema: Schema) -> tantivy.Schema:
             b.add_text_field(f.name, tokenizer_name=tokenizer, index_option="freq")
             b.add_text_field(f.name + _PHRASE, tokenizer_name=tokenizer, index_option="position")
         elif f.kind is FieldKind.KEYWORD:
-            b.add_text_field(f.name, fast=True, tokenizer_name="raw", index_option="basic")
-            for j in range(f.facet_slots):
-                b.add_text_field(f"{f.name}{_SLOT}{j}", fast=True, tokenizer_name="raw", index_option="basic")
-            if f.facet_slots:
-                b.add_text_field(f.name + _SLOT_MORE, fast=True, tokenizer_name="raw", index_option="basic")
+            columns = [f.name, *(f"{f.name}{_SLOT}{j}" for j in range(f.facet_slots))]
+            columns += [f.name + _SLOT_MORE] if f.facet_slots else []
+            for name in columns:
+                b.add_text_field(name, fast=True, tokenizer_name="raw", index_option="basic")
         elif f.kind is FieldKind.INTEGER:
             b.add_integer_field(f.name, indexed=True, fast=True)
         elif f.kind is FieldKind.BOOLEAN:
@@ -244,18 +245,13 @@ def _add_slots(out: tantivy.Document, f: Field, values: Sequence[str]) -> None:
     distinct = list(dict.fromkeys(values)) if len(values) > 1 else values
     k = f.facet_slots
     for j in range(k):
-        out.add_text(f"{f.name}{_SLOT}{j}", "=" + distinct[j] if j < len(distinct) else _NO_VALUE)
+        out.add_text(f"{f.name}{_SLOT}{j}", _SLOT_VALUE + distinct[j] if j < len(distinct) else _NO_VALUE)
     for v in distinct[k:]:
         out.add_text(f.name + _SLOT_MORE, v)
 
 
-@functools.cache
-def _slotted(schema: Schema) -> tuple[Field, ...]:
-    return tuple(f for f in schema.fields if f.facet_slots)
-
-
 def _prepare(
-    schema: Schema, fields: dict[str, Field], doc: Document, analysed: Analysed = NOTHING_ANALYSED
+    fields: dict[str, Field], slotted: Sequence[Field], doc: Document, analysed: Analysed = NOTHING_ANALYSED
 ) -> tuple[str, tantivy.Document]:
     """A tantivy document for ``doc`` (analysis included, but for the values ``analysed`` holds); ``ValueError``
     for a document that does not fit."""
@@ -263,7 +259,6 @@ def _prepare(
     out = tantivy.Document()
     out.add_text(_ID, doc.id)
     src: dict[str, Any] = {}
-    slotted = _slotted(schema)
     slot_values: dict[str, list[str]] = {}
     for name, value in doc.values.items():
         f = fields.get(name)
@@ -297,18 +292,34 @@ def _prepare(
     for f in slotted:
         _add_slots(out, f, slot_values.get(f.name, ()))
     try:
-        # strict JSON (no NaN), as the Elasticsearch engine stores it: read back by orjson
-        out.add_bytes(_SRC, json.dumps(src, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode())
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"document {doc.id!r}: stored values are not JSON: {e}") from None
+        out.add_bytes(_SRC, _source_bytes(src))
+    except ValueError as e:
+        raise ValueError(f"document {doc.id!r}: {e}") from None
     return doc.id, out
 
 
+_DIGITS = bytes(0x31 if 0x30 <= b <= 0x39 else 0x30 for b in range(256))  # translates a digit to 1, the rest to 0
+_STDLIB_JSON = b"J"  # before a _src that orjson would not read exactly (a _src of JSON starts with "{")
+
+
+def _source_bytes(src: dict[str, Any]) -> bytes:
+    """``src`` as the bytes of ``_src``: strict JSON (no NaN), as the Elasticsearch engine stores it; marked for
+    stdlib json when it holds 19 digits in a row, which may be an integer beyond 64 bits (orjson reads one as a
+    float); ``ValueError`` for what is not JSON."""
+    try:
+        raw = json.dumps(src, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"stored values are not JSON: {e}") from None
+    return _STDLIB_JSON + raw if b"1" * 19 in raw.translate(_DIGITS) else raw
+
+
 def _source(raw: bytes | None) -> dict[str, Any]:
-    """A hit's stored ``_src``: orjson reads it in a fifth of stdlib json's time; an index written before
-    ``_src`` was strict may hold a NaN, which only stdlib json reads."""
+    """A hit's stored ``_src``, read by orjson (a third of stdlib json's time) unless it is marked for stdlib
+    json; an index written before ``_src`` was strict may hold a NaN, which only stdlib json reads."""
     if not raw:
         return {}
+    if raw[:1] == _STDLIB_JSON:
+        return json.loads(raw[1:])
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -408,6 +419,7 @@ class _Index:
     schema_json: str
     tschema: tantivy.Schema
     fields: dict[str, Field]
+    slotted: tuple[Field, ...]  # the fields with facet slots
     version: _Version
     queue: asyncio.Queue[_Op] = dataclasses.field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
@@ -568,8 +580,18 @@ class TantivyEngine:
         tindex.reload()
         version = _Version(path, tindex, writer, tindex.searcher())
         fields = {f.name: f for f in schema.fields}
+        slotted = tuple(f for f in schema.fields if f.facet_slots)
         return _Index(
-            name, index_dir, schema, wanted, tschema, fields, version, read_only=writer is None, reloaded_at=_now()
+            name,
+            index_dir,
+            schema,
+            wanted,
+            tschema,
+            fields,
+            slotted,
+            version,
+            read_only=writer is None,
+            reloaded_at=_now(),
         )
 
     def _follow(self, st: _Index) -> None:
@@ -591,7 +613,7 @@ class TantivyEngine:
     def _prepare_all(
         self, st: _Index, docs: Sequence[Document], analysed: Analysed = NOTHING_ANALYSED
     ) -> list[tuple[str, tantivy.Document]]:
-        return [_prepare(st.schema, st.fields, d, analysed) for d in docs]
+        return [_prepare(st.fields, st.slotted, d, analysed) for d in docs]
 
     async def _writable(self, st: _Index) -> _Index:
         """The index, writable: a read-only one takes the writer now if the other process let it go (a server
@@ -910,15 +932,16 @@ class TantivyEngine:
             found = searcher.search(q, max(limit, 1), **kwargs)
             counting: list[Any] = []
             facet_result: dict[str, Any] = {}
-            inline = aggs
-            if aggs and spread and found.count >= _PARALLEL_FACETS:
+            if len(aggs) > 1 and spread and found.count >= _PARALLEL_FACETS:
                 # A big result set: its facets are counted in groups, some on the facet pool while this thread
                 # collects and highlights the hits and then counts the first group (tantivy lets go of the GIL,
                 # so they share the cores). For a small one the hand-over would cost more than the counting.
-                items = list(aggs.items())
-                groups = [dict(items[i::_FACET_GROUPS]) for i in range(min(_FACET_GROUPS, len(items)))]
+                # A facet's columns (its slots) stay in one group: each group runs the query again.
+                groups = [_merged(aggs[i::_FACET_GROUPS]) for i in range(min(_FACET_GROUPS, len(aggs)))]
                 counting = [self._facet_pool.submit(searcher.aggregate, q, g) for g in groups[1:]]
                 inline = groups[0]
+            else:
+                inline = _merged(aggs)
         hits: list[Hit] = []
         stored_fields = [f.name for f in st.schema.fields if f.kind is FieldKind.STORED]
         wanted = needles(st.schema, query) if highlight else {}  # the query's tokens, once for all hits
@@ -950,8 +973,9 @@ class TantivyEngine:
         return f.name, tantivy.Order.Asc if sort.order == SortOrder.FIELD_ASC else tantivy.Order.Desc
 
     @staticmethod
-    def _aggregations(compiler: _Compiler, facets: tuple[Facet, ...]) -> dict[str, Any]:
-        aggs: dict[str, Any] = {}
+    def _aggregations(compiler: _Compiler, facets: tuple[Facet, ...]) -> list[dict[str, Any]]:
+        """The terms aggregations of each facet (of size > 0): one, or one a column of a slotted field."""
+        out: list[dict[str, Any]] = []
         for i, facet in enumerate(facets):
             f = compiler.facet_field(facet)
             if not facet.size:
@@ -959,14 +983,14 @@ class TantivyEngine:
             if f.facet_slots:
                 # every bucket of every slot: a value's count is the sum of its counts in each
                 every = {"size": _FACET_SEGMENT_SIZE, "segment_size": _FACET_SEGMENT_SIZE}
-                for j in range(f.facet_slots):
-                    aggs[f"f{i}s{j}"] = {"terms": {"field": f"{f.name}{_SLOT}{j}", **every}}
+                aggs = {f"f{i}s{j}": {"terms": {"field": f"{f.name}{_SLOT}{j}", **every}} for j in range(f.facet_slots)}
                 aggs[f"f{i}m"] = {"terms": {"field": f.name + _SLOT_MORE, **every}}
+                out.append(aggs)
                 continue
             # fetch more than asked so that ties at the cut are ordered by value, as Elasticsearch does
             size = min(_FACET_SEGMENT_SIZE, max(2 * facet.size, facet.size + 100))
-            aggs[f"f{i}"] = {"terms": {"field": f.name, "size": size, "segment_size": _FACET_SEGMENT_SIZE}}
-        return aggs
+            out.append({f"f{i}": {"terms": {"field": f.name, "size": size, "segment_size": _FACET_SEGMENT_SIZE}}})
+        return out
 
     @staticmethod
     def _facets(st: _Index, facets: tuple[Facet, ...], raw: dict[str, Any]) -> dict[str, list[tuple[str, int]]]:
@@ -978,7 +1002,7 @@ class TantivyEngine:
                 for j in range(f.facet_slots):
                     for b in raw.get(f"f{i}s{j}", {}).get("buckets", ()):
                         if b["key"] != _NO_VALUE:
-                            value = b["key"][1:]
+                            value = b["key"][len(_SLOT_VALUE) :]
                             counts[value] = counts.get(value, 0) + b["doc_count"]
                 for b in raw.get(f"f{i}m", {}).get("buckets", ()):
                     counts[b["key"]] = counts.get(b["key"], 0) + b["doc_count"]
@@ -1005,6 +1029,13 @@ class TantivyEngine:
         self._write_pool.shutdown(wait=False)
         self._search_pool.shutdown(wait=False)
         self._facet_pool.shutdown(wait=False)
+
+
+def _merged(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in parts:
+        out.update(part)
+    return out
 
 
 def _settle(future: asyncio.Future[Any] | None, result: Any, error: BaseException | None = None) -> None:

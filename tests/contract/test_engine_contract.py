@@ -810,6 +810,30 @@ async def test_tantivy_rejects_bad_documents(tantivy_root: Path) -> None:
         await engine.search("books", MatchAll())
 
 
+async def test_tantivy_keeps_integers_beyond_64_bits_exact(tantivy_root: Path) -> None:
+    from search.tantivy_engine import TantivyEngine
+
+    engine = TantivyEngine(tantivy_root)
+    try:
+        await engine.open("books", SCHEMA)
+        display = {"n": 2**64, "m": -(2**63) - 1, "ok": 2**63 - 1, "f": 0.12345678901234567890}
+        await engine.upsert("books", [Document("big", {"title": "好", "display": display})])
+        await engine.refresh("books")
+        assert (await engine.search("books", Term("好"))).hits[0].stored == {"display": display}
+    finally:
+        await engine.close()
+
+
+def test_tantivy_marks_a_source_orjson_would_not_read_exactly() -> None:
+    from search.tantivy_engine import _source, _source_bytes
+
+    usual = {"display": {"isbns": ["9787020002207"], "year": 1982, "items": 12345678}}
+    assert _source_bytes(usual).startswith(b"{")  # read by orjson
+    for value in (2**64, -(2**63) - 1, "a barcode of 19 digits: 1234567890123456789"):
+        raw = _source_bytes({"display": {"v": value}})
+        assert raw.startswith(b"J{") and _source(raw) == {"display": {"v": value}}
+
+
 def test_tantivy_reads_a_source_written_before_it_was_strict() -> None:
     from search.tantivy_engine import _source
 

@@ -127,6 +127,8 @@ HAN = [
     "《",
     "a",
     "吖",
+    "か\u3099",  # shorter once normalised
+    "㍿",  # Han once normalised (株式会社)
 ]
 
 
