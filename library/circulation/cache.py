@@ -114,11 +114,20 @@ def invalidate() -> None:
     _generation += 1
 
 
-@functools.lru_cache(maxsize=1024)  # the statements are the compiled SQL of a few hundred queries, over and over
+_REMEMBERED_TEXT = 4096  # longer texts (a many-row INSERT, a long IN list) are scanned each time, not kept
+
+
 def _touches_cached(statement: str) -> bool:
     head = statement.lstrip()[:8].upper()
     if not head.startswith(_WRITES):
         return False
+    if len(statement) > _REMEMBERED_TEXT:
+        return _TABLE_NAMES.search(statement) is not None
+    return _writes_cached_table(statement)
+
+
+@functools.lru_cache(maxsize=512)  # the texts of the write statements the services compile, over and over
+def _writes_cached_table(statement: str) -> bool:
     return _TABLE_NAMES.search(statement) is not None
 
 

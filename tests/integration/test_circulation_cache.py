@@ -66,3 +66,16 @@ def test_a_transaction_whose_connection_was_invalidated_rolls_back_and_drops_the
         before = cache.generation()
         conn.rollback()
     assert cache.generation() > before
+
+
+def test_which_statements_touch_the_copies_and_which_texts_are_kept() -> None:
+    cache._writes_cached_table.cache_clear()
+    write = "UPDATE circ_loan_policies SET loan_days=? WHERE circ_loan_policies.id = ?"
+    assert cache._touches_cached(write) and cache._touches_cached("  insert into service_points (code) values (?)")
+    assert not cache._touches_cached("SELECT * FROM circ_loan_policies")  # a read
+    assert not cache._touches_cached("UPDATE institutions_archive SET code = ? WHERE id = ?")  # another table
+    many = "INSERT INTO circ_closed_days (library, day) VALUES " + ", ".join(["(?, ?)"] * 2000)
+    assert cache._touches_cached(many)
+    assert not cache._touches_cached("INSERT INTO circulation_loans (id) VALUES " + ", ".join(["(?)"] * 2000))
+    # only the short texts of write statements are kept, so reads and long INSERTs cannot crowd the cache out
+    assert cache._writes_cached_table.cache_info().currsize == 3
