@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from procfs import children, process_cpu  # noqa: E402
+from procfs import children, cpu_by_name, machine_cpu, process_cpu, used_since  # noqa: E402
 
 LIBRARIES = ("CQL", "SCL", "CDL")
 GOAL_P99_MS = 50.0
@@ -570,7 +570,14 @@ def main() -> None:
         asyncio.run(wait_ready(base, proc))
         asyncio.run(wait_outbox_drained(settings, "before the mix"))
         cpu0 = server_cpu_s(proc.pid)
+        pg0, machine0, clients0 = cpu_by_name("postgres"), machine_cpu(), time.process_time()
         stats = asyncio.run(run_load(base, prep, args, settings))
+        pg1, machine1, clients1 = cpu_by_name("postgres"), machine_cpu(), time.process_time()
+        others = {
+            "PostgreSQL": used_since(pg0, pg1) if args.database else None,
+            "the clients": clients1 - clients0,
+            "idle": machine1[1] - machine0[1],
+        }
         backlog, drain_s = asyncio.run(wait_outbox_drained(settings, "after the mix"))
         cpu1 = server_cpu_s(proc.pid)
         per_process = sorted((cpu1[p] - cpu0.get(p, 0.0) for p in cpu1), reverse=True)
@@ -601,6 +608,17 @@ def main() -> None:
         f"{drain_s:.1f}s the relay took for the {backlog} events left pending, "
         f"{cpu_load * 1000 / max(1, total + sum(stats.refused.values())):.2f} ms per operation "
         "(independent of what else the machine runs)"
+    )
+    ops, cores = max(1, total + sum(stats.refused.values())), os.cpu_count() or 1
+    rest = [f"{k} {v * 1000 / ops:.2f} ms" for k, v in others.items() if v is not None and k != "idle"]
+    print(
+        f"the rest of the machine in the mix, CPU per operation: {', '.join(rest)}; idle "
+        f"{others['idle'] / (elapsed * cores):.0%} of its {cores} cores"
+    )
+    goal_ops = GOAL_CHECKOUTS_PER_S * total / max(1, len(stats.latency["checkout"]))
+    print(
+        f"  the goal of {GOAL_CHECKOUTS_PER_S:.0f} checkouts/s in this mix is {goal_ops:.0f} operations/s: "
+        f"{cores * 1000 / goal_ops:.2f} ms of CPU per operation for server, database and clients together"
     )
     lag = stats.index_lag  # type: ignore[attr-defined]
     print(

@@ -34,3 +34,37 @@ def children(pid: int) -> list[int]:
 def children_cpu(pid: int) -> float:
     """CPU seconds the running children of a process (and theirs) have used so far."""
     return sum((process_cpu(kid) or 0.0) + children_cpu(kid) for kid in children(pid))
+
+
+def cpu_by_name(name: str) -> dict[int, float]:
+    """CPU seconds used so far by every process whose command name is ``name`` (``postgres``: the server and each
+    backend), by pid."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as fh:
+                if fh.read().strip() != name:
+                    continue
+        except OSError:
+            continue
+        if (cpu := process_cpu(int(entry))) is not None:
+            found[int(entry)] = cpu
+    return found
+
+
+def used_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two readings of ``cpu_by_name``: a process gone by the second reading is not
+    counted (its last seconds are lost), one started in between is counted whole."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine so far, every core together, from /proc/stat (idle includes
+    waiting for I/O)."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = values[3] + values[4]
+    return (sum(values[:8]) - idle) / tick, idle / tick
