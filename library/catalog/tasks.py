@@ -46,7 +46,10 @@ REINDEX = "catalog.reindex"
 # Records per transaction. Big ones: SQLite's cost is writing the pages a transaction dirties (WAL, then the
 # checkpoint), and with random ids in every index a batch of 4,000 dirties barely more pages than one of 1,000.
 BATCH = 4000
-BATCH_BYTES = 8 * 2**20  # ... or fewer, when the records are big (MARC bytes): memory stays flat
+# ... or fewer, when the records are big (MARC bytes): memory stays flat. Up to four batches are alive at once (two
+# read ahead from the parse worker, one being stored, one being indexed): with 8 MB a 1 GB file of 10 kB records
+# peaked at 473-491 MB resident, with 4 MB at 391 MB, as fast. Records of usual size fill BATCH first.
+BATCH_BYTES = 4 * 2**20
 FIRST_BATCH = 500  # a parse worker's first batch: storing starts while it parses the next
 REFRESH_SECONDS = 5.0  # during a load, new records become searchable at least this often
 MAX_REPORTED = 1000
