@@ -11,7 +11,9 @@ initial indexing.
 Then, in the same run:
 
 1. ``--clients`` aiohttp clients (keep-alive, librarians' bearer tokens), each with its own copies and readers,
-   run a mix of checkouts, check-ins and renewals for ``--seconds``; throughput, p50 and p99 per operation;
+   run a mix of checkouts, check-ins and renewals for ``--seconds``; throughput, p50 and p99 per operation. The
+   ``--warmup`` seconds before are not counted (the server's pool opens its connections, and each prepares its
+   statements at their first use: the first checkouts took up to 390 ms) and are printed apart;
 2. the baseline: a bare conditional ``UPDATE circ_item_state SET status=... WHERE item_id=? AND status=?`` in its
    own transaction, through the application's engine on the same database, in a loop (p50/p99), and the same
    from ``--clients`` concurrent tasks (throughput ceiling of single-statement write transactions);
@@ -42,7 +44,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -267,8 +271,19 @@ async def login(http, base: str, username: str) -> dict[str, str]:
 
 
 async def desk_client(
-    n: int, http, base: str, tokens, shelf, cards, stats: Stats, stop_at: float, keys: bool = False
+    n: int,
+    http,
+    base: str,
+    tokens,
+    shelf,
+    cards,
+    stats: Stats,
+    stop_at: float,
+    keys: bool = False,
+    warm: Stats | None = None,
+    measure_from: float = 0.0,
 ) -> None:
+    """One desk's loop until ``stop_at``: what it starts before ``measure_from`` is counted in ``warm``."""
     rng = random.Random(n)
     sent = 0
     loans: list[dict] = []  # {id, library, barcode, renewals}
@@ -299,11 +314,12 @@ async def desk_client(
             sent += 1
             headers = {**headers, "Idempotency-Key": f"bench-{n}-{sent}"}
         t = time.perf_counter()
+        counted = stats if warm is None or t >= measure_from else warm
         async with http.post(url, json=body, headers=headers) as resp:
             payload = await resp.json()
             dt_ = time.perf_counter() - t
         if resp.status in (200, 201):
-            stats.latency[op].append(dt_)
+            counted.latency[op].append(dt_)
             if op == "checkout":
                 loans.append({"id": payload["id"], "library": lib, "barcode": barcode, "renewals": 0})
             elif op == "renewal":
@@ -311,7 +327,7 @@ async def desk_client(
             else:
                 shelf.append((loan["library"], loan["barcode"]))
         else:
-            stats.refused[op] += 1
+            counted.refused[op] += 1
             if len(stats.errors) < 5:
                 stats.errors.append(f"{op} {resp.status} {payload.get('code')}: {payload.get('detail')}")
             if op == "checkout":
@@ -339,17 +355,20 @@ async def index_lag(settings, stop_at: float, every_s: float = 0.5) -> list[floa
     return ages
 
 
-async def run_load(base: str, prep: dict, args, settings) -> Stats:
+async def run_load(base: str, prep: dict, args, settings, measuring: Callable[[], None]) -> tuple[Stats, Stats]:
+    """The mix: ``args.warmup`` seconds not counted (the server's pool opens its connections, each preparing its
+    statements at their first use), then ``args.seconds`` counted; ``measuring`` is called as the count starts."""
     import aiohttp
 
-    stats = Stats()
+    stats, warm = Stats(), Stats()
     connector = aiohttp.TCPConnector(limit=args.clients + 5, keepalive_timeout=60)
     async with aiohttp.ClientSession(connector=connector) as http:
         tokens = {lib: await login(http, base, f"librarian@{lib}") for lib in LIBRARIES}
         k = args.items_per_client
         rpc = args.readers_per_client
-        t0 = time.perf_counter()
-        stop_at = t0 + args.seconds
+        measure_from = time.perf_counter() + args.warmup
+        stop_at = measure_from + args.seconds
+        asyncio.get_running_loop().call_later(args.warmup, measuring)
         lag = asyncio.ensure_future(index_lag(settings, stop_at))
         await asyncio.gather(
             *(
@@ -363,13 +382,15 @@ async def run_load(base: str, prep: dict, args, settings) -> Stats:
                     stats,
                     stop_at,
                     args.keys,
+                    warm,
+                    measure_from,
                 )
                 for n in range(args.clients)
             )
         )
-        stats.elapsed = time.perf_counter() - t0  # type: ignore[attr-defined]
+        stats.elapsed = time.perf_counter() - measure_from  # type: ignore[attr-defined]
         stats.index_lag = await lag  # type: ignore[attr-defined]
-    return stats
+    return stats, warm
 
 
 async def floor(base: str, pid: int, n: int) -> dict[str, tuple[float, float]]:
@@ -515,7 +536,8 @@ async def baseline(settings, args) -> tuple[list[float], float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--database", help="a PostgreSQL URL (its tables are dropped); default: SQLite in a temp dir")
-    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--seconds", type=float, default=30.0, help="the counted part of the mix")
+    ap.add_argument("--warmup", type=float, default=3.0, help="seconds of the mix before the count starts")
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--items-per-client", type=int, default=60, help="per library (default: 3 x 60 x 20 = 3,600)")
     ap.add_argument("--readers-per-client", type=int, default=10)
@@ -569,14 +591,19 @@ def main() -> None:
     try:
         asyncio.run(wait_ready(base, proc))
         asyncio.run(wait_outbox_drained(settings, "before the mix"))
-        cpu0 = server_cpu_s(proc.pid)
-        pg0, machine0, clients0 = cpu_by_name("postgres"), machine_cpu(), time.process_time()
-        stats = asyncio.run(run_load(base, prep, args, settings))
+        start: dict[str, Any] = {}
+
+        def measuring() -> None:  # the counted part of the mix starts
+            start.update(server=server_cpu_s(proc.pid), pg=cpu_by_name("postgres"))
+            start.update(machine=machine_cpu(), clients=time.process_time())
+
+        stats, warm = asyncio.run(run_load(base, prep, args, settings, measuring))
         pg1, machine1, clients1 = cpu_by_name("postgres"), machine_cpu(), time.process_time()
+        cpu0 = start["server"]
         others = {
-            "PostgreSQL": used_since(pg0, pg1) if args.database else None,
-            "the clients": clients1 - clients0,
-            "idle": machine1[1] - machine0[1],
+            "PostgreSQL": used_since(start["pg"], pg1) if args.database else None,
+            "the clients": clients1 - start["clients"],
+            "idle": machine1[1] - start["machine"][1],
         }
         backlog, drain_s = asyncio.run(wait_outbox_drained(settings, "after the mix"))
         cpu1 = server_cpu_s(proc.pid)
@@ -603,6 +630,12 @@ def main() -> None:
         )
     total = sum(len(v) for v in stats.latency.values())
     print(f"{'all':<10} {total:>7} {sum(stats.refused.values()):>8} {total / elapsed:>8.1f}")
+    warm_ops = sum(len(v) for v in warm.latency.values())
+    print(
+        f"before it, {args.warmup:.0f}s of warm-up not counted: {warm_ops} operations, checkout p50 "
+        f"{ms(pct(warm.latency['checkout'], 50))} p99 {ms(pct(warm.latency['checkout'], 99))} (each pooled "
+        "connection is opened and prepares its statements then)"
+    )
     print(
         f"server CPU (every server process, user + system) for the mix: {cpu_load:.1f}s in {elapsed:.1f}s and the "
         f"{drain_s:.1f}s the relay took for the {backlog} events left pending, "
