@@ -35,7 +35,11 @@ class Services:
         return cls(
             settings=settings,
             db=db or Database.from_settings(settings),
-            cipher=FieldCipher(settings.secret_bytes("data_key"), settings.secret_bytes("index_key")),
+            cipher=FieldCipher(
+                settings.secret_bytes("data_key"),
+                settings.secret_bytes("index_key"),
+                settings.retired_data_key_bytes(),
+            ),
             audit_key=AuditKey(settings.secret_bytes("index_key")),
         )
 

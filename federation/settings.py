@@ -100,12 +100,22 @@ class Settings(BaseSettings):
     index_key: SecretStr | None = None
     session_key: SecretStr | None = None
     token_key: SecretStr | None = None
+    # data keys that encrypted values still stored, comma-separated: they decrypt, the data key encrypts; see
+    # docs/operations.md (changing the data key) and ``twincity secrets reencrypt``
+    retired_data_keys: SecretStr | None = None
 
     @field_validator(*SECRET_NAMES)
     @classmethod
     def _secret_shape(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if v is not None:
             _decode_secret(v.get_secret_value(), str(info.field_name))
+        return v
+
+    @field_validator("retired_data_keys")
+    @classmethod
+    def _retired_shape(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            _split_keys(v.get_secret_value())
         return v
 
     @field_validator("database_url")
@@ -150,6 +160,13 @@ class Settings(BaseSettings):
         if value is None:
             raise MissingSecrets(f"secret {name} is not set")
         return _decode_secret(value.get_secret_value(), name)
+
+    def retired_data_key_bytes(self) -> list[bytes]:
+        return _split_keys(self.retired_data_keys.get_secret_value()) if self.retired_data_keys else []
+
+
+def _split_keys(value: str) -> list[bytes]:
+    return [_decode_secret(part, "retired_data_keys") for part in value.split(",") if part.strip()]
 
 
 def _decode_secret(value: str, name: str) -> bytes:
@@ -203,6 +220,15 @@ def load_settings(**overrides: Any) -> Settings:
     """
     settings = Settings(**overrides)
     missing = [n for n in SECRET_NAMES if getattr(settings, n) is None]
+    if settings.env is not Environment.PRODUCTION and settings.retired_data_keys is None:
+        path = _secrets_file(settings.data_dir)
+        retired = _read_secrets(path).get("retired_data_keys")
+        if retired:  # a data key changed in the file: the one it replaced, moved here, still decrypts
+            try:
+                _split_keys(retired)
+            except ValueError:
+                raise MissingSecrets(f"{path}: retired_data_keys must be keys separated by commas") from None
+            settings = settings.model_copy(update={"retired_data_keys": SecretStr(retired)})
     if not missing:
         return settings
     if settings.env is Environment.PRODUCTION:

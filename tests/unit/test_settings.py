@@ -238,3 +238,38 @@ def test_the_embedded_engine_rebuilds_within_its_setting(tmp_path: Path, monkeyp
     monkeypatch.setenv("TWINCITY_SEARCH_REBUILD_MB", "16")
     with pytest.raises(ValueError, match="search_rebuild_mb"):
         load_settings()
+
+
+def test_retired_data_keys_are_read_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old, older = key(), key()
+    monkeypatch.setenv("TWINCITY_RETIRED_DATA_KEYS", f"{old}, {older}")
+    settings = load_settings(env="test", data_dir=tmp_path / "var")
+    assert settings.retired_data_key_bytes() == [base64.urlsafe_b64decode(k) for k in (old, older)]
+
+
+def test_without_retired_data_keys_there_are_none(tmp_path: Path) -> None:
+    assert load_settings(env="test", data_dir=tmp_path / "var").retired_data_key_bytes() == []
+
+
+def test_a_malformed_retired_data_key_is_refused_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWINCITY_RETIRED_DATA_KEYS", f"{key()},not-a-key")
+    with pytest.raises(ValueError, match="TWINCITY_RETIRED_DATA_KEYS") as err:
+        load_settings(env="test", data_dir=tmp_path / "var")
+    assert "not-a-key" not in str(err.value)
+
+
+def test_a_data_key_changed_in_the_secrets_file_keeps_the_old_one_as_retired(tmp_path: Path) -> None:
+    first = load_settings(env="test", data_dir=tmp_path / "var")
+    path = tmp_path / "var" / "secrets.json"
+    stored = json.loads(path.read_text())
+    stored["retired_data_keys"], stored["data_key"] = stored["data_key"], key()
+    path.write_text(json.dumps(stored))
+    second = load_settings(env="test", data_dir=tmp_path / "var")
+    assert second.secret_bytes("data_key") != first.secret_bytes("data_key")
+    assert second.retired_data_key_bytes() == [first.secret_bytes("data_key")]
+    stored["retired_data_keys"] = "nonsense"
+    path.write_text(json.dumps(stored))
+    with pytest.raises(MissingSecrets, match="retired_data_keys"):
+        load_settings(env="test", data_dir=tmp_path / "var")
