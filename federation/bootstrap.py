@@ -12,9 +12,14 @@ from federation.services import Services
 
 
 def register_core(svc: Services) -> None:
+    from federation.identity import rekey
+    from federation.identity import service as identity
+    from federation.identity.models import Identifier, Person
     from federation.jobs import builtin
 
     builtin.register(svc)
+    rekey.declare(svc, Identifier.value_enc, (Identifier.type, Identifier.institution_code), identity.context)
+    rekey.declare(svc, Person.phone_enc, (), lambda: identity.PHONE_CONTEXT)
 
 
 def freeze_startup_heap() -> None:

@@ -285,6 +285,43 @@ def audit_verify() -> None:
     sys.exit(1)
 
 
+@main.group("secrets")
+def secrets_group() -> None:
+    """The secrets: changing the data key (see docs/operations.md)."""
+
+
+@secrets_group.command("reencrypt")
+@click.option("--check", is_flag=True, help="only count the values not yet under the current data key")
+def secrets_reencrypt(check: bool) -> None:
+    """Rewrite every encrypted value under the current data key (TWINCITY_DATA_KEY); the keys it replaced must be
+    given in TWINCITY_RETIRED_DATA_KEYS meanwhile. Safe to run again. Exit code 1 when a value could not be read
+    (or, with --check, when any value is not under the current key yet)."""
+    from federation.identity import rekey
+
+    settings = _settings()
+
+    async def go() -> Any:
+        svc = _services(settings)
+        try:
+            return await rekey.reencrypt(svc, check=check)
+        finally:
+            await svc.close()
+
+    reports = _run(go())
+    left = 0
+    for r in reports:
+        done = "to rewrite" if check else "rewritten"
+        line = f"{r.name}: {r.rewritten} {done}, {r.current} under the current key already"
+        if r.unreadable:
+            line += f", {r.unreadable} readable by no given key (rows {', '.join(r.unreadable_keys)})"
+        click.echo(line)
+        left += r.unreadable + (r.rewritten if check else 0)
+    if left:
+        sys.exit(1)
+    if not check:
+        click.echo("every value is under the current data key: the retired keys can be removed")
+
+
 @main.group()
 def identity() -> None:
     """The identity layer."""

@@ -32,6 +32,7 @@ from connectors.framework.http import ConnectorClient, Runtime, refresh_runtime
 from connectors.framework.models import Connector
 from federation.audit.service import Record
 from federation.db import UnitOfWork, utcnow
+from federation.identity import rekey
 from federation.jobs.runner import SCHEDULE_KEY
 from federation.members import service as members
 from federation.services import Services
@@ -77,6 +78,7 @@ def register_kind(svc: Services, kind: ConnectorKind) -> None:
     if kind.name in kinds(svc):
         raise ValueError(f"connector kind {kind.name} registered twice")
     kinds(svc)[kind.name] = kind
+    rekey.declare(svc, Connector.secrets_enc, (Connector.name,), _secrets_context)  # once, whichever kind comes first
     if kind.sync is not None:
         svc.job_handler(kind.job_kind, sync.job_handler(kind.name))
         if kind.schedule_s is not None:

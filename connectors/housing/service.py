@@ -177,7 +177,8 @@ async def resident_summary(
 # --- deposit certificates ------------------------------------------------------------------------------------------
 
 
-def _context(certificate_id: str) -> str:
+def certificate_context(certificate_id: str) -> str:
+    """The associated data a certificate's document is encrypted with."""
     return f"housing-certificate:{certificate_id}"
 
 
@@ -253,7 +254,7 @@ async def issue_certificate(
                 issued_at=issued,
                 expires_at=expires,
                 digest=hashlib.sha256(raw).hexdigest(),
-                document_enc=svc.cipher.encrypt(raw.decode("utf-8"), _context(cert_id)),
+                document_enc=svc.cipher.encrypt(raw.decode("utf-8"), certificate_context(cert_id)),
                 created_by=actor,
             )
         )
@@ -283,7 +284,7 @@ async def stored_document(svc: Services, certificate_id: str) -> tuple[DepositCe
         row = await s.get(DepositCertificate, certificate_id) if len(certificate_id) <= 32 else None
     if row is None:
         raise CertificateNotFound("no certificate with this id")
-    return row, svc.cipher.decrypt(row.document_enc, _context(row.id)).encode("utf-8")
+    return row, svc.cipher.decrypt(row.document_enc, certificate_context(row.id)).encode("utf-8")
 
 
 async def check_certificate(

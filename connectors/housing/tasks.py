@@ -8,6 +8,8 @@ from connectors.framework.service import ConnectorKind, register_kind
 from connectors.framework.sync import SyncRun
 from connectors.housing import service
 from connectors.housing.adapter import HttpHousing
+from connectors.housing.models import DepositCertificate
+from federation.identity import rekey
 from federation.services import Services
 from federation.settings import Environment
 
@@ -48,5 +50,6 @@ KIND = ConnectorKind(
 
 def register(svc: Services) -> None:
     register_kind(svc, KIND)
+    rekey.declare(svc, DepositCertificate.document_enc, (DepositCertificate.id,), service.certificate_context)
     if svc.settings.env is Environment.PRODUCTION:
         service.signing_key(svc)  # read now: missing, production stops at its start, not at a resident's first use

@@ -98,7 +98,11 @@ def _free_text(text: str) -> str:
     return mask_id_numbers_in_text(text)
 
 
-def _context(type_: str, institution: str) -> str:
+PHONE_CONTEXT = "phone"
+
+
+def context(type_: str, institution: str) -> str:
+    """The associated data an identifier's value is encrypted with (and its blind index keyed by)."""
     return f"identifier:{type_}:{institution}"
 
 
@@ -113,7 +117,7 @@ def _institution_for(inp: IdentifierInput) -> str:
 def new_identifier(cipher: FieldCipher, person_id: str, inp: IdentifierInput) -> Identifier:
     value = normalise_value(inp.type, inp.value)
     inst = _institution_for(inp)
-    ctx = _context(inp.type.value, inst)
+    ctx = context(inp.type.value, inst)
     return Identifier(
         person_id=person_id,
         type=inp.type.value,
@@ -126,13 +130,13 @@ def new_identifier(cipher: FieldCipher, person_id: str, inp: IdentifierInput) ->
 
 
 def reveal(cipher: FieldCipher, ident: Identifier) -> str:
-    return cipher.decrypt(ident.value_enc, _context(ident.type, ident.institution_code))
+    return cipher.decrypt(ident.value_enc, context(ident.type, ident.institution_code))
 
 
 def _lookup_key(cipher: FieldCipher, inp: IdentifierInput) -> tuple[str, str, str]:
     """(type, institution, blind index): what an identifier is found by; raises InvalidIdentifier."""
     inst = _institution_for(inp)
-    index = cipher.blind_index(normalise_value(inp.type, inp.value), _context(inp.type.value, inst))
+    index = cipher.blind_index(normalise_value(inp.type, inp.value), context(inp.type.value, inst))
     return inp.type.value, inst, index
 
 
@@ -262,8 +266,8 @@ def _new_person(svc: Services, cmd: RegisterPerson, birth_date: dt.date | None, 
         name_key=keys[0] if keys else "",
         birth_date=birth_date,
         sex=sex,
-        phone_enc=svc.cipher.encrypt(phone, "phone") if phone else None,
-        phone_index=svc.cipher.blind_index(phone, "phone") if phone else None,
+        phone_enc=svc.cipher.encrypt(phone, PHONE_CONTEXT) if phone else None,
+        phone_index=svc.cipher.blind_index(phone, PHONE_CONTEXT) if phone else None,
         home_institution=_free_text(cmd.home_institution) if cmd.home_institution else None,
     )
 
@@ -381,7 +385,7 @@ async def _register_existing(
 
 
 def _phone(svc: Services, p: Person) -> str | None:
-    return svc.cipher.decrypt(p.phone_enc, "phone") if p.phone_enc else None
+    return svc.cipher.decrypt(p.phone_enc, PHONE_CONTEXT) if p.phone_enc else None
 
 
 async def _candidates(
@@ -395,7 +399,7 @@ async def _candidates(
         conds.append(Person.birth_date == demo.birth_date)
     phone = matching.normalise_phone(demo.phone) if demo.phone else None
     if phone:
-        conds.append(Person.phone_index == svc.cipher.blind_index(phone, "phone"))
+        conds.append(Person.phone_index == svc.cipher.blind_index(phone, PHONE_CONTEXT))
     if not conds:
         return []
     q = select(Person).where(Person.status == PersonStatus.ACTIVE, or_(*conds)).limit(limit)
