@@ -310,3 +310,31 @@ async def test_a_pass_takes_at_most_a_batch_and_the_runner_comes_back_for_the_re
     finally:
         await runner.stop(timeout_s=2)
     assert sorted(got) == list(range(25))
+
+
+async def test_commits_that_ring_close_together_are_relayed_in_one_pass(svc):
+    """Woken by a ring after a pass that was not full, the runner lingers, so the commits right behind the first
+    are relayed with it: one pass, one call of a batch handler, instead of one per commit."""
+    calls: list[list[int]] = []
+
+    async def many(svc, payloads):
+        calls.append([p["n"] for p in payloads])
+
+    svc.on_events("test.burst", many)
+    runner = InProcessRunner(svc, poll_s=60.0, linger_s=1.0)  # no poll in time: only the rings wake it
+    svc.db.doorbell = runner
+    await runner.start()
+    try:
+        await asyncio.sleep(0.05)  # the first pass (nothing pending) is over: the runner waits for a ring
+        started = time.monotonic()
+        for n in range(20):
+            await emit(svc, "test.burst", n=n)  # each commit rings
+        assert time.monotonic() - started < 1.0, "the commits took longer than the linger: the test proves nothing"
+
+        async def published() -> bool:
+            return await outbox.pending(svc) == 0
+
+        await eventually(published)
+    finally:
+        await runner.stop(timeout_s=2)
+    assert calls == [list(range(20))]
