@@ -77,14 +77,16 @@ class ColumnReport:
         return dataclasses.asdict(self)
 
 
-async def reencrypt(svc: Services, *, check: bool = False, batch: int = BATCH) -> list[ColumnReport]:
+async def reencrypt(
+    svc: Services, *, check: bool = False, batch: int = BATCH, actor: str = "system:cli"
+) -> list[ColumnReport]:
     """Rewrite every declared column's values that are not under the current data key (``check``: only count
     them); one report per column. Audited as ``secrets.reencrypt``, with the counts."""
     reports = [await _column(svc, c, check, batch) for c in sorted(declared(svc), key=lambda c: c.name)]
     if not check:
         async with svc.db.uow() as uow:
             details = {r.name: {k: v for k, v in r.as_dict().items() if k != "name"} for r in reports}
-            await svc.audit(uow, Record(action="secrets.reencrypt", actor="system:cli", details=details))
+            await svc.audit(uow, Record(action="secrets.reencrypt", actor=actor, details=details))
             await uow.commit()
     return reports
 
