@@ -220,15 +220,6 @@ def load_settings(**overrides: Any) -> Settings:
     """
     settings = Settings(**overrides)
     missing = [n for n in SECRET_NAMES if getattr(settings, n) is None]
-    if settings.env is not Environment.PRODUCTION and settings.retired_data_keys is None:
-        path = _secrets_file(settings.data_dir)
-        retired = _read_secrets(path).get("retired_data_keys")
-        if retired:  # a data key changed in the file: the one it replaced, moved here, still decrypts
-            try:
-                _split_keys(retired)
-            except ValueError:
-                raise MissingSecrets(f"{path}: retired_data_keys must be keys separated by commas") from None
-            settings = settings.model_copy(update={"retired_data_keys": SecretStr(retired)})
     if not missing:
         return settings
     if settings.env is Environment.PRODUCTION:
@@ -237,6 +228,14 @@ def load_settings(**overrides: Any) -> Settings:
     path = _secrets_file(settings.data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     stored = _read_secrets(path)
+    retired = stored.get("retired_data_keys")
+    if retired and "data_key" in missing and settings.retired_data_keys is None:
+        # the file's data key was changed: the one it replaced, kept here, still decrypts
+        try:
+            _split_keys(retired)
+        except ValueError:
+            raise MissingSecrets(f"{path}: retired_data_keys must be keys separated by commas") from None
+        settings = settings.model_copy(update={"retired_data_keys": SecretStr(retired)})
     created = [n for n in missing if n not in stored]
     if created:
         first = not stored
