@@ -600,11 +600,10 @@ def main() -> None:
         stats, warm = asyncio.run(run_load(base, prep, args, settings, measuring))
         pg1, machine1, clients1 = cpu_by_name("postgres"), machine_cpu(), time.process_time()
         cpu0 = start["server"]
-        others = {
-            "PostgreSQL": used_since(start["pg"], pg1) if args.database else None,
-            "the clients": clients1 - start["clients"],
-            "idle": machine1[1] - start["machine"][1],
-        }
+        others = {"the clients": clients1 - start["clients"]}
+        if args.database:
+            others = {"PostgreSQL": used_since(start["pg"], pg1), **others}
+        idle = machine1[1] - start["machine"][1]
         backlog, drain_s = asyncio.run(wait_outbox_drained(settings, "after the mix"))
         cpu1 = server_cpu_s(proc.pid)
         per_process = sorted((cpu1[p] - cpu0.get(p, 0.0) for p in cpu1), reverse=True)
@@ -643,10 +642,10 @@ def main() -> None:
         "(independent of what else the machine runs)"
     )
     ops, cores = max(1, total + sum(stats.refused.values())), os.cpu_count() or 1
-    rest = [f"{k} {v * 1000 / ops:.2f} ms" for k, v in others.items() if v is not None and k != "idle"]
+    rest = [f"{k} {v * 1000 / ops:.2f} ms" for k, v in others.items()]
     print(
         f"the rest of the machine in the mix, CPU per operation: {', '.join(rest)}; idle "
-        f"{others['idle'] / (elapsed * cores):.0%} of its {cores} cores"
+        f"{idle / (elapsed * cores):.0%} of its {cores} cores"
     )
     goal_ops = GOAL_CHECKOUTS_PER_S * total / max(1, len(stats.latency["checkout"]))
     print(

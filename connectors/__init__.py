@@ -8,9 +8,11 @@ from typing import Any
 def register(registry: Any) -> None:
     """Mount the connector routes, sync jobs, commands and sandboxes (each connector adds its own lines here)."""
     from connectors.framework import api, models
+    from connectors.framework import service as framework
     from connectors.framework.cli import connectors, sandbox
 
     _ = models  # the table joins the schema's metadata
+    registry.on_services(framework.register)
     registry.add_routes(api.routes)
     registry.add_command(connectors)
     registry.add_command(sandbox)

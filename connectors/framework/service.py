@@ -71,6 +71,11 @@ def kinds(svc: Services) -> dict[str, ConnectorKind]:
     return svc.extras.setdefault(KINDS_KEY, {})
 
 
+def register(svc: Services) -> None:
+    """What the framework itself registers on a process's services: the connectors' encrypted credentials."""
+    rekey.declare(svc, Connector.secrets_enc, (Connector.name,), _secrets_context)
+
+
 def register_kind(svc: Services, kind: ConnectorKind) -> None:
     """Make a kind known to this process: its sync job kind and, if it has one, its schedule."""
     from connectors.framework import sync
@@ -78,7 +83,6 @@ def register_kind(svc: Services, kind: ConnectorKind) -> None:
     if kind.name in kinds(svc):
         raise ValueError(f"connector kind {kind.name} registered twice")
     kinds(svc)[kind.name] = kind
-    rekey.declare(svc, Connector.secrets_enc, (Connector.name,), _secrets_context)  # once, whichever kind comes first
     if kind.sync is not None:
         svc.job_handler(kind.job_kind, sync.job_handler(kind.name))
         if kind.schedule_s is not None:

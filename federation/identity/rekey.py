@@ -55,9 +55,7 @@ _DECLARED = "identity.encrypted_columns"
 def declare(svc: Services, column: Any, context_columns: Sequence[Any], context: Callable[..., str]) -> None:
     """Declare an encrypted column (an ORM attribute or a table column) of this process's schema."""
     declared: dict[str, EncryptedColumn] = svc.extras.setdefault(_DECLARED, {})
-    col = column.expression if hasattr(column, "expression") else column
-    ctx = tuple(c.expression if hasattr(c, "expression") else c for c in context_columns)
-    entry = EncryptedColumn(col, ctx, context)
+    entry = EncryptedColumn(column.expression, tuple(c.expression for c in context_columns), context)
     declared[entry.name] = entry
 
 
@@ -117,14 +115,15 @@ async def _column(svc: Services, c: EncryptedColumn, check: bool, batch: int) ->
                 if svc.cipher.is_current(blob):
                     report.current += 1
                     continue
+                context = c.context(*context_values)
                 try:
-                    plain = svc.cipher.decrypt(blob, c.context(*context_values))
+                    plain = svc.cipher.decrypt(blob, context)
                 except (UnknownDataKey, InvalidTag, ValueError):
                     report.unreadable += 1
                     if len(report.unreadable_keys) < MAX_NAMED:
                         report.unreadable_keys.append(str(k))
                     continue
-                new = svc.cipher.encrypt(plain, c.context(*context_values))
+                new = svc.cipher.encrypt(plain, context)
                 changes.append({"rekey_row": k, "rekey_old": blob, "rekey_new": new})
             if changes and not check:
                 conn = await session.connection()

@@ -29,8 +29,8 @@ IN_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("twincity_i
 # Woken after a pass that took less than a batch, the runner waits this long before the next: under load, commits
 # ring every few milliseconds, and a pass per ring rebuilt and committed the search index for one or two loans at a
 # time. With 20 desks lending and returning (bench/circulation.py, PostgreSQL), 0.1 s took the server's CPU per
-# operation from 5.44 to 5.07 ms and its throughput from 204 to 213 operations/s; the index's lag behind the loans
-# went from 0.19 to 0.26 s (p50; the promise is 2 s). After a full pass the next one starts at once.
+# operation from 5.44-5.59 to 5.07-5.32 ms and its throughput from 203-204 to 205-213 operations/s; the index's lag
+# behind the loans went from 0.19 to 0.25 s (p50; the promise is 2 s). After a full pass the next one starts at once.
 LINGER_S = 0.1
 
 
