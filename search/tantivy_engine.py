@@ -420,6 +420,7 @@ class _Index:
     tschema: tantivy.Schema
     fields: dict[str, Field]
     slotted: tuple[Field, ...]  # the fields with facet slots
+    stored: tuple[str, ...]  # the STORED fields, which a hit carries
     version: _Version
     queue: asyncio.Queue[_Op] = dataclasses.field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
@@ -581,6 +582,7 @@ class TantivyEngine:
         version = _Version(path, tindex, writer, tindex.searcher())
         fields = {f.name: f for f in schema.fields}
         slotted = tuple(f for f in schema.fields if f.facet_slots)
+        stored = tuple(f.name for f in schema.fields if f.kind is FieldKind.STORED)
         return _Index(
             name,
             index_dir,
@@ -589,6 +591,7 @@ class TantivyEngine:
             tschema,
             fields,
             slotted,
+            stored,
             version,
             read_only=writer is None,
             reloaded_at=_now(),
@@ -943,13 +946,12 @@ class TantivyEngine:
             else:
                 inline = _merged(aggs)
         hits: list[Hit] = []
-        stored_fields = [f.name for f in st.schema.fields if f.kind is FieldKind.STORED]
         wanted = needles(st.schema, query) if highlight else {}  # the query's tokens, once for all hits
         for key, address in found.hits[:limit]:
             doc = searcher.doc(address)
             doc_id = doc.get_first(_ID)
             src = _source(doc.get_first(_SRC))
-            stored = {name: src[name] for name in stored_fields if name in src}
+            stored = {name: src[name] for name in st.stored if name in src}
             marks = highlight_needles(st.schema, wanted, src, highlight) if wanted else {}
             score = float(key) if order_field is None else 0.0
             hits.append(Hit(id=doc_id, score=score, stored=stored, highlights=marks))
