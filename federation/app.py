@@ -257,6 +257,10 @@ def create_app(
     settings = settings or load_settings()
     registry = extensions.load(settings)
     svc = svc or extensions.build_services(settings, registry)
+    if svc.search_engine is None:
+        # the index is written where the relay and the jobs run (here, or a broker's workers): a process that
+        # took an index's writer first and never wrote would keep it from them
+        svc.index_writer = run_background and not settings.broker_url
     metrics_registry = CollectorRegistry()
     cookie_storage = EncryptedCookieStorage(
         settings.secret_bytes("session_key"),

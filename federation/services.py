@@ -26,6 +26,9 @@ class Services:
     batch_handlers: dict[str, list[BatchHandler]] = dataclasses.field(default_factory=dict)
     job_handlers: dict[str, JobHandler] = dataclasses.field(default_factory=dict)
     search_engine: Any = None  # a search.engine.Engine; built from the settings on first use
+    # whether this process writes the embedded search index: the one running the jobs and the outbox relay does;
+    # a server process beside it (``--workers``, or with a broker) only reads it (see ``create_app``)
+    index_writer: bool = True
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
     closing: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
     serving: list[Callable[[Services], Awaitable[None]]] = dataclasses.field(default_factory=list)
@@ -78,7 +81,7 @@ class Services:
     @property
     def search(self) -> Any:
         if self.search_engine is None:
-            self.search_engine = _search_engine(self.settings)
+            self.search_engine = _search_engine(self.settings, writes=self.index_writer)
         return self.search_engine
 
     def on_serve(self, check: Callable[[Services], Awaitable[None]]) -> None:
@@ -98,7 +101,7 @@ class Services:
         await self.db.dispose()
 
 
-def _search_engine(settings: Settings) -> Any:
+def _search_engine(settings: Settings, *, writes: bool = True) -> Any:
     from federation.settings import SearchEngine
 
     if settings.search_engine is SearchEngine.ELASTICSEARCH:
@@ -107,4 +110,6 @@ def _search_engine(settings: Settings) -> Any:
         return ElasticEngine(settings.elasticsearch_url or "http://127.0.0.1:9200")
     from search.tantivy_engine import TantivyEngine
 
-    return TantivyEngine(settings.data_dir / "search", rebuild_heap=settings.search_rebuild_mb * 1_000_000)
+    return TantivyEngine(
+        settings.data_dir / "search", rebuild_heap=settings.search_rebuild_mb * 1_000_000, writes=writes
+    )

@@ -484,8 +484,13 @@ class TantivyEngine:
         commit_every: int = 10_000,
         commit_interval: float = 1.0,
         search_threads: int | None = None,
+        writes: bool = True,
     ) -> None:
+        """``writes=False``: a process that only reads the indexes (a server process beside the one running the
+        jobs and the outbox relay, which writes them): it never takes an index's writer, which the first process
+        to open an index otherwise takes and keeps."""
         self.root = Path(root)
+        self.writes = writes
         self.writer_heap = writer_heap
         self.rebuild_heap = rebuild_heap
         self.commit_every = commit_every
@@ -573,7 +578,7 @@ class TantivyEngine:
         else:
             path = index_dir / current
             tindex = tantivy.Index(tschema, str(path), reuse=True)
-        writer = self._try_writer(tindex)
+        writer = self._try_writer(tindex) if self.writes else None
         if writer is not None:  # else another process writes this index: read what it commits, touch nothing
             for child in index_dir.iterdir():  # leftovers of a crashed rebuild or an old schema
                 if child.is_dir() and child.name != current:
@@ -623,6 +628,8 @@ class TantivyEngine:
         started while a command held the index becomes its writer at its first write), or raises IndexReadOnly."""
         if not st.read_only:
             return st
+        if not self.writes:
+            raise IndexReadOnly(f"index {st.name!r}: this process only reads the indexes; the one running jobs writes")
         async with st.upgrade_lock:
             if st.read_only and not await self._write_thread(self._take_writer, st):
                 raise IndexReadOnly(f"index {st.name!r} is written by another process; this one only reads it")

@@ -4,6 +4,7 @@ its rebuilds, touch no file of the writer's, and refuse every write with IndexRe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -113,3 +114,47 @@ async def test_a_reader_becomes_the_writer_once_the_other_lets_go(tmp_path: Path
         assert await server.count(INDEX) == len(DOCS)
     finally:
         await server.close()
+
+
+async def test_a_process_that_only_reads_never_takes_the_writer(tmp_path: Path) -> None:
+    """``twincity run --workers N``: every server process opens the index, and only the one running the outbox
+    relay writes it. Whichever opens first, the reading ones leave the writer to it, even while it is free."""
+    reading = TantivyEngine(tmp_path / "search", writes=False)
+    writing = TantivyEngine(tmp_path / "search")
+    try:
+        await reading.open(INDEX, SCHEMA)  # first: an engine that writes would have taken the writer here
+        await writing.open(INDEX, SCHEMA)
+        await writing.upsert(INDEX, DOCS[:3])
+        await writing.refresh(INDEX)
+        with pytest.raises(IndexReadOnly, match="only reads"):
+            await reading.upsert(INDEX, DOCS[3:4])
+        await writing.close()  # the writer is free now, and still not taken
+        with pytest.raises(IndexReadOnly, match="only reads"):
+            await reading.refresh(INDEX)
+        with pytest.raises(IndexReadOnly, match="only reads"):
+            await reading.rebuild(INDEX, batches(DOCS))
+        await asyncio.sleep(te._FOLLOW_S)  # a reading engine follows the writer's commits this often
+        assert await ids(reading) == {d.id for d in DOCS[:3]}
+        writing = TantivyEngine(tmp_path / "search")  # the writing process restarted
+        await writing.open(INDEX, SCHEMA)
+        await writing.upsert(INDEX, DOCS[3:4])
+        await writing.refresh(INDEX)
+    finally:
+        await reading.close()
+        await writing.close()
+
+
+@pytest.mark.parametrize(
+    ("run_background", "broker", "writes"),
+    [(True, None, True), (False, None, False), (True, "redis://127.0.0.1:6379/0", False)],
+)
+def test_only_the_process_running_the_relay_writes_the_index(
+    tmp_path: Path, run_background: bool, broker: str | None, writes: bool
+) -> None:
+    """The server process that runs the jobs and the relay writes the embedded index; one beside it (``--workers``)
+    or in front of a broker's workers (which run them) only reads it."""
+    from federation.app import SERVICES, create_app
+    from tests.conftest import make_settings
+
+    app = create_app(make_settings(tmp_path, broker_url=broker), run_background=run_background)
+    assert app[SERVICES].search.writes is writes
