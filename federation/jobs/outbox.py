@@ -37,7 +37,10 @@ from federation.services import Services
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 10
-BATCH = 100  # events taken by one pass
+# Events taken by one pass. A pass costs a few statements and one index commit whatever its size, and under load the
+# relay shares its process's event loop with every request: with 100, twenty desks at ~180 operations/s (three
+# events each) left 2,400 events pending after 20 s and the index 2.4 s behind (p50); with 500, none and 0.4 s.
+BATCH = 500
 
 _in_hand: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("outbox_in_hand", default=frozenset())
 _sqlite_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
