@@ -259,8 +259,9 @@ def audit() -> None:
 
 
 @audit.command("verify")
-def audit_verify() -> None:
-    """Check the hash chain; names the first edited, removed or inserted entry. Exit code 1 when broken."""
+@click.option("--heads", is_flag=True, help="print each chain's last entry (keep them elsewhere to detect a cut tail)")
+def audit_verify(heads: bool) -> None:
+    """Check the hash chains; names the first edited, removed or inserted entry. Exit code 1 when broken."""
     from federation.audit.service import verify
 
     settings = _settings()
@@ -275,7 +276,10 @@ def audit_verify() -> None:
 
     result = _run(go())
     if result.ok:
-        click.echo(f"audit trail intact: {result.checked} entries verified")
+        chains = len(result.heads)
+        click.echo(f"audit trail intact: {result.checked} entries verified in {chains} chain{'s' * (chains != 1)}")
+        for head in result.heads if heads else ():
+            click.echo(f"chain {head.chain}: {head.link} entries, last hash {head.hash}")
         return
     click.echo(
         f"audit trail BROKEN at entry {result.first_broken_seq}: {result.reason} "

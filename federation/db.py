@@ -451,6 +451,7 @@ class UnitOfWork:
         self._jobs: list[str] = []
         self._committed = False
         self._before_commit: list[Callable[[], Awaitable[None]]] = []
+        self._on_end: list[Callable[[], None]] = []
         self.deferred: dict[str, Any] = {}
         self._turn: asyncio.Lock | None = None
         self._writing: contextvars.Token[bool]
@@ -482,6 +483,9 @@ class UnitOfWork:
                 await self.session.close()
             finally:
                 self._end_turn()
+                hooks, self._on_end = self._on_end, []
+                for hook in hooks:
+                    hook()
 
     def _end_turn(self) -> None:
         if self._turn is not None:
@@ -500,6 +504,10 @@ class UnitOfWork:
         """Run ``hook`` inside the transaction just before it commits (once, however often it is added)."""
         if hook not in self._before_commit:
             self._before_commit.append(hook)
+
+    def on_end(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` once the transaction has ended, committed or not (its locks are released then)."""
+        self._on_end.append(hook)
 
     async def commit(self) -> None:
         await self._write_events(0)

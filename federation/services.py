@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from federation.audit.service import AuditKey, Record, append
+from federation.audit.service import AuditKey, Record, append, take_chain
 from federation.db import Database, UnitOfWork
 from federation.identity.crypto import FieldCipher
 from federation.settings import Settings
@@ -49,7 +49,7 @@ class Services:
     async def audit(self, uow: UnitOfWork, record: Record) -> None:
         """Record an audit entry with this unit of work.
 
-        Entries are appended just before the commit: appending takes the chain's lock (an advisory lock on
+        Entries are appended just before the commit: appending takes a chain's lock (an advisory lock on
         PostgreSQL), and taking it last keeps it for two statements (the lock, the guarded ``INSERT ... SELECT``
         of ``append``) and the commit instead of the whole transaction.
         """
@@ -57,8 +57,10 @@ class Services:
         if not pending:
 
             async def flush() -> None:
+                chain, release = await take_chain(uow.session)
+                uow.on_end(release)
                 for entry in pending:
-                    await append(uow.session, self.audit_key, entry)
+                    await append(uow.session, self.audit_key, entry, chain)
                 pending.clear()
 
             uow.before_commit(flush)

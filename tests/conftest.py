@@ -65,7 +65,7 @@ async def db_url(_template: str, tmp_path: Path) -> AsyncIterator[str]:
         names = ", ".join(t.name for t in Base.metadata.sorted_tables)
         async with engine.begin() as conn:
             await conn.execute(text("ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only"))
-            await conn.execute(text(f"TRUNCATE {names} CASCADE"))
+            await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
             await conn.execute(text("ALTER TABLE audit_entries ENABLE TRIGGER audit_entries_append_only"))
         await engine.dispose()
         yield TEST_DB_URL

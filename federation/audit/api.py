@@ -44,11 +44,24 @@ class AdminQuery(PageQuery):
     action: str | None = Field(default=None, max_length=80)
 
 
+class HeadOut(Output):
+    chain: int
+    link: int = Field(description="the chain's length: its last entry's place in it")
+    hash: str
+
+
 class VerificationOut(Output):
     ok: bool
     checked: int
-    first_broken_seq: int | None
+    first_broken_seq: int | None = Field(
+        description="the first entry found edited, forged or out of place (for a removed one: the next in its chain)"
+    )
     reason: str | None
+    chain: int | None = Field(default=None, description="the chain of the broken entry")
+    heads: list[HeadOut] = Field(
+        default_factory=list,
+        description="every chain's last entry, when the trail is intact: kept elsewhere, they show a cut tail",
+    )
 
 
 def _page(rows: list[AuditEntry], limit: int) -> EntryList:
@@ -98,5 +111,10 @@ async def verification(request: web.Request) -> VerificationOut:
     async with svc.db.reader() as s:
         result = await service.verify(s, svc.audit_key)
     return VerificationOut(
-        ok=result.ok, checked=result.checked, first_broken_seq=result.first_broken_seq, reason=result.reason
+        ok=result.ok,
+        checked=result.checked,
+        first_broken_seq=result.first_broken_seq,
+        reason=result.reason,
+        chain=result.chain,
+        heads=[HeadOut(chain=h.chain, link=h.link, hash=h.hash) for h in result.heads],
     )

@@ -18,6 +18,8 @@ async def audit_verify(svc: Services, ctx: JobContext) -> dict[str, Any]:
         "checked": result.checked,
         "first_broken_seq": result.first_broken_seq,
         "reason": result.reason,
+        "chain": result.chain,
+        "heads": [{"chain": h.chain, "link": h.link, "hash": h.hash} for h in result.heads],
     }
 
 

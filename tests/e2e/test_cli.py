@@ -202,13 +202,21 @@ def test_second_demo_load_reports_no_new_members(world: World) -> None:
 def test_audit_verify_passes_on_an_untouched_trail(world: World) -> None:
     verify = world[1][3]
     assert verify.returncode == 0, verify.stderr
-    m = re.search(r"audit trail intact: (\d+) entries verified", verify.stdout)
+    m = re.search(r"audit trail intact: (\d+) entries verified in 1 chain$", verify.stdout, re.M)
     assert m and int(m.group(1)) > 0
 
 
 def audit_count(db: Path) -> int:
     with sqlite3.connect(db) as conn:
         return conn.execute("SELECT max(seq) FROM audit_entries").fetchone()[0]
+
+
+def test_audit_verify_prints_the_heads_to_keep(copy: Path) -> None:
+    out = run(copy, "audit", "verify", "--heads")
+    assert out.returncode == 0, out.stderr
+    with sqlite3.connect(copy / "twincity.db") as conn:
+        link, last = conn.execute("SELECT link, hash FROM audit_entries ORDER BY link DESC LIMIT 1").fetchone()
+    assert f"chain 0: {link} entries, last hash {last}" in out.stdout
 
 
 def test_audit_verify_names_an_edited_entry(copy: Path) -> None:
@@ -228,7 +236,8 @@ def test_audit_verify_names_a_deleted_entry(copy: Path) -> None:
     by_hand(db, f"DELETE FROM audit_entries WHERE seq = {seq}")  # noqa: S608
     out = run(copy, "audit", "verify")
     assert out.returncode == 1
-    assert f"BROKEN at entry {seq}: entry {seq} is missing" in out.stderr
+    # named by the entry after the gap, in the one chain SQLite has
+    assert f"BROKEN at entry {seq + 1}: entry {seq} of chain 0 is missing" in out.stderr
 
 
 def test_the_file_refuses_edits_while_the_triggers_stand(copy: Path) -> None:

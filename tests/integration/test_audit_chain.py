@@ -3,9 +3,12 @@ removed or forged by hand in the database; the database itself refuses updates a
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -14,8 +17,10 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from federation import demo as demo_world
+from federation.audit import service as audit_service
 from federation.audit.models import AuditEntry
 from federation.audit.service import Record, verify
+from federation.extensions import build_services
 from federation.services import Services
 from tests.conftest import token_for
 
@@ -68,13 +73,20 @@ async def test_untouched_trail_verifies(svc: Services) -> None:
     assert seqs == [1, 2, 3, 4, 5, 6]
     result = await check(svc)
     assert (result.ok, result.checked, result.first_broken_seq, result.reason) == (True, 6, None, None)
-    # appends in later transactions continue the chain
+    # appends in later transactions continue a chain, each chain links from its first entry to its head
     await append(svc, 3)
     assert (await check(svc)).checked == 9
     async with svc.db.reader() as s:
-        rows = list((await s.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars())
-    assert rows[0].prev_hash == "0" * 64
-    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+        rows = list((await s.execute(select(AuditEntry).order_by(AuditEntry.chain, AuditEntry.link))).scalars())
+    chains: dict[int, list[AuditEntry]] = {}
+    for row in rows:
+        chains.setdefault(row.chain, []).append(row)
+    for chain in chains.values():
+        assert [e.link for e in chain] == list(range(1, len(chain) + 1))
+        assert chain[0].prev_hash == "0" * 64
+        assert all(b.prev_hash == a.hash for a, b in zip(chain, chain[1:], strict=False))
+    heads = (await check(svc)).heads
+    assert {(h.chain, h.link, h.hash) for h in heads} == {(c, len(es), es[-1].hash) for c, es in chains.items()}
 
 
 async def test_edited_details_name_the_entry(svc: Services) -> None:
@@ -118,9 +130,8 @@ async def test_deleted_middle_entry_is_named(svc: Services) -> None:
     await by_hand(svc, [("DELETE FROM audit_entries WHERE seq = 3", {})])
     result = await check(svc)
     assert not result.ok
-    assert result.first_broken_seq == 3
-    assert "missing" in (result.reason or "")
-    assert "3" in (result.reason or "")
+    assert result.first_broken_seq == 4  # the entry after the gap: the removed one's place is named in the reason
+    assert f"entry 3 of chain {result.chain} is missing" in (result.reason or "")
     assert result.checked == 2
 
 
@@ -128,7 +139,8 @@ async def test_deleted_first_entry_is_named(svc: Services) -> None:
     await append(svc, 3)
     await by_hand(svc, [("DELETE FROM audit_entries WHERE seq = 1", {})])
     result = await check(svc)
-    assert (result.ok, result.first_broken_seq, result.checked) == (False, 1, 0)
+    assert (result.ok, result.first_broken_seq, result.checked) == (False, 2, 0)
+    assert f"entry 1 of chain {result.chain} is missing" in (result.reason or "")
 
 
 async def test_entry_forged_without_the_key_is_named(svc: Services) -> None:
@@ -141,10 +153,17 @@ async def test_entry_forged_without_the_key_is_named(svc: Services) -> None:
         svc,
         [
             (
-                "INSERT INTO audit_entries (seq, at, actor, actor_institution, action, subject_person_id, purpose,"
-                " outcome, client_address, details, prev_hash, hash) VALUES (4, :at, 'staff:x@CQL', NULL,"
-                " 'test.event', NULL, NULL, 'ok', NULL, :d, :prev, :hash)",
-                {"at": last.at, "d": json.dumps({}), "prev": last.hash, "hash": forged},
+                "INSERT INTO audit_entries (seq, chain, link, at, actor, actor_institution, action,"
+                " subject_person_id, purpose, outcome, client_address, details, prev_hash, hash) VALUES (4, :chain,"
+                " :link, :at, 'staff:x@CQL', NULL, 'test.event', NULL, NULL, 'ok', NULL, :d, :prev, :hash)",
+                {
+                    "chain": last.chain,
+                    "link": last.link + 1,
+                    "at": last.at,
+                    "d": json.dumps({}),
+                    "prev": last.hash,
+                    "hash": forged,
+                },
             )
         ],
     )
@@ -205,6 +224,7 @@ async def test_admin_verification_over_http(client: TestClient, demo: Services) 
     body = await (await client.get("/api/v1/audit/verification", headers=admin)).json()
     assert body["ok"] is True
     assert body["checked"] > 0
+    assert sum(h["link"] for h in body["heads"]) == body["checked"]
     target = body["checked"] // 2
     await by_hand(demo, [("UPDATE audit_entries SET outcome = 'edited' WHERE seq = :s", {"s": target})])
     body = await (await client.get("/api/v1/audit/verification", headers=admin)).json()
@@ -302,3 +322,120 @@ async def test_the_usual_append_never_scans_the_trail(svc: Services) -> None:
         plan = "\n".join(r[0] for r in (await conn.exec_driver_sql(f"EXPLAIN EXECUTE guarded_append({nulls})")))
         await conn.rollback()
     assert "Seq Scan on audit_entries" not in plan, plan
+
+
+async def audited(svc: Services, action: str, *, hold: float = 0.0) -> None:
+    """One audited transaction; ``hold``: seconds it keeps its chain after appending, before it commits."""
+    async with svc.db.uow() as uow:
+        await svc.audit(uow, Record(action=action, actor="staff:tester@CQL"))
+        if hold:
+            uow.before_commit(lambda: asyncio.sleep(hold))  # runs after the audit's hook: the chain is held
+        await uow.commit()
+
+
+async def test_writers_do_not_wait_for_each_others_chain(svc: Services) -> None:
+    """While one transaction holds a chain until its commit, another one appends to another chain and commits."""
+    if svc.db.is_sqlite:
+        pytest.skip("SQLite has one writer, and one chain")
+    slow = asyncio.ensure_future(audited(svc, "test.slow", hold=2.0))
+    await asyncio.sleep(0.5)  # the slow one holds its chain now
+    started = time.perf_counter()
+    await audited(svc, "test.fast")
+    assert time.perf_counter() - started < 1.0
+    assert not slow.done()
+    await slow
+    async with svc.db.reader() as s:
+        rows = {e.action: e for e in (await s.execute(select(AuditEntry))).scalars()}
+    assert rows["test.fast"].chain != rows["test.slow"].chain
+    # the trail's order is the order entries were written in, not the order their transactions committed in
+    assert rows["test.slow"].seq < rows["test.fast"].seq
+    assert (await check(svc)).ok
+
+
+async def test_processes_writing_at_once_keep_every_chain_whole(settings, svc: Services) -> None:
+    """Two processes (two engines with their own chain orders and head hints), each with many transactions at
+    once: no chain forks, no entry is lost, the trail verifies."""
+    other = build_services(settings)
+    try:
+        await asyncio.gather(*(audited(s, f"test.{i}") for i in range(40) for s in (svc, other)))
+        await asyncio.gather(*(audited(s, f"test.again.{i}") for i in range(10) for s in (other, svc)))
+    finally:
+        await other.close()
+    result = await check(svc)
+    assert (result.ok, result.checked) == (True, 100)
+    assert sum(h.link for h in result.heads) == 100
+    async with svc.db.reader() as s:
+        seqs = list((await s.execute(select(AuditEntry.seq))).scalars())
+    assert len(set(seqs)) == 100
+    if not svc.db.is_sqlite:
+        assert len(result.heads) > 1
+
+
+async def test_entry_moved_to_another_chain_is_named(svc: Services) -> None:
+    await append(svc, 4)
+    async with svc.db.reader() as s:
+        last = (await s.execute(select(AuditEntry).where(AuditEntry.seq == 4))).scalar_one()
+    other = (last.chain + 1) % audit_service.CHAINS
+    # its place after the head of another (empty) chain: the chain is sealed with the entry
+    await by_hand(
+        svc,
+        [("UPDATE audit_entries SET chain = :c, link = 1, prev_hash = :g WHERE seq = 4", {"c": other, "g": "0" * 64})],
+    )
+    result = await check(svc)
+    assert (result.ok, result.first_broken_seq, result.chain) == (False, 4, other)
+    assert "edited" in (result.reason or "")
+
+
+async def test_entry_in_a_chain_that_is_not_ours_is_named(svc: Services) -> None:
+    await append(svc, 2)
+    await by_hand(svc, [("UPDATE audit_entries SET chain = :c WHERE seq = 2", {"c": audit_service.CHAINS})])
+    result = await check(svc)
+    assert (result.ok, result.first_broken_seq) == (False, 2)
+    assert "not one of ours" in (result.reason or "")
+
+
+async def test_a_cut_tail_shows_in_the_heads(svc: Services) -> None:
+    """A chain's last entries removed leave a chain that verifies: the heads, kept elsewhere, show the cut."""
+    await append(svc, 5)
+    before = (await check(svc)).heads
+    await by_hand(svc, [("DELETE FROM audit_entries WHERE seq = 5", {})])
+    after = await check(svc)
+    assert after.ok
+    assert [(h.chain, h.link) for h in after.heads] == [(h.chain, h.link - 1) for h in before]
+
+
+def test_entries_sealed_when_the_trail_was_one_chain_verify_unchanged() -> None:
+    """Chain 0's seal is the single chain's, with the entry's place named "seq", as it was sealed then."""
+    key = audit_service.AuditKey(b"k" * 32)
+    entry = AuditEntry(
+        seq=7,
+        chain=0,
+        link=7,
+        at=dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC),
+        actor="staff:librarian@CQL",
+        actor_institution="CQL",
+        action="circulation.checkout",
+        subject_person_id="a" * 32,
+        purpose=None,
+        outcome="ok",
+        client_address="127.0.0.1",
+        details={"loan": "b" * 32, "中": "文"},
+        prev_hash="c" * 64,
+    )
+    single_chain_fields = {
+        "seq": 7,
+        "at": "2026-11-30T08:00:00.000000+00:00",
+        "actor": "staff:librarian@CQL",
+        "actor_institution": "CQL",
+        "action": "circulation.checkout",
+        "subject_person_id": "a" * 32,
+        "purpose": None,
+        "outcome": "ok",
+        "client_address": "127.0.0.1",
+        "details": {"loan": "b" * 32, "中": "文"},
+        "prev_hash": "c" * 64,
+    }
+    text_then = json.dumps(single_chain_fields, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    assert audit_service.seal(key, entry) == hmac.new(key.key, text_then, hashlib.sha256).hexdigest()
+    entry.chain = 1
+    assert audit_service.seal(key, entry) != hmac.new(key.key, text_then, hashlib.sha256).hexdigest()
