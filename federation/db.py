@@ -273,12 +273,12 @@ async def insert_many(session: AsyncSession, table: Table, rows: Sequence[Mappin
     if plan is None:
         await session.execute(insert(table), list(rows))
         return
-    sql, processors = plan
+    sql, order, processors = plan
     width = len(keys)
     if any(len(row) != width for row in rows):
         raise ValueError(f"insert_many into {table.name}: every row names the same columns, {', '.join(keys)}")
     columns = []
-    for key, process in zip(keys, processors, strict=True):
+    for key, process in zip(order, processors, strict=True):
         column = [row[key] for row in rows]
         if process is not None:
             last: Any = _NOTHING
@@ -295,9 +295,12 @@ _NOTHING = object()
 
 
 @functools.lru_cache(maxsize=256)
-def _insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> tuple[str, tuple[Any, ...]] | None:
-    """The INSERT of ``keys`` into ``table`` for ``dialect`` and each key's bind processor; None for a driver
-    that takes named parameters."""
+def _insert_plan(
+    dialect: Dialect, table: Table, keys: tuple[str, ...]
+) -> tuple[str, tuple[str, ...], tuple[Any, ...]] | None:
+    """The INSERT of ``keys`` into ``table`` for ``dialect``, the keys in the order of its parameters (the table's
+    column order, whatever the order of the rows' keys) and each one's bind processor; None for a driver that takes
+    named parameters."""
     unknown = [k for k in keys if k not in table.c]
     if unknown:
         raise ValueError(f"insert_many into {table.name}: no column {', '.join(unknown)}")
@@ -305,10 +308,11 @@ def _insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> tuple
     if defaulted:
         raise ValueError(f"insert_many into {table.name}: give {', '.join(defaulted)} (Python-side defaults)")
     compiled = insert(table).compile(dialect=dialect, column_keys=list(keys))
-    if not compiled.positional or tuple(compiled.positiontup or ()) != keys:
+    order = tuple(compiled.positiontup or ())
+    if not compiled.positional or sorted(order) != sorted(keys):
         return None
-    processors = tuple(table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in keys)
-    return compiled.string, processors
+    processors = tuple(table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in order)
+    return compiled.string, order, processors
 
 
 class JSONText(str):

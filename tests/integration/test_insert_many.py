@@ -142,3 +142,26 @@ async def test_a_constraint_it_breaks_fails_the_statement_and_nothing_of_it_is_k
             await insert_many(uow.session, ITEMS, items)
             await uow.commit()
     assert await read(svc, ItemRow, [i["id"] for i in items]) == []
+
+
+async def test_rows_whose_keys_are_not_in_the_tables_order_take_the_drivers_path_too(svc) -> None:
+    """The catalogue's loads build their rows' dicts in their own order (the id, timestamps, then the values):
+    those go through the compiled plan as well, each value to its own column."""
+    from federation.db import _insert_plan
+
+    now = utcnow()
+    work_rows = works(3, now)
+    shuffled = [dict(reversed(list(r.items()))) for r in records([w["id"] for w in work_rows], now)]
+    async with svc.db.uow() as uow:
+        connection = await uow.session.connection()
+        plan = _insert_plan(connection.dialect, RECORDS, tuple(shuffled[0]))
+        assert plan is not None  # both drivers take positional parameters: the compiled plan, not the slow path
+        assert list(plan[1]) != list(shuffled[0]) and sorted(plan[1]) == sorted(shuffled[0])
+        await insert_many(uow.session, WORKS, work_rows)
+        await insert_many(uow.session, RECORDS, shuffled)
+        await uow.commit()
+    got = await read(svc, BibRecordRow, [r["id"] for r in shuffled])
+    for row, want in zip(got, shuffled, strict=True):
+        assert row.control_number == want["control_number"] and row.work_id == want["work_id"]
+        assert row.dialect == want["dialect"] and row.version == want["version"] and row.marc == want["marc"]
+        assert row.pinned is want["pinned"] and row.deleted is want["deleted"] and row.created_at == now
