@@ -120,17 +120,14 @@ class Record:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-# The heads of the chains as this process last appended to them, per engine: chain -> (link, hash). Only hints,
-# checked by the insert itself (see ``append``), so a head another process moved, or a transaction that rolled
-# back, costs a re-read.
-_heads: weakref.WeakKeyDictionary[Engine, dict[int, tuple[int, str]]] = weakref.WeakKeyDictionary()
-
-
 class _Chains:
-    """Which chains this process's open transactions hold, and the order it tries the others in: the one released
-    last first (its head is still this process's hint), those another process held last."""
+    """This process's view of the chains on one engine: the heads it last appended (chain -> (link, hash); only
+    hints, checked by the insert itself, see ``append``, so a head another process moved, or a transaction that
+    rolled back, costs a re-read); which chains its open transactions hold; and the order it tries the others in:
+    the one released last first (its head is still a good hint), those another process held last."""
 
     def __init__(self) -> None:
+        self.heads: dict[int, tuple[int, str]] = {}
         self.order: deque[int] = deque(random.sample(range(CHAINS), CHAINS))  # each process starts elsewhere
         self.held: Counter[int] = Counter()
 
@@ -152,6 +149,14 @@ class _Chains:
 
 _chains: weakref.WeakKeyDictionary[Engine, _Chains] = weakref.WeakKeyDictionary()
 
+
+def _chains_of(bind: Engine) -> _Chains:
+    chains = _chains.get(bind)
+    if chains is None:
+        chains = _chains[bind] = _Chains()
+    return chains
+
+
 _TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:k)")
 _LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 
@@ -165,9 +170,7 @@ async def take_chain(session: AsyncSession) -> tuple[int, Callable[[], None]]:
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
         return 0, _nothing
-    chains = _chains.get(bind)
-    if chains is None:
-        chains = _chains[bind] = _Chains()
+    chains = _chains_of(bind)
     for chain in chains.free():
         if chains.held[chain]:  # taken by a transaction of this process while this one tried another
             continue
@@ -228,10 +231,7 @@ async def append(session: AsyncSession, key: AuditKey, record: Record, chain: in
     process appended, the remembered entry was rolled back, a cold start) the head is read and the entry inserted.
     The entry's seal needs the previous hash and a key the database does not hold, so it is made here either way.
     """
-    bind = session.get_bind()
-    heads = _heads.get(bind)
-    if heads is None:
-        heads = _heads[bind] = {}
+    heads = _chains_of(session.get_bind()).heads
     head = heads.get(chain)
     if head is not None:
         entry = _entry(key, record, chain, head[0] + 1, head[1])
