@@ -1,0 +1,264 @@
+"""Hot statements run by the driver itself, inside the unit of work's own transaction.
+
+SQLAlchemy's execution layer costs about 0.12 ms of CPU per statement here (the session's bookkeeping, a greenlet
+switch, the execution context, parameter and result processing), more than asyncpg takes to send the statement and
+read its answer; a checkout sends twelve. A ``Statement`` is a Core statement compiled once per dialect. On
+PostgreSQL it runs as asyncpg's prepared statement on the connection and in the transaction the session holds,
+with what SQLAlchemy would have done around it: the session's pending changes flushed first, the columns' bind and
+result processors (``UTCDateTime`` included), Python-side INSERT defaults, ``before_cursor_execute`` listeners
+(the circulation cache watches writes through them), and errors raised as SQLAlchemy's (an ``IntegrityError`` is
+an ``IntegrityError``). On any other driver it is ``session.execute`` with the same answer.
+
+The statement's SQL is still written once, with SQLAlchemy, for both engines. An IN list whose values are given at
+execution (an expanding bind parameter) is refused when the statement is first run: write those with
+``session.execute``. IN lists of values fixed in the statement are expanded once.
+
+This leans on private parts of SQLAlchemy's asyncpg adapter (``_execute_mutex``, ``_transaction``,
+``_start_transaction``, ``_prepare``, the prepared-statement cache both paths share): the version is pinned in
+pyproject.toml and ``tests/integration/test_direct.py`` checks the behaviour relied on, on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import exc
+from sqlalchemy.engine import Connection, CursorResult, Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.util import greenlet_spawn
+
+_LINK = "twincity.direct_link"  # session.info: the transaction and the driver connection it runs on
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer:
+    """What a statement returned: its rows (tuples, processed as SQLAlchemy would) and the rows it counted."""
+
+    rows: Sequence[Sequence[Any]]
+    rowcount: int
+
+    def first(self) -> Sequence[Any] | None:
+        return self.rows[0] if self.rows else None
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+    def one(self) -> Sequence[Any]:
+        if len(self.rows) != 1:
+            raise (exc.NoResultFound if not self.rows else exc.MultipleResultsFound)(
+                f"expected one row, got {len(self.rows)}"
+            )
+        return self.rows[0]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plan:
+    sql: str
+    binds: tuple[tuple[str, Any, Any], ...]  # (name, default or _REQUIRED or a callable default, bind processor)
+    results: tuple[Any, ...] | None  # result processors by column; None: no columns known before it runs
+    processed: bool  # any result processor at all
+
+
+_REQUIRED = object()
+
+
+class _Default:
+    """A column's Python-side INSERT default (``default=utcnow``), computed per execution."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+
+@dataclasses.dataclass(slots=True)
+class _Link:
+    sync: Connection
+    adapted: Any  # SQLAlchemy's AsyncAdapt_asyncpg_connection; None where statements go through session.execute
+
+
+class Statement:
+    """A Core statement run at the driver's cost where the driver allows it (see the module's text)."""
+
+    __slots__ = ("statement", "_plans")
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._plans: dict[tuple[Dialect, tuple[str, ...] | None], _Plan] = {}
+
+    async def run(self, session: AsyncSession, params: Mapping[str, Any] | None = None) -> Answer:
+        await _flush(session)
+        link = await _link(session)
+        params = params or {}
+        key = (link.sync.dialect, self._columns(params))
+        plan = self._plans.get(key)
+        if plan is None:  # made on every engine, so a statement the direct path refuses is refused on each
+            plan = self._plans[key] = _plan(self.statement, key[0], key[1])
+        args = _args(plan, params)
+        if link.adapted is None:
+            result = await session.execute(self.statement, params)
+            if isinstance(result, CursorResult):
+                return Answer(result.all() if result.returns_rows else [], result.rowcount)
+            rows = result.all()  # a select of ORM entities' columns: the ORM's result
+            return Answer(rows, len(rows))
+        return await _execute(link, plan, args)
+
+    async def run_many(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+        """The statement once per row, in one round trip (every row names the same parameters)."""
+        if not rows:
+            return
+        if len(rows) == 1:
+            await self.run(session, rows[0])
+            return
+        await _flush(session)
+        link = await _link(session)
+        key = (link.sync.dialect, self._columns(rows[0]))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _plan(self.statement, key[0], key[1])
+        if any(len(row) != len(rows[0]) for row in rows):
+            raise ValueError("run_many: every row names the same parameters")
+        many = [_args(plan, row) for row in rows]
+        if link.adapted is None:
+            await session.execute(self.statement, list(rows))
+            return
+        await _execute_many(link, plan, many)
+
+    def _columns(self, params: Mapping[str, Any]) -> tuple[str, ...] | None:
+        """An INSERT of values names its columns at execution: one plan per set of columns given."""
+        s = self.statement
+        return tuple(params) if isinstance(s, Insert) and s.select is None else None
+
+
+def _args(plan: _Plan, params: Mapping[str, Any]) -> list[Any]:
+    args = []
+    for name, default, process in plan.binds:
+        value = params.get(name, default)
+        if value is _REQUIRED:  # refused alike on every engine, before anything is sent
+            raise exc.InvalidRequestError(f"a value is required for bind parameter {name!r}")
+        if value.__class__ is _Default:
+            value = value.fn(None)
+        args.append(value if process is None else process(value))
+    return args
+
+
+async def _flush(session: AsyncSession) -> None:
+    sync = session.sync_session
+    if sync.autoflush and (sync._new or sync._deleted or sync.identity_map._modified):
+        await session.flush()  # as session.execute would: the statement sees what the session holds
+
+
+def _plan(statement: Executable, dialect: Dialect, keys: tuple[str, ...] | None) -> _Plan:
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
+    if not compiled.positional:
+        raise ValueError("direct statements need a driver with positional parameters")
+    if compiled.update_prefetch:
+        raise ValueError("an UPDATE with Python-side onupdate values: give them as parameters")
+    defaults: dict[str, Any] = {}
+    for column in compiled.insert_prefetch:
+        d = column.default
+        defaults[column.key] = _Default(d.arg) if d.is_callable else d.arg
+    sql, order, processors = compiled.string, compiled.positiontup or (), compiled._bind_processors
+    constants: dict[str, Any] = {}
+    expanding = [compiled.binds[name] for name in order if compiled.binds[name].expanding]
+    if expanding:
+        # IN lists of values fixed in the statement (``state.in_((READY, TARGETED))``) are expanded once, here, as
+        # SQLAlchemy expands them at every execution; an IN list given at execution cannot be
+        unbound = [b.key for b in expanding if b.required or b.callable is not None]
+        if unbound:
+            raise ValueError(f"{', '.join(unbound)}: an expanding IN list; run this statement with session.execute")
+        placeholders = {n: None for n in order if compiled.binds[n].required}
+        state = compiled._process_parameters_for_postcompile(
+            compiled.construct_params(placeholders), _populate_self=False
+        )
+        sql, order = state.statement, state.positiontup or ()
+        processors = {**processors, **(state.processors or {})}
+        constants = {n: state.parameters[n] for n in order if n not in compiled.binds}
+    binds = []
+    for name in order:
+        bind = compiled.binds.get(name)
+        if name in defaults:
+            default = defaults[name]
+        elif bind is None:
+            default = constants[name]
+        elif bind.callable is not None:
+            default = _Default(lambda _ctx, fn=bind.callable: fn())
+        elif bind.required:
+            default = _REQUIRED
+        else:
+            default = bind.value
+        binds.append((name, default, processors.get(name)))
+    columns = compiled._result_columns
+    results = tuple(c.type._cached_result_processor(dialect, None) for c in columns) if columns else None
+    return _Plan(sql, tuple(binds), results, any(p is not None for p in results or ()))
+
+
+async def _link(session: AsyncSession) -> _Link:
+    """The connection of the session's current transaction and, where the direct path applies, its driver
+    connection (remembered for the transaction's length)."""
+    found = session.info.get(_LINK)
+    tx = session.sync_session.get_transaction()
+    if found is not None and tx is not None and found[0] is tx:
+        return found[1]
+    conn = await session.connection()
+    sync = conn.sync_connection
+    assert sync is not None
+    link = _Link(sync, None)
+    if sync.dialect.driver == "asyncpg" and sync.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        adapted = sync.connection.dbapi_connection
+        if hasattr(adapted, "_start_transaction"):
+            link.adapted = adapted
+    session.info[_LINK] = (session.sync_session.get_transaction(), link)
+    return link
+
+
+async def _execute(link: _Link, plan: _Plan, args: list[Any]) -> Answer:
+    sync, adapted = link.sync, link.adapted
+    if sync._has_events or sync.engine._has_events:
+        sync.dispatch.before_cursor_execute(sync, None, plan.sql, args, None, False)
+    async with adapted._execute_mutex:
+        try:
+            if adapted._transaction is None:  # the session's first statement: BEGIN, as the adapter would
+                await adapted._start_transaction()
+            prepared, _ = await adapted._prepare(plan.sql, sync.dialect._invalidate_schema_cache_asof)
+            records = await prepared.fetch(*args)
+            status = prepared.get_statusmsg()
+        except Exception as error:  # noqa: BLE001 - every driver error is raised as SQLAlchemy raises it
+            await greenlet_spawn(_raise, sync, adapted, error, plan.sql, args)
+            raise AssertionError("unreachable") from error
+    head, _, count = (status or "").rpartition(" ")
+    rowcount = int(count) if head and count.isdigit() else -1
+    if not plan.processed:  # also a text() statement's rows, whose columns SQLAlchemy does not know beforehand
+        return Answer([tuple(r) for r in records], rowcount)
+    results = plan.results
+    rows = [tuple(v if p is None else p(v) for v, p in zip(r, results, strict=True)) for r in records]
+    return Answer(rows, rowcount)
+
+
+async def _execute_many(link: _Link, plan: _Plan, many: list[list[Any]]) -> None:
+    sync, adapted = link.sync, link.adapted
+    if sync._has_events or sync.engine._has_events:
+        sync.dispatch.before_cursor_execute(sync, None, plan.sql, many, None, True)
+    async with adapted._execute_mutex:
+        try:
+            if adapted._transaction is None:
+                await adapted._start_transaction()
+            prepared, _ = await adapted._prepare(plan.sql, sync.dialect._invalidate_schema_cache_asof)
+            await prepared.executemany(many)
+        except Exception as error:  # noqa: BLE001 - every driver error is raised as SQLAlchemy raises it
+            await greenlet_spawn(_raise, sync, adapted, error, plan.sql, many)
+            raise AssertionError("unreachable") from error
+
+
+def _raise(sync: Connection, adapted: Any, error: Exception, sql: str, args: list[Any]) -> None:
+    """Raise a driver error as SQLAlchemy's execution would: translated to the DB-API's class, wrapped in
+    SQLAlchemy's, and the connection invalidated when the error says it is gone."""
+    try:
+        adapted._handle_exception(error)
+    except Exception as translated:  # noqa: BLE001 - the DB-API error the adapter made of the driver's
+        sync._handle_dbapi_exception(translated, sql, tuple(args), None, None)
+    raise error
