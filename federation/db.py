@@ -34,6 +34,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.base import Executable
 
 from federation import sqlite_driver
+from federation.direct import Statement
 from federation.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -438,6 +439,7 @@ def _sqlite_setup(engine: AsyncEngine, *, immediate: bool) -> None:
 
 
 AfterCommit = Callable[[], Any]
+_OUTBOX_INSERT = Statement(insert(OutboxMessage.__table__))
 WRITE_TURN_TIMEOUT_S = 30.0  # as long as SQLite's busy timeout: a writer waits no longer for its turn than for the lock
 _writing: contextvars.ContextVar[bool] = contextvars.ContextVar("uow_writing", default=False)
 
@@ -538,7 +540,7 @@ class UnitOfWork:
         """The outbox rows of the events from ``start`` on: one multi-row INSERT, without the ORM's bookkeeping."""
         if len(self._events) > start:
             rows = [{"id": new_id(), "topic": ev.topic, "payload": ev.payload} for ev in self._events[start:]]
-            await self.session.execute(insert(OutboxMessage.__table__), rows)
+            await _OUTBOX_INSERT.run_many(self.session, rows)
 
     @staticmethod
     async def _ring(ring: Callable[..., Awaitable[None]], *args: Any) -> None:

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.audit.models import AuditEntry
 from federation.db import utcnow
+from federation.direct import Statement
 from federation.identity.idnumber import mask_id_numbers_in_text
 
 GENESIS = "0" * 64
@@ -157,7 +158,7 @@ def _chains_of(bind: Engine) -> _Chains:
     return chains
 
 
-_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:k)")
+_TRY_LOCK = Statement(text("SELECT pg_try_advisory_xact_lock(:k)"))
 _LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 
 
@@ -176,7 +177,7 @@ async def take_chain(session: AsyncSession) -> tuple[int, Callable[[], None]]:
             continue
         chains.take(chain)  # before the await: a concurrent transaction of this process tries another one
         try:
-            locked = (await session.execute(_TRY_LOCK, {"k": _lock_key(chain)})).scalar()
+            locked = (await _TRY_LOCK.run(session, {"k": _lock_key(chain)})).scalar()
         except BaseException:
             chains.held[chain] -= 1
             raise
@@ -220,7 +221,7 @@ def _guarded_insert() -> Insert:
     return insert(table).from_select([c.key for c in _SEALED_COLUMNS], guard)
 
 
-_GUARDED_INSERT = _guarded_insert()
+_GUARDED_INSERT = Statement(_guarded_insert())
 
 
 async def append(session: AsyncSession, key: AuditKey, record: Record, chain: int = 0) -> AuditEntry:
@@ -237,7 +238,7 @@ async def append(session: AsyncSession, key: AuditKey, record: Record, chain: in
         entry = _entry(key, record, chain, head[0] + 1, head[1])
         params = {f"v_{k}": v for k, v in _values(entry).items()}
         params["h_chain"], params["h_link"], params["h_hash"] = chain, *head
-        res = await session.execute(_GUARDED_INSERT, params)
+        res = await _GUARDED_INSERT.run(session, params)
         if res.rowcount == 1:
             heads[chain] = (entry.link, entry.hash)
             return entry

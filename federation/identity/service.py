@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.audit.service import Record
 from federation.db import UnitOfWork, utcnow
+from federation.direct import Statement
 from federation.identity import matching
 from federation.identity.crypto import FieldCipher
 from federation.identity.errors import (
@@ -197,7 +198,7 @@ class Holder:
     birth_date: dt.date | None
 
 
-_HOLDER = (
+_HOLDER = Statement(
     select(Identifier.status, Person.id, Person.birth_date, Person.status)
     .join(Person, Person.id == Identifier.person_id)
     .where(
@@ -212,7 +213,7 @@ async def credential_holder(session: AsyncSession, cipher: FieldCipher, inp: Ide
     """``resolve_credential`` in one statement: the identifier and its person read together. A merged person
     (rare) is followed to the survivor as ``resolve_credential`` does; the refusals are the same."""
     type_, inst, index = _lookup_key(cipher, inp)
-    row = (await session.execute(_HOLDER, {"p_type": type_, "p_inst": inst, "p_index": index})).first()
+    row = (await _HOLDER.run(session, {"p_type": type_, "p_inst": inst, "p_index": index})).first()
     if row is None:
         raise UnknownCredential(f"no person holds this {inp.type.value}")
     status, person_id, birth_date, person_status = row

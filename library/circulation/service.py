@@ -20,6 +20,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from federation.audit.service import Record
 from federation.db import UnitOfWork, dialect_insert, new_id, utcnow
+from federation.direct import Statement
 from federation.identity import service as identity
 from federation.identity.errors import UnknownCredential
 from federation.identity.models import IdentifierType, Person
@@ -165,6 +166,11 @@ class Copy:
 
 
 @functools.cache
+def _copy_statement(waiting: bool, by_library: bool) -> Statement:
+    return Statement(_copy_query(waiting, by_library))
+
+
+@functools.cache
 def _copy_query(waiting: bool, by_library: bool) -> Select[Any]:
     """``find_copy``'s statement, built once per shape with bound parameters (``p_barcode``, ``p_library``)."""
     bound = (
@@ -215,8 +221,8 @@ async def find_copy(
     params = {"p_barcode": barcode.strip()}
     if item_library:
         params["p_library"] = item_library.strip().upper()
-    q = _copy_query(waiting, bool(item_library))
-    rows = [Copy(*r[:-1], waiting=bool(r[-1])) for r in (await session.execute(q, params)).all()]
+    q = _copy_statement(waiting, bool(item_library))
+    rows = [Copy(*r[:-1], waiting=bool(r[-1])) for r in (await q.run(session, params)).rows]
     if not rows:
         raise errors.ItemNotFound(f"no copy with barcode {barcode}")
     if len(rows) == 1:
@@ -341,13 +347,13 @@ async def reader(
 # --- persisting transitions -------------------------------------------------------------------------------------
 
 
-# The hot path's writes, built once with bound parameters: Core statements on the tables skip the ORM's bulk-DML
-# layer and reuse their cache keys, so each execution costs the round trip and little Python besides.
+# The hot path's writes, built once with bound parameters and run by the driver itself (``federation.direct``):
+# each execution costs the round trip and little Python besides.
 _STATE = ItemState.__table__
 _ITEMS = ItemRow.__table__
 _READERS = Reader.__table__
 _BORROWERS = Borrower.__table__
-_MOVE = (
+_MOVE = Statement(
     update(_STATE)
     .where(_STATE.c.item_id == bindparam("p_item"), _STATE.c.status == bindparam("p_source"))
     .values(
@@ -358,26 +364,28 @@ _MOVE = (
         updated_at=bindparam("p_at"),
     )
 )
-_FOLLOW = (
+_FOLLOW = Statement(
     update(_ITEMS)
     .where(_ITEMS.c.id == bindparam("p_item"), _ITEMS.c.status != bindparam("p_status"))
     .values(status=bindparam("p_status"), updated_at=bindparam("p_at"))
 )
-_READER_COUNT = (
+_READER_UPDATE = (
     update(_READERS)
     .where(_READERS.c.id == bindparam("p_reader"))
     .values(active_loans=_READERS.c.active_loans + bindparam("p_delta"))
 )
-_READER_COUNT_CAPPED = _READER_COUNT.where(_READERS.c.active_loans < bindparam("p_max"))
-_BORROWER_COUNT = (
+_READER_COUNT = Statement(_READER_UPDATE)
+_READER_COUNT_CAPPED = Statement(_READER_UPDATE.where(_READERS.c.active_loans < bindparam("p_max")))
+_BORROWER_UPDATE = (
     update(_BORROWERS)
     .where(_BORROWERS.c.person_id == bindparam("p_person"))
     .values(active_loans=_BORROWERS.c.active_loans + bindparam("p_delta"))
 )
-_BORROWER_COUNT_CAPPED = _BORROWER_COUNT.where(_BORROWERS.c.active_loans < bindparam("p_max"))
+_BORROWER_COUNT = Statement(_BORROWER_UPDATE)
+_BORROWER_COUNT_CAPPED = Statement(_BORROWER_UPDATE.where(_BORROWERS.c.active_loans < bindparam("p_max")))
 _LOANS = Loan.__table__
-_LOAN_INSERT = insert(_LOANS)
-_RETURN = (
+_LOAN_INSERT = Statement(insert(_LOANS))
+_RETURN = Statement(
     update(_LOANS)
     .where(_LOANS.c.id == bindparam("p_loan"), _LOANS.c.state == bindparam("p_source"))
     .values(
@@ -401,7 +409,7 @@ async def _move_item(
         "p_point": service_point,
         "p_at": t.at,
     }
-    result = await uow.session.execute(_MOVE, params)
+    result = await _MOVE.run(uow.session, params)
     if result.rowcount != 1:
         refusal = errors.ItemUnavailable if t.trigger == "checkout" else errors.TransitionRefused
         raise refusal("another desk changed this copy a moment ago", state="changed")
@@ -415,7 +423,7 @@ async def _catalogue_follows(uow: UnitOfWork, item_id: str, work_id: str, status
     already serialised the changes of this copy)."""
     if status not in STATUSES:
         raise BadItemStatus(f"unknown item status {status!r}; known: {', '.join(sorted(STATUSES))}")
-    res = await uow.session.execute(_FOLLOW, {"p_item": item_id, "p_status": status, "p_at": utcnow()})
+    res = await _FOLLOW.run(uow.session, {"p_item": item_id, "p_status": status, "p_at": utcnow()})
     if res.rowcount:
         uow.emit(WORKS_CHANGED, work_ids=[work_id])
 
@@ -448,21 +456,21 @@ async def _count(
     if capped:
         assert policy is not None
         params["p_max"] = policy.max_loans
-    res = await s.execute(_READER_COUNT_CAPPED if capped else _READER_COUNT, params)
+    res = await (_READER_COUNT_CAPPED if capped else _READER_COUNT).run(s, params)
     if res.rowcount != 1:
         raise errors.LimitReached(f"{policy.max_loans if policy else 0} loans at this library already", scope="library")
     params = {"p_person": person_id, "p_delta": delta}
     if delta < 0:
         # a loan ends: its checkout made the person's row, so the UPDATE alone is the usual case; a row missing (a
         # loan older than the federation-wide counter) is made at zero rather than counted below it
-        if (await s.execute(_BORROWER_COUNT, params)).rowcount != 1:
+        if (await _BORROWER_COUNT.run(s, params)).rowcount != 1:
             await _make_borrower(s, person_id)
         return
     if not has_borrower:
         await _make_borrower(s, person_id)
     if policy is not None:
         params["p_max"] = policy.max_total_loans
-    res = await s.execute(_BORROWER_COUNT_CAPPED if policy is not None else _BORROWER_COUNT, params)
+    res = await (_BORROWER_COUNT_CAPPED if policy is not None else _BORROWER_COUNT).run(s, params)
     if res.rowcount != 1:
         raise errors.LimitReached(
             f"{policy.max_total_loans if policy else 0} loans across the federation already", scope="federation"
@@ -566,7 +574,7 @@ async def lend(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff, hold
     )
     columns = {c.key: getattr(loan, c.key) for c in Loan.__table__.columns}
     try:
-        await s.execute(_LOAN_INSERT, columns)
+        await _LOAN_INSERT.run(s, columns)
     except IntegrityError:
         # the partial unique index: another active loan of this copy exists (the unit of work rolls back)
         raise errors.ItemUnavailable("the copy is already on loan") from None
@@ -628,7 +636,7 @@ async def checkin(
     if loan is not None:
         lt = states.fire("loan", loan.id, loan.state, "checkin", states.Facts(), at=now)
         params = {"p_loan": loan.id, "p_source": lt.source, "p_destination": lt.destination, "p_at": now}
-        res = await s.execute(_RETURN, {**params, "p_point": at.code})
+        res = await _RETURN.run(s, {**params, "p_point": at.code})
         if res.rowcount != 1:
             raise errors.LoanNotActive("the loan was closed a moment ago")
         await _count(uow, loan.reader_id, loan.person_id, -1, None)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from federation.direct import Statement
 from federation.identity.models import Person
 from library.circulation import errors, policies, states
 from library.circulation.models import Borrower, Fine, Loan, Reader
@@ -34,6 +35,11 @@ class Standing:
     def refuse_reader(self, library: str) -> None:
         if self.reader_blocked:
             raise errors.ReaderBlocked(f"blocked at {library}: {self.reader_block_reason or 'ask the library'}")
+
+
+@functools.cache
+def _standing_statement(late_loans: bool, fines: bool) -> Statement:
+    return Statement(_standing_query(late_loans, fines))
 
 
 @functools.cache
@@ -82,8 +88,8 @@ async def of(session: AsyncSession, person_id: str, library: str, now: dt.dateti
     params: dict[str, object] = {"p_person": person_id, "p_library": library}
     if fed.overdue_block_days is not None:
         params["p_late_before"] = now - dt.timedelta(days=fed.overdue_block_days)
-    q = _standing_query(fed.overdue_block_days is not None, lib.fine_block_fen is not None)
-    row = (await session.execute(q, params)).one()
+    q = _standing_statement(fed.overdue_block_days is not None, lib.fine_block_fen is not None)
+    row = (await q.run(session, params)).one()
     return Standing(
         reader_id=row[0],
         category=row[1],

@@ -314,7 +314,7 @@ async def test_the_usual_append_never_scans_the_trail(svc: Services) -> None:
         for i in range(3):
             await svc.audit(uow, Record(action="test.plan", actor=f"tester-{i}"))
         await uow.commit()
-    compiled = audit._GUARDED_INSERT.compile(dialect=svc.db.engine.dialect)
+    compiled = audit._GUARDED_INSERT.statement.compile(dialect=svc.db.engine.dialect)
     nulls = ", ".join(["NULL"] * len(compiled.positiontup or ()))
     async with svc.db.engine.connect() as conn:
         await conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
