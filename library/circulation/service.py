@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, exists, false, insert, or_, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -269,28 +270,43 @@ async def find_item(session: AsyncSession, barcode: str, desk: Desk, item_librar
     )
 
 
-_STATE_ROW = select(ItemState).where(ItemState.item_id == bindparam("p_item")).execution_options(populate_existing=True)
+_STATE_COLUMNS = tuple(ItemState.__table__.c)
+_STATE_KEYS = tuple(c.key for c in _STATE_COLUMNS)
+_STATE_ROW = Statement(select(*_STATE_COLUMNS).where(ItemState.__table__.c.item_id == bindparam("p_item")))
+
+
+def _state_of(row: Sequence[Any]) -> ItemState:
+    """A row of ``circ_item_state`` as an ``ItemState`` the session does not track: it is read, and changed only by
+    the conditional UPDATEs below, never through the object."""
+    return ItemState(**dict(zip(_STATE_KEYS, row, strict=True)))
+
+
+@functools.cache
+def _first_state(dialect: str) -> Statement:
+    """The first circulation's INSERT of the copy's row, doing nothing when another desk made it a moment ago."""
+    values = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return Statement(values(ItemState.__table__).on_conflict_do_nothing(index_elements=["item_id"]))
 
 
 async def item_state(session: AsyncSession, item: ItemRow | Copy) -> ItemState:
     """Circulation's row for the copy, made on its first circulation from the catalogue's status and location."""
-    q, params = _STATE_ROW, {"p_item": item.id}
-    found = (await session.execute(q, params)).scalar_one_or_none()
+    params = {"p_item": item.id}
+    found = (await _STATE_ROW.run(session, params)).first()
     if found is not None:  # every circulation but the copy's first: one statement
-        return found
-    first = dialect_insert(session, ItemState).values(
-        item_id=item.id,
-        library=item.library,
-        barcode=item.barcode,
-        work_id=item.work_id,
-        status=FROM_CATALOG_STATUS.get(item.status, item.status),
-        current_library=item.library,
-        current_service_point=item.location,
-        version=1,
-        updated_at=utcnow(),
-    )
-    await session.execute(first.on_conflict_do_nothing(index_elements=["item_id"]))
-    return (await session.execute(q, params)).scalar_one()
+        return _state_of(found)
+    first = {
+        "item_id": item.id,
+        "library": item.library,
+        "barcode": item.barcode,
+        "work_id": item.work_id,
+        "status": FROM_CATALOG_STATUS.get(item.status, item.status),
+        "current_library": item.library,
+        "current_service_point": item.location,
+        "version": 1,
+        "updated_at": utcnow(),
+    }
+    await _first_state(session.get_bind().dialect.name).run(session, first)
+    return _state_of((await _STATE_ROW.run(session, params)).one())
 
 
 async def recognise(session: AsyncSession, svc: Services, cred: Credential) -> identity.Holder:
@@ -363,6 +379,7 @@ _MOVE = Statement(
         current_service_point=bindparam("p_point"),
         updated_at=bindparam("p_at"),
     )
+    .returning(*_STATE.c)
 )
 _FOLLOW = Statement(
     update(_ITEMS)
@@ -385,6 +402,10 @@ _BORROWER_COUNT = Statement(_BORROWER_UPDATE)
 _BORROWER_COUNT_CAPPED = Statement(_BORROWER_UPDATE.where(_BORROWERS.c.active_loans < bindparam("p_max")))
 _LOANS = Loan.__table__
 _LOAN_INSERT = Statement(insert(_LOANS))
+_LOAN_KEYS = tuple(c.key for c in _LOANS.c)
+_ACTIVE_LOAN = Statement(
+    select(*_LOANS.c).where(_LOANS.c.item_id == bindparam("p_item"), _LOANS.c.state == states.ACTIVE)
+)
 _RETURN = Statement(
     update(_LOANS)
     .where(_LOANS.c.id == bindparam("p_loan"), _LOANS.c.state == bindparam("p_source"))
@@ -399,8 +420,9 @@ _RETURN = Statement(
 
 async def _move_item(
     uow: UnitOfWork, state: ItemState | Copy, t: states.Transition, *, library: str | None, service_point: str | None
-) -> None:
-    """Persist an item transition with one conditional UPDATE; a concurrent change makes it refuse, not double."""
+) -> ItemState:
+    """Persist an item transition with one conditional UPDATE; a concurrent change makes it refuse, not double.
+    Returns the copy's circulation row as the UPDATE left it."""
     params = {
         "p_item": state.item_id,
         "p_source": t.source,
@@ -409,12 +431,13 @@ async def _move_item(
         "p_point": service_point,
         "p_at": t.at,
     }
-    result = await _MOVE.run(uow.session, params)
-    if result.rowcount != 1:
+    moved = (await _MOVE.run(uow.session, params)).rows
+    if len(moved) != 1:
         refusal = errors.ItemUnavailable if t.trigger == "checkout" else errors.TransitionRefused
         raise refusal("another desk changed this copy a moment ago", state="changed")
     await _catalogue_follows(uow, state.item_id, state.work_id, CATALOG_STATUS.get(t.destination, t.destination))
     _emit(uow, t)
+    return _state_of(moved[0])
 
 
 async def _catalogue_follows(uow: UnitOfWork, item_id: str, work_id: str, status: str) -> None:
@@ -426,6 +449,11 @@ async def _catalogue_follows(uow: UnitOfWork, item_id: str, work_id: str, status
     res = await _FOLLOW.run(uow.session, {"p_item": item_id, "p_status": status, "p_at": utcnow()})
     if res.rowcount:
         uow.emit(WORKS_CHANGED, work_ids=[work_id])
+
+
+def _loan_of(row: Sequence[Any]) -> Loan:
+    """A row of ``circ_loans`` as a ``Loan`` the session does not track: changed only by conditional UPDATEs."""
+    return Loan(**dict(zip(_LOAN_KEYS, row, strict=True)))
 
 
 def _committed(row: Any, **values: Any) -> None:
@@ -616,9 +644,8 @@ async def checkin(
     status = item.state_status
     assert status is not None
     now = utcnow()
-    loan = (
-        await s.execute(select(Loan).where(Loan.item_id == item.id, Loan.state == states.ACTIVE))
-    ).scalar_one_or_none()
+    found = (await _ACTIVE_LOAN.run(s, {"p_item": item.id})).first()
+    loan = _loan_of(found) if found is not None else None
 
     hold = await holds(s, item) if item.waiting else None
     if hold is not None and hold[0] == at.code:
@@ -631,7 +658,7 @@ async def checkin(
         action, trigger, destination = "transit", "checkin_transit", await main_service_point(s, item.library)
 
     t = states.fire("item", item.id, status, trigger, states.Facts(desk_library=at.library), at=now)
-    await _move_item(uow, item, t, library=at.library, service_point=at.code)
+    fresh = await _move_item(uow, item, t, library=at.library, service_point=at.code)
 
     if loan is not None:
         lt = states.fire("loan", loan.id, loan.state, "checkin", states.Facts(), at=now)
@@ -692,7 +719,6 @@ async def checkin(
         transit=transit.id if transit else None,
         fine_fen=fine.amount_fen if fine else None,
     )
-    fresh = await item_state(s, item)
     return CheckinResult(action, destination, loan, transit, fresh, item.title)
 
 
@@ -749,6 +775,11 @@ async def receive(
 
 
 @functools.cache
+def _renewal_statement(with_requests: bool) -> Statement:
+    return Statement(_renewal_query(with_requests))
+
+
+@functools.cache
 def _renewal_query(with_requests: bool) -> Select[Any]:
     """Everything a renewal decides on, in one statement: the loan, its reader's category and block, the person's
     federation-wide block, the copy's item type and, with ``with_requests``, whether another reader's request
@@ -765,7 +796,7 @@ def _renewal_query(with_requests: bool) -> Select[Any]:
         )
     return (
         select(
-            Loan,
+            *_LOANS.c,
             Reader.category,
             Reader.blocked,
             Reader.block_reason,
@@ -782,7 +813,7 @@ def _renewal_query(with_requests: bool) -> Select[Any]:
     )
 
 
-_RENEW = (
+_RENEW = Statement(
     update(_LOANS)
     .where(
         _LOANS.c.id == bindparam("p_loan"),
@@ -797,10 +828,13 @@ async def renew(uow: UnitOfWork, svc: Services, cmd: Renewal, staff: Staff, *, r
     """Extend a loan by the policy's period from today; staff renew any loan, a resident only their own. With
     ``requests_block`` (requests exist), refused while another reader's request waits for the copy or its work."""
     s = uow.session
-    row = (await s.execute(_renewal_query(requests_block), {"p_loan": cmd.loan_id})).first()
-    if row is None or (cmd.person_id is not None and row[0].person_id != cmd.person_id):
+    row = (await _renewal_statement(requests_block).run(s, {"p_loan": cmd.loan_id})).first()
+    width = len(_LOAN_KEYS)
+    loan = _loan_of(row[:width]) if row is not None else None
+    if loan is None or (cmd.person_id is not None and loan.person_id != cmd.person_id):
         raise errors.LoanNotFound(f"no loan {cmd.loan_id}")
-    loan, category, reader_blocked, reader_reason, fed_blocked, fed_reason, item_type, waiting = row
+    assert row is not None
+    category, reader_blocked, reader_reason, fed_blocked, fed_reason, item_type, waiting = row[width:]
     if loan.state == states.ACTIVE:
         if waiting:
             raise errors.RenewalBlockedByRequest("another reader waits for this work: please return it")
@@ -816,7 +850,7 @@ async def renew(uow: UnitOfWork, svc: Services, cmd: Renewal, staff: Staff, *, r
     t = states.fire("loan", loan.id, loan.state, "renew", facts, at=now)
     due = await calendar.due_date(s, loan.library, now + dt.timedelta(days=policy.loan_days))
     params = {"p_loan": loan.id, "p_source": t.source, "p_renewals": loan.renewals, "p_due": due}
-    res = await s.execute(_RENEW, params)
+    res = await _RENEW.run(s, params)
     if res.rowcount != 1:
         raise errors.RenewalLimit("the loan was renewed or returned a moment ago")
     _committed(loan, renewals=loan.renewals + 1, due_at=due, version=loan.version + 1)
