@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import JSON, DateTime, MetaData, String, Table, TypeDecorator, event, insert
-from sqlalchemy.engine import Dialect, Row
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -220,11 +220,14 @@ class Database:
         """
         return self.read_sessions() if snapshot else self.statement_sessions()
 
-    async def read_once(self, statement: Executable, params: dict[str, Any] | None = None) -> list[Row[Any]]:
+    async def read_once(self, statement: Executable | Statement, params: dict[str, Any] | None = None) -> list[Any]:
         """The rows of one statement, run outside any transaction: a single statement is consistent by itself, so
         no BEGIN and no ROLLBACK travel with it and no ORM session is made. For the reads every request makes (the
-        caller's account or API key); anything reading twice and wanting one snapshot uses ``reader()``."""
+        caller's account or API key); anything reading twice and wanting one snapshot uses ``reader()``. A
+        ``federation.direct.Statement`` runs at the driver's cost where it can."""
         async with self.statement_engine.connect() as conn:
+            if isinstance(statement, Statement):
+                return list((await statement.run_on(conn, params)).rows)
             return list((await conn.execute(statement, params)).all())
 
     async def ping(self) -> None:

@@ -7,7 +7,9 @@ PostgreSQL it runs as asyncpg's prepared statement on the connection and in the 
 with what SQLAlchemy would have done around it: the session's pending changes flushed first, the columns' bind and
 result processors (``UTCDateTime`` included), Python-side INSERT defaults, ``before_cursor_execute`` listeners
 (the circulation cache watches writes through them), and errors raised as SQLAlchemy's (an ``IntegrityError`` is
-an ``IntegrityError``). On any other driver it is ``session.execute`` with the same answer.
+an ``IntegrityError``). On any other driver it is ``session.execute`` with the same answer. ``run_on`` runs one
+on a connection without a session (``Database.read_once``: the caller's account, read by itself in autocommit mode
+at every request).
 
 The statement's SQL is still written once, with SQLAlchemy, for both engines. An IN list whose values are given at
 execution (an expanding bind parameter) is refused when the statement is first run: write those with
@@ -21,12 +23,12 @@ pyproject.toml and ``tests/integration/test_direct.py`` checks the behaviour rel
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, CursorResult, Dialect
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.util import greenlet_spawn
@@ -82,30 +84,44 @@ class _Link:
 
 
 class Statement:
-    """A Core statement run at the driver's cost where the driver allows it (see the module's text)."""
+    """A Core statement run at the driver's cost where the driver allows it (see the module's text).
 
-    __slots__ = ("statement", "_plans")
+    ``row``: a named tuple type (``federation.db.row_tuple``) for rows read by attribute; plain tuples otherwise
+    (SQLAlchemy's ``Row`` where the statement goes through SQLAlchemy)."""
 
-    def __init__(self, statement: Executable) -> None:
+    __slots__ = ("statement", "_plans", "_make")
+
+    def __init__(self, statement: Executable, *, row: Any = None) -> None:
         self.statement = statement
         self._plans: dict[tuple[Dialect, tuple[str, ...] | None], _Plan] = {}
+        self._make = row._make if row is not None else tuple
 
     async def run(self, session: AsyncSession, params: Mapping[str, Any] | None = None) -> Answer:
+        """In the session's transaction, after its pending changes are flushed."""
         await _flush(session)
         link = await _link(session)
-        params = params or {}
+        return await self._run(link, params or {}, lambda: session.execute(self.statement, params))
+
+    async def run_on(self, connection: AsyncConnection, params: Mapping[str, Any] | None = None) -> Answer:
+        """On a connection without a session: in its transaction, or by itself in autocommit mode."""
+        sync = connection.sync_connection
+        assert sync is not None
+        link = _Link(sync, _adapted(sync))
+        return await self._run(link, params or {}, lambda: connection.execute(self.statement, params))
+
+    async def _run(self, link: _Link, params: Mapping[str, Any], through: Callable[[], Awaitable[Any]]) -> Answer:
         key = (link.sync.dialect, self._columns(params))
         plan = self._plans.get(key)
         if plan is None:  # made on every engine, so a statement the direct path refuses is refused on each
             plan = self._plans[key] = _plan(self.statement, key[0], key[1])
         args = _args(plan, params)
         if link.adapted is None:
-            result = await session.execute(self.statement, params)
+            result = await through()
             if isinstance(result, CursorResult):
                 return Answer(result.all() if result.returns_rows else [], result.rowcount)
             rows = result.all()  # a select of ORM entities' columns: the ORM's result
             return Answer(rows, len(rows))
-        return await _execute(link, plan, args)
+        return await _execute(link, plan, args, self._make)
 
     async def run_many(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
         """The statement once per row, in one round trip (every row names the same parameters)."""
@@ -207,16 +223,21 @@ async def _link(session: AsyncSession) -> _Link:
     conn = await session.connection()
     sync = conn.sync_connection
     assert sync is not None
-    link = _Link(sync, None)
-    if sync.dialect.driver == "asyncpg" and sync.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-        adapted = sync.connection.dbapi_connection
-        if hasattr(adapted, "_start_transaction"):
-            link.adapted = adapted
+    link = _Link(sync, _adapted(sync))
     session.info[_LINK] = (session.sync_session.get_transaction(), link)
     return link
 
 
-async def _execute(link: _Link, plan: _Plan, args: list[Any]) -> Answer:
+def _adapted(sync: Connection) -> Any:
+    """SQLAlchemy's adapter of the asyncpg connection, or None for another driver. In autocommit mode the adapter
+    starts no transaction (``_start_transaction`` returns at once), as for SQLAlchemy's own statements."""
+    if sync.dialect.driver != "asyncpg":
+        return None
+    adapted = sync.connection.dbapi_connection
+    return adapted if hasattr(adapted, "_start_transaction") else None
+
+
+async def _execute(link: _Link, plan: _Plan, args: list[Any], make: Callable[[Any], Any]) -> Answer:
     sync, adapted = link.sync, link.adapted
     if sync._has_events or sync.engine._has_events:
         sync.dispatch.before_cursor_execute(sync, None, plan.sql, args, None, False)
@@ -233,9 +254,9 @@ async def _execute(link: _Link, plan: _Plan, args: list[Any]) -> Answer:
     head, _, count = (status or "").rpartition(" ")
     rowcount = int(count) if head and count.isdigit() else -1
     if not plan.processed:  # also a text() statement's rows, whose columns SQLAlchemy does not know beforehand
-        return Answer([tuple(r) for r in records], rowcount)
+        return Answer([make(r) for r in records], rowcount)
     results = plan.results
-    rows = [tuple(v if p is None else p(v) for v, p in zip(r, results, strict=True)) for r in records]
+    rows = [make(v if p is None else p(v) for v, p in zip(r, results, strict=True)) for r in records]
     return Answer(rows, rowcount)
 
 

@@ -38,7 +38,8 @@ from federation.accounts.errors import (
 )
 from federation.accounts.models import Account, ApiKey, LoginThrottle
 from federation.audit.service import Record
-from federation.db import UnitOfWork, dialect_insert, utcnow
+from federation.db import UnitOfWork, dialect_insert, row_tuple, utcnow
+from federation.direct import Statement
 from federation.identity.idnumber import InvalidIdNumber, looks_like_id_number, mask_id_number, parse_id_number
 from federation.identity.models import IdentifierType
 from federation.identity.service import IdentifierInput, find_identifier
@@ -285,7 +286,7 @@ def principal_for(account: Account | Row[Any], *, via_session: bool = False) -> 
 
 
 # Read on every authenticated request, so built once and reading only what a principal needs (no entity loaded).
-_ACCOUNT = select(
+_ACCOUNT_QUERY = select(
     Account.id,
     Account.kind,
     Account.username,
@@ -295,7 +296,8 @@ _ACCOUNT = select(
     Account.roles,
     Account.active,
 ).where(Account.id == bindparam("p_id"))
-_API_KEY = (
+_ACCOUNT = Statement(_ACCOUNT_QUERY, row=row_tuple("AccountRow", _ACCOUNT_QUERY.selected_columns))
+_API_KEY_QUERY = (
     select(
         ApiKey.id,
         ApiKey.prefix,
@@ -310,6 +312,7 @@ _API_KEY = (
     .outerjoin(Institution, Institution.code == ApiKey.member_code)
     .where(ApiKey.prefix == bindparam("p_prefix"))
 )
+_API_KEY = Statement(_API_KEY_QUERY, row=row_tuple("ApiKeyRow", _API_KEY_QUERY.selected_columns))
 
 
 async def account_principal(svc: Services, account_id: str, *, via_session: bool = False) -> Principal:

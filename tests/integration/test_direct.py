@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import bindparam, event, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, InvalidRequestError
 
-from federation.db import OutboxMessage, new_id, utcnow
+from federation.db import OutboxMessage, new_id, row_tuple, utcnow
 from federation.direct import Statement
 from library.circulation import cache
 from library.circulation.models import FederationPolicy
@@ -197,3 +197,20 @@ async def test_a_text_statement_returns_its_rows_though_its_columns_are_known_on
         await _ADD.run(uow.session, {"id": new_id(), "topic": "t.text", "payload": {}})
         assert (await count.run(uow.session, {"t": "t.text"})).scalar() == 1
         await uow.commit()
+
+
+async def test_read_once_runs_a_statement_by_itself_with_named_rows(svc):
+    row_id = new_id()
+    named = Statement(
+        select(OUTBOX.c.id, OUTBOX.c.topic, OUTBOX.c.created_at).where(OUTBOX.c.id == bindparam("p_id")),
+        row=row_tuple("OutboxRow", [OUTBOX.c.id, OUTBOX.c.topic, OUTBOX.c.created_at]),
+    )
+    async with svc.db.uow() as uow:
+        await _ADD.run(uow.session, {"id": row_id, "topic": "t.once", "payload": {}})
+        await uow.commit()
+    for _ in range(3):  # autocommit: nothing is left open on the pooled connection between reads
+        (row,) = await svc.db.read_once(named, {"p_id": row_id})
+        assert (row.id, row.topic) == (row_id, "t.once") and row.created_at.tzinfo == dt.UTC
+    async with svc.db.reader(snapshot=False) as s:  # a session without a transaction, statement by statement
+        assert (await named.run(s, {"p_id": row_id})).one().topic == "t.once"
+    assert await svc.db.read_once(named, {"p_id": "nobody"}) == []

@@ -9,12 +9,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import pytest
 from sqlalchemy import bindparam, event, select
 
 from federation.accounts.models import Account
 from federation.accounts.service import create_staff
+from federation.db import row_tuple
+from federation.direct import Statement
 
-BY_NAME = select(Account.id, Account.active).where(Account.username == bindparam("name"))
+QUERY = select(Account.id, Account.active).where(Account.username == bindparam("name"))
+# the same read through SQLAlchemy and, as the requests' own reads run, by the driver itself (PostgreSQL)
+BY_NAME_WAYS = [QUERY, Statement(QUERY, row=row_tuple("ByName", QUERY.selected_columns))]
 
 
 @contextlib.contextmanager
@@ -32,7 +37,8 @@ def statements(svc) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", on_execute)
 
 
-async def test_read_once_sends_its_statement_alone_and_sees_what_is_committed(svc):
+@pytest.mark.parametrize("BY_NAME", BY_NAME_WAYS, ids=["sqlalchemy", "direct"])
+async def test_read_once_sends_its_statement_alone_and_sees_what_is_committed(svc, BY_NAME):  # noqa: N803
     async with svc.db.uow() as uow:
         account = await create_staff(uow, "reader-test@CQL", "a-long-password", "CQL", ["librarian"])
         await uow.commit()
@@ -44,7 +50,8 @@ async def test_read_once_sends_its_statement_alone_and_sees_what_is_committed(sv
     assert await svc.db.read_once(BY_NAME, {"name": "nobody"}) == []
 
 
-async def test_read_once_does_not_see_an_open_transaction_and_leaves_the_pool_as_it_was(svc):
+@pytest.mark.parametrize("BY_NAME", BY_NAME_WAYS, ids=["sqlalchemy", "direct"])
+async def test_read_once_does_not_see_an_open_transaction_and_leaves_the_pool_as_it_was(svc, BY_NAME):  # noqa: N803
     async with svc.db.uow() as uow:
         account = await create_staff(uow, "pending@CQL", "a-long-password", "CQL", ["librarian"])
         await uow.session.flush()
