@@ -1,23 +1,25 @@
 """Hot statements run by the driver itself, inside the unit of work's own transaction.
 
-SQLAlchemy's execution layer costs about 0.12 ms of CPU per statement here (the session's bookkeeping, a greenlet
-switch, the execution context, parameter and result processing), more than asyncpg takes to send the statement and
-read its answer; a checkout sends twelve. A ``Statement`` is a Core statement compiled once per dialect. On
-PostgreSQL it runs as asyncpg's prepared statement on the connection and in the transaction the session holds,
-with what SQLAlchemy would have done around it: the session's pending changes flushed first, the columns' bind and
-result processors (``UTCDateTime`` included), Python-side INSERT defaults, ``before_cursor_execute`` listeners
-(the circulation cache watches writes through them), and errors raised as SQLAlchemy's (an ``IntegrityError`` is
-an ``IntegrityError``). On any other driver it is ``session.execute`` with the same answer. ``run_on`` runs one
-on a connection without a session (``Database.read_once``: the caller's account, read by itself in autocommit mode
-at every request).
+SQLAlchemy's execution layer costs about 0.1 ms of CPU per statement here (the session's bookkeeping, a greenlet
+switch, the execution context, parameter and result processing), more than the driver takes to send the statement
+and read its answer; a checkout sends twelve. A ``Statement`` is a Core statement compiled once per dialect and run
+on the connection and in the transaction the session holds: on PostgreSQL as asyncpg's prepared statement (the
+adapter's own cache), on SQLite as one trip to the connection's thread (``federation.sqlite_driver``). What
+SQLAlchemy does around a statement is kept: the session's pending changes flushed first, the columns' bind and
+result processors (``UTCDateTime``, JSON, booleans), Python-side INSERT defaults, ``before_cursor_execute``
+listeners (the circulation cache watches writes through them), and errors raised as SQLAlchemy's (an
+``IntegrityError`` is an ``IntegrityError``). On any other driver it is ``session.execute`` with the same answer.
+``run_on`` runs one on a connection without a session (``Database.read_once``: the caller's account, read by itself
+in autocommit mode at every request).
 
 The statement's SQL is still written once, with SQLAlchemy, for both engines. An IN list whose values are given at
 execution (an expanding bind parameter) is refused when the statement is first run: write those with
 ``session.execute``. IN lists of values fixed in the statement are expanded once.
 
-This leans on private parts of SQLAlchemy's asyncpg adapter (``_execute_mutex``, ``_transaction``,
-``_start_transaction``, ``_prepare``, the prepared-statement cache both paths share): the version is pinned in
-pyproject.toml and ``tests/integration/test_direct.py`` checks the behaviour relied on, on PostgreSQL.
+This leans on private parts of SQLAlchemy's adapters (``_execute_mutex``, asyncpg's ``_transaction``,
+``_start_transaction`` and ``_prepare``, aiosqlite's ``_execute`` and ``_conn``) and on the compiler's
+``_bind_processors``, ``_result_columns`` and post-compile expansion: the versions are pinned in pyproject.toml and
+``tests/integration/test_direct.py`` checks the behaviour relied on, on both engines.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.util import greenlet_spawn
+
+from federation import sqlite_driver
 
 _LINK = "twincity.direct_link"  # session.info: the transaction and the driver connection it runs on
 
@@ -80,7 +84,8 @@ class _Default:
 @dataclasses.dataclass(slots=True)
 class _Link:
     sync: Connection
-    adapted: Any  # SQLAlchemy's AsyncAdapt_asyncpg_connection; None where statements go through session.execute
+    adapted: Any  # SQLAlchemy's adapter of the driver's connection; None where statements go through SQLAlchemy
+    driver: Any = None  # the module's functions for that driver (``_ASYNCPG``, ``_SQLITE``)
 
 
 class Statement:
@@ -106,8 +111,7 @@ class Statement:
         """On a connection without a session: in its transaction, or by itself in autocommit mode."""
         sync = connection.sync_connection
         assert sync is not None
-        link = _Link(sync, _adapted(sync))
-        return await self._run(link, params or {}, lambda: connection.execute(self.statement, params))
+        return await self._run(_link_of(sync), params or {}, lambda: connection.execute(self.statement, params))
 
     async def _run(self, link: _Link, params: Mapping[str, Any], through: Callable[[], Awaitable[Any]]) -> Answer:
         key = (link.sync.dialect, self._columns(params))
@@ -121,7 +125,7 @@ class Statement:
                 return Answer(result.all() if result.returns_rows else [], result.rowcount)
             rows = result.all()  # a select of ORM entities' columns: the ORM's result
             return Answer(rows, len(rows))
-        return await _execute(link, plan, args, self._make)
+        return await link.driver.execute(link, plan, args, self._make)
 
     async def run_many(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
         """The statement once per row, in one round trip (every row names the same parameters)."""
@@ -142,7 +146,7 @@ class Statement:
         if link.adapted is None:
             await session.execute(self.statement, list(rows))
             return
-        await _execute_many(link, plan, many)
+        await link.driver.execute_many(link, plan, many)
 
     def _columns(self, params: Mapping[str, Any]) -> tuple[str, ...] | None:
         """An INSERT of values names its columns at execution: one plan per set of columns given."""
@@ -223,21 +227,24 @@ async def _link(session: AsyncSession) -> _Link:
     conn = await session.connection()
     sync = conn.sync_connection
     assert sync is not None
-    link = _Link(sync, _adapted(sync))
+    link = _link_of(sync)
     session.info[_LINK] = (session.sync_session.get_transaction(), link)
     return link
 
 
-def _adapted(sync: Connection) -> Any:
-    """SQLAlchemy's adapter of the asyncpg connection, or None for another driver. In autocommit mode the adapter
-    starts no transaction (``_start_transaction`` returns at once), as for SQLAlchemy's own statements."""
-    if sync.dialect.driver != "asyncpg":
-        return None
+def _link_of(sync: Connection) -> _Link:
+    """The connection's adapter and the functions that run statements on it; none for a driver not known here."""
     adapted = sync.connection.dbapi_connection
-    return adapted if hasattr(adapted, "_start_transaction") else None
+    if sync.dialect.driver == "asyncpg" and hasattr(adapted, "_start_transaction"):
+        return _Link(sync, adapted, _ASYNCPG)
+    if isinstance(adapted, sqlite_driver.OneTripConnection):
+        return _Link(sync, adapted, _SQLITE)
+    return _Link(sync, None)
 
 
-async def _execute(link: _Link, plan: _Plan, args: list[Any], make: Callable[[Any], Any]) -> Answer:
+async def _asyncpg_execute(link: _Link, plan: _Plan, args: list[Any], make: Callable[[Any], Any]) -> Answer:
+    """On PostgreSQL: the adapter's own prepared statement (its cache), in its transaction; in autocommit mode the
+    adapter starts none (``_start_transaction`` returns at once), as for SQLAlchemy's own statements."""
     sync, adapted = link.sync, link.adapted
     if sync._has_events or sync.engine._has_events:
         sync.dispatch.before_cursor_execute(sync, None, plan.sql, args, None, False)
@@ -252,7 +259,10 @@ async def _execute(link: _Link, plan: _Plan, args: list[Any], make: Callable[[An
             await greenlet_spawn(_raise, sync, adapted, error, plan.sql, args)
             raise AssertionError("unreachable") from error
     head, _, count = (status or "").rpartition(" ")
-    rowcount = int(count) if head and count.isdigit() else -1
+    return _answer(plan, records, int(count) if head and count.isdigit() else -1, make)
+
+
+def _answer(plan: _Plan, records: Sequence[Any], rowcount: int, make: Callable[[Any], Any]) -> Answer:
     if not plan.processed:  # also a text() statement's rows, whose columns SQLAlchemy does not know beforehand
         return Answer([make(r) for r in records], rowcount)
     results = plan.results
@@ -260,7 +270,7 @@ async def _execute(link: _Link, plan: _Plan, args: list[Any], make: Callable[[An
     return Answer(rows, rowcount)
 
 
-async def _execute_many(link: _Link, plan: _Plan, many: list[list[Any]]) -> None:
+async def _asyncpg_execute_many(link: _Link, plan: _Plan, many: list[list[Any]]) -> None:
     sync, adapted = link.sync, link.adapted
     if sync._has_events or sync.engine._has_events:
         sync.dispatch.before_cursor_execute(sync, None, plan.sql, many, None, True)
@@ -273,6 +283,40 @@ async def _execute_many(link: _Link, plan: _Plan, many: list[list[Any]]) -> None
         except Exception as error:  # noqa: BLE001 - every driver error is raised as SQLAlchemy raises it
             await greenlet_spawn(_raise, sync, adapted, error, plan.sql, many)
             raise AssertionError("unreachable") from error
+
+
+async def _sqlite_execute(link: _Link, plan: _Plan, args: list[Any], make: Callable[[Any], Any]) -> Answer:
+    """On SQLite: one trip to the connection's thread (``sqlite_driver``), in the transaction SQLAlchemy began
+    (its BEGIN is sent when the session takes the connection); without one, sqlite3's autocommit."""
+    _, rowcount, _, rows = await _sqlite_trip(link, plan.sql, args, False)
+    return _answer(plan, rows, rowcount, make)
+
+
+async def _sqlite_execute_many(link: _Link, plan: _Plan, many: list[list[Any]]) -> None:
+    await _sqlite_trip(link, plan.sql, many, True)
+
+
+async def _sqlite_trip(link: _Link, sql: str, args: Any, many: bool) -> Any:
+    sync, adapted = link.sync, link.adapted
+    if sync._has_events or sync.engine._has_events:
+        sync.dispatch.before_cursor_execute(sync, None, sql, args, None, many)
+    async with adapted._execute_mutex:
+        try:
+            conn = adapted._connection
+            return await conn._execute(sqlite_driver._run, conn._conn, sql, args, many)
+        except Exception as error:  # noqa: BLE001 - every driver error is raised as SQLAlchemy raises it
+            await greenlet_spawn(_raise, sync, adapted, error, sql, args)
+            raise AssertionError("unreachable") from error
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Driver:
+    execute: Callable[..., Awaitable[Answer]]
+    execute_many: Callable[..., Awaitable[None]]
+
+
+_ASYNCPG = _Driver(_asyncpg_execute, _asyncpg_execute_many)
+_SQLITE = _Driver(_sqlite_execute, _sqlite_execute_many)
 
 
 def _raise(sync: Connection, adapted: Any, error: Exception, sql: str, args: list[Any]) -> None:
