@@ -51,11 +51,16 @@ NAMING = {
 def dialect_insert(session: AsyncSession, target: Any) -> Any:
     """``INSERT`` into ``target`` in the session's dialect, for its ``on_conflict_do_nothing`` and
     ``on_conflict_do_update`` (PostgreSQL and SQLite spell them alike; the generic insert has neither)."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect
+    return insert_in(session.get_bind().dialect.name, target)
+
+
+def insert_in(dialect: str, target: Any) -> Any:
+    """``dialect_insert`` for a dialect named ``postgresql`` or anything else (SQLite)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert_of
     else:
-        from sqlalchemy.dialects.sqlite import insert as dialect
-    return dialect(target)
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert_of
+    return dialect_insert_of(target)
 
 
 def utcnow() -> dt.datetime:

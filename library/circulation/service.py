@@ -14,13 +14,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, exists, false, insert, or_, select, true, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from federation.audit.service import Record
-from federation.db import UnitOfWork, dialect_insert, new_id, utcnow
+from federation.db import UnitOfWork, dialect_insert, insert_in, new_id, utcnow
 from federation.direct import Statement
 from federation.identity import service as identity
 from federation.identity.errors import UnknownCredential
@@ -284,8 +283,7 @@ def _state_of(row: Sequence[Any]) -> ItemState:
 @functools.cache
 def _first_state(dialect: str) -> Statement:
     """The first circulation's INSERT of the copy's row, doing nothing when another desk made it a moment ago."""
-    values = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return Statement(values(ItemState.__table__).on_conflict_do_nothing(index_elements=["item_id"]))
+    return Statement(insert_in(dialect, ItemState.__table__).on_conflict_do_nothing(index_elements=["item_id"]))
 
 
 async def item_state(session: AsyncSession, item: ItemRow | Copy) -> ItemState:
