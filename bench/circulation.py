@@ -1,8 +1,8 @@
 """Circulation under load: 20 concurrent desks checking out, checking in and renewing against the real server.
 
 The server is the real application (``twincity run``; ``--workers N`` for N processes sharing the port: on
-PostgreSQL two measured 250 operations/s against one's 177 on this two-core machine, shared with the clients and
-PostgreSQL, once audited writes stopped queueing on one chain's lock) in its own process on a
+PostgreSQL two measured 369 operations/s against one's 318 on this two-core machine, shared with the clients and
+PostgreSQL, once the hot statements went past SQLAlchemy's execution layer) in its own process on a
 free port, over a fresh database: embedded SQLite in a temporary data directory by default, or ``--database
 postgresql+asyncpg://...`` (a database of its own: every table is dropped first). Before the clock starts the script
 loads the core's demo world (members, librarians), registers readers, and stores catalogue records holding thousands
