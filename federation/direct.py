@@ -85,7 +85,7 @@ class _Default:
 class _Link:
     sync: Connection
     adapted: Any  # SQLAlchemy's adapter of the driver's connection; None where statements go through SQLAlchemy
-    driver: Any = None  # the module's functions for that driver (``_ASYNCPG``, ``_SQLITE``)
+    send: Any = None  # this module's function sending a statement through that adapter
 
 
 class Statement:
@@ -125,7 +125,8 @@ class Statement:
                 return Answer(result.all() if result.returns_rows else [], result.rowcount)
             rows = result.all()  # a select of ORM entities' columns: the ORM's result
             return Answer(rows, len(rows))
-        return await link.driver.execute(link, plan, args, self._make)
+        records, rowcount = await _trip(link, plan.sql, args, False)
+        return _answer(plan, records, rowcount, self._make)
 
     async def run_many(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
         """The statement once per row, in one round trip (every row names the same parameters)."""
@@ -146,7 +147,7 @@ class Statement:
         if link.adapted is None:
             await session.execute(self.statement, list(rows))
             return
-        await link.driver.execute_many(link, plan, many)
+        await _trip(link, plan.sql, many, True)
 
     def _columns(self, params: Mapping[str, Any]) -> tuple[str, ...] | None:
         """An INSERT of values names its columns at execution: one plan per set of columns given."""
@@ -233,33 +234,51 @@ async def _link(session: AsyncSession) -> _Link:
 
 
 def _link_of(sync: Connection) -> _Link:
-    """The connection's adapter and the functions that run statements on it; none for a driver not known here."""
+    """The connection's adapter and the function that sends statements through it; none for a driver not known
+    here."""
     adapted = sync.connection.dbapi_connection
     if sync.dialect.driver == "asyncpg" and hasattr(adapted, "_start_transaction"):
-        return _Link(sync, adapted, _ASYNCPG)
+        return _Link(sync, adapted, _asyncpg_send)
     if isinstance(adapted, sqlite_driver.OneTripConnection):
-        return _Link(sync, adapted, _SQLITE)
+        return _Link(sync, adapted, _sqlite_send)
     return _Link(sync, None)
 
 
-async def _asyncpg_execute(link: _Link, plan: _Plan, args: list[Any], make: Callable[[Any], Any]) -> Answer:
-    """On PostgreSQL: the adapter's own prepared statement (its cache), in its transaction; in autocommit mode the
-    adapter starts none (``_start_transaction`` returns at once), as for SQLAlchemy's own statements."""
+async def _trip(link: _Link, sql: str, args: Any, many: bool) -> tuple[Sequence[Any], int]:
+    """One statement (``many``: once per row of ``args``) on the link's connection: the listeners told first, the
+    adapter's lock held as its own cursors hold it, a driver error raised as SQLAlchemy raises it."""
     sync, adapted = link.sync, link.adapted
     if sync._has_events or sync.engine._has_events:
-        sync.dispatch.before_cursor_execute(sync, None, plan.sql, args, None, False)
+        sync.dispatch.before_cursor_execute(sync, None, sql, args, None, many)
     async with adapted._execute_mutex:
         try:
-            if adapted._transaction is None:  # the session's first statement: BEGIN, as the adapter would
-                await adapted._start_transaction()
-            prepared, _ = await adapted._prepare(plan.sql, sync.dialect._invalidate_schema_cache_asof)
-            records = await prepared.fetch(*args)
-            status = prepared.get_statusmsg()
+            return await link.send(adapted, sync.dialect, sql, args, many)
         except Exception as error:  # noqa: BLE001 - every driver error is raised as SQLAlchemy raises it
-            await greenlet_spawn(_raise, sync, adapted, error, plan.sql, args)
+            await greenlet_spawn(_raise, sync, adapted, error, sql, args)
             raise AssertionError("unreachable") from error
-    head, _, count = (status or "").rpartition(" ")
-    return _answer(plan, records, int(count) if head and count.isdigit() else -1, make)
+
+
+async def _asyncpg_send(adapted: Any, dialect: Dialect, sql: str, args: Any, many: bool) -> tuple[Sequence[Any], int]:
+    """On PostgreSQL: the adapter's own prepared statement (its cache), in its transaction, begun here when this
+    is the transaction's first statement; in autocommit mode the adapter begins none (``_start_transaction``
+    returns at once), as for SQLAlchemy's own statements."""
+    if adapted._transaction is None:
+        await adapted._start_transaction()
+    prepared, _ = await adapted._prepare(sql, dialect._invalidate_schema_cache_asof)
+    if many:
+        await prepared.executemany(args)
+        return (), -1
+    records = await prepared.fetch(*args)
+    head, _, count = (prepared.get_statusmsg() or "").rpartition(" ")
+    return records, int(count) if head and count.isdigit() else -1
+
+
+async def _sqlite_send(adapted: Any, dialect: Dialect, sql: str, args: Any, many: bool) -> tuple[Sequence[Any], int]:
+    """On SQLite: one trip to the connection's thread (``sqlite_driver``), in the transaction SQLAlchemy began
+    (its BEGIN is sent when the session takes the connection); without one, sqlite3's autocommit."""
+    conn = adapted._connection
+    _, rowcount, _, rows = await conn._execute(sqlite_driver._run, conn._conn, sql, args, many)
+    return rows, rowcount
 
 
 def _answer(plan: _Plan, records: Sequence[Any], rowcount: int, make: Callable[[Any], Any]) -> Answer:
@@ -268,55 +287,6 @@ def _answer(plan: _Plan, records: Sequence[Any], rowcount: int, make: Callable[[
     results = plan.results
     rows = [make(v if p is None else p(v) for v, p in zip(r, results, strict=True)) for r in records]
     return Answer(rows, rowcount)
-
-
-async def _asyncpg_execute_many(link: _Link, plan: _Plan, many: list[list[Any]]) -> None:
-    sync, adapted = link.sync, link.adapted
-    if sync._has_events or sync.engine._has_events:
-        sync.dispatch.before_cursor_execute(sync, None, plan.sql, many, None, True)
-    async with adapted._execute_mutex:
-        try:
-            if adapted._transaction is None:
-                await adapted._start_transaction()
-            prepared, _ = await adapted._prepare(plan.sql, sync.dialect._invalidate_schema_cache_asof)
-            await prepared.executemany(many)
-        except Exception as error:  # noqa: BLE001 - every driver error is raised as SQLAlchemy raises it
-            await greenlet_spawn(_raise, sync, adapted, error, plan.sql, many)
-            raise AssertionError("unreachable") from error
-
-
-async def _sqlite_execute(link: _Link, plan: _Plan, args: list[Any], make: Callable[[Any], Any]) -> Answer:
-    """On SQLite: one trip to the connection's thread (``sqlite_driver``), in the transaction SQLAlchemy began
-    (its BEGIN is sent when the session takes the connection); without one, sqlite3's autocommit."""
-    _, rowcount, _, rows = await _sqlite_trip(link, plan.sql, args, False)
-    return _answer(plan, rows, rowcount, make)
-
-
-async def _sqlite_execute_many(link: _Link, plan: _Plan, many: list[list[Any]]) -> None:
-    await _sqlite_trip(link, plan.sql, many, True)
-
-
-async def _sqlite_trip(link: _Link, sql: str, args: Any, many: bool) -> Any:
-    sync, adapted = link.sync, link.adapted
-    if sync._has_events or sync.engine._has_events:
-        sync.dispatch.before_cursor_execute(sync, None, sql, args, None, many)
-    async with adapted._execute_mutex:
-        try:
-            conn = adapted._connection
-            return await conn._execute(sqlite_driver._run, conn._conn, sql, args, many)
-        except Exception as error:  # noqa: BLE001 - every driver error is raised as SQLAlchemy raises it
-            await greenlet_spawn(_raise, sync, adapted, error, sql, args)
-            raise AssertionError("unreachable") from error
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Driver:
-    execute: Callable[..., Awaitable[Answer]]
-    execute_many: Callable[..., Awaitable[None]]
-
-
-_ASYNCPG = _Driver(_asyncpg_execute, _asyncpg_execute_many)
-_SQLITE = _Driver(_sqlite_execute, _sqlite_execute_many)
 
 
 def _raise(sync: Connection, adapted: Any, error: Exception, sql: str, args: list[Any]) -> None:
