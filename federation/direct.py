@@ -141,7 +141,8 @@ class Statement:
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = _plan(self.statement, key[0], key[1])
-        if any(len(row) != len(rows[0]) for row in rows):
+        names = rows[0].keys()
+        if any(row.keys() != names for row in rows):
             raise ValueError("run_many: every row names the same parameters")
         many = [_args(plan, row) for row in rows]
         if link.adapted is None:

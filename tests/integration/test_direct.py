@@ -185,8 +185,9 @@ async def test_many_rows_in_one_call_each_with_its_defaults(svc):
     rows = [{"id": i, "topic": f"t.many.{n}", "payload": {"n": n}} for n, i in enumerate(ids)]
     async with svc.db.uow() as uow:
         await _ADD.run_many(uow.session, rows)
-        with pytest.raises(ValueError, match="same parameters"):
-            await _ADD.run_many(uow.session, [{"id": new_id(), "topic": "t", "payload": {}}, {"id": new_id()}])
+        for other in ({"id": new_id()}, {"id": new_id(), "topic": "t", "attempts": 1}):  # fewer, or others
+            with pytest.raises(ValueError, match="same parameters"):
+                await _ADD.run_many(uow.session, [{"id": new_id(), "topic": "t", "payload": {}}, other])
         await uow.commit()
     stored_rows = [await stored(svc, i) for i in ids]
     assert [(r.topic, r.payload, r.attempts) for r in stored_rows] == [(f"t.many.{n}", {"n": n}, 0) for n in range(3)]
