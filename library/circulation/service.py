@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from federation.audit.service import Record
-from federation.db import UnitOfWork, dialect_insert, insert_in, new_id, utcnow
+from federation.db import UnitOfWork, insert_in, new_id, utcnow
 from federation.direct import Statement
 from federation.identity import service as identity
 from federation.identity.errors import UnknownCredential
@@ -335,27 +335,43 @@ async def _any_library_card(session: AsyncSession, svc: Services, value: str) ->
     return found[0]
 
 
+_READER_COLUMNS = tuple(Reader.__table__.c)
+_READER_KEYS = tuple(c.key for c in _READER_COLUMNS)
+_READER_ROW = Statement(
+    select(*_READER_COLUMNS).where(
+        Reader.__table__.c.person_id == bindparam("p_person"), Reader.__table__.c.library == bindparam("p_library")
+    )
+)
+
+
+@functools.cache
+def _first_reader(dialect: str) -> Statement:
+    """A reader record's INSERT, returning the row it made, or nothing when another desk made it a moment ago."""
+    first = insert_in(dialect, Reader.__table__).on_conflict_do_nothing(index_elements=["person_id", "library"])
+    return Statement(first.returning(*_READER_COLUMNS))
+
+
 async def reader(
     session: AsyncSession, person: Person | identity.Holder, library: str, *, today: dt.date | None = None
 ) -> Reader:
-    """The person's reader record at ``library``, made on first use (two desks at once still make one)."""
+    """The person's reader record at ``library``, made on first use (two desks at once still make one): one
+    statement, two when another desk made it first. The record is read as a row, an object the session does not
+    track: it changes through UPDATEs (``_count``, the administrators' blocks), never through the object."""
     today = today or utcnow().date()
-    first = dialect_insert(session, Reader).values(
-        id=new_id(),
-        person_id=person.id,
-        library=library,
-        category=policies.category_for(person.birth_date, today),
-        blocked=False,
-        active_loans=0,
-        created_at=utcnow(),
-    )
-    await session.execute(first.on_conflict_do_nothing(index_elements=["person_id", "library"]))
-    q = (
-        select(Reader)
-        .where(Reader.person_id == person.id, Reader.library == library)
-        .execution_options(populate_existing=True)
-    )
-    return (await session.execute(q)).scalar_one()
+    first = {
+        "id": new_id(),
+        "person_id": person.id,
+        "library": library,
+        "category": policies.category_for(person.birth_date, today),
+        "blocked": False,
+        "block_reason": None,
+        "active_loans": 0,
+        "created_at": utcnow(),
+    }
+    row = (await _first_reader(session.get_bind().dialect.name).run(session, first)).first()
+    if row is None:
+        row = (await _READER_ROW.run(session, {"p_person": person.id, "p_library": library})).one()
+    return Reader(**dict(zip(_READER_KEYS, row, strict=True)))
 
 
 # --- persisting transitions -------------------------------------------------------------------------------------
@@ -503,10 +519,15 @@ async def _count(
         )
 
 
+@functools.cache
+def _first_borrower(dialect: str) -> Statement:
+    return Statement(insert_in(dialect, _BORROWERS).on_conflict_do_nothing(index_elements=["person_id"]))
+
+
 async def _make_borrower(s: AsyncSession, person_id: str) -> None:
     """The person's federation-wide counter row, at zero, unless it exists."""
-    row = dialect_insert(s, Borrower).values(person_id=person_id, active_loans=0)
-    await s.execute(row.on_conflict_do_nothing(index_elements=["person_id"]))
+    params = {"person_id": person_id, "active_loans": 0, "blocked": False, "block_reason": None}
+    await _first_borrower(s.get_bind().dialect.name).run(s, params)
 
 
 async def _audit(
