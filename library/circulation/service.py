@@ -13,7 +13,7 @@ import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, exists, false, insert, or_, select, true, update
+from sqlalchemy import Select, and_, bindparam, exists, false, func, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -545,6 +545,102 @@ async def _audit(
     )
 
 
+@functools.cache
+def _lend_at_once(capped: bool) -> Statement:
+    """PostgreSQL: checkout's five writes as one statement, data-modifying CTEs each done only when the copy moved
+    (``_MOVE``, ``_FOLLOW``, the two counters, the loan, as below). It answers how many rows each one wrote, so a
+    refusal is told by the first write that refused, as the separate statements tell it."""
+    moved = _MOVE.statement.cte("moved")
+    did_move = select(moved.c.item_id).exists()
+    followed = (
+        update(_ITEMS)
+        .where(_ITEMS.c.id == bindparam("p_item"), _ITEMS.c.status != bindparam("p_status"), did_move)
+        .values(status=bindparam("p_status"), updated_at=bindparam("p_at"))
+        .returning(_ITEMS.c.id)
+        .cte("followed")
+    )
+    reader_row = _READER_UPDATE.where(did_move)
+    if capped:
+        reader_row = reader_row.where(_READERS.c.active_loans < bindparam("p_max"))
+    counted = reader_row.returning(_READERS.c.id).cte("counted")
+    borrowed = (
+        _BORROWER_UPDATE.where(_BORROWERS.c.active_loans < bindparam("p_total_max"), did_move)
+        .returning(_BORROWERS.c.person_id)
+        .cte("borrowed")
+    )
+    values = select(*(bindparam(f"v_{c.key}", type_=c.type) for c in _LOANS.c)).where(
+        did_move, select(counted.c.id).exists(), select(borrowed.c.person_id).exists()
+    )
+    lent = insert(_LOANS).from_select([c.key for c in _LOANS.c], values).returning(_LOANS.c.id).cte("lent")
+    return Statement(
+        select(
+            *(select(func.count()).select_from(w).scalar_subquery() for w in (moved, followed, counted, borrowed, lent))
+        )
+    )
+
+
+async def _lend_writes(
+    uow: UnitOfWork,
+    item: Copy,
+    t: states.Transition,
+    at: Desk,
+    loan: Loan,
+    policy: policies.Policy,
+    *,
+    has_borrower: bool,
+) -> None:
+    """Checkout's writes: the copy moves (conditional UPDATE), the catalogue follows, the reader's and the person's
+    counters move within the policy's limits, the loan is inserted. One statement on PostgreSQL, one each
+    elsewhere; a refusal raises and the unit of work rolls back whatever was written."""
+    s = uow.session
+    columns = {c.key: getattr(loan, c.key) for c in _LOANS.c}
+    if s.get_bind().dialect.name != "postgresql":
+        await _move_item(uow, item, t, library=at.library, service_point=at.code)
+        await _count(uow, loan.reader_id, loan.person_id, +1, policy, has_borrower=has_borrower)
+        try:
+            await _LOAN_INSERT.run(s, columns)
+        except IntegrityError:
+            # the partial unique index: another active loan of this copy exists (the unit of work rolls back)
+            raise errors.ItemUnavailable("the copy is already on loan") from None
+        return
+    status = CATALOG_STATUS.get(t.destination, t.destination)
+    if status not in STATUSES:
+        raise BadItemStatus(f"unknown item status {status!r}; known: {', '.join(sorted(STATUSES))}")
+    if not has_borrower:
+        await _make_borrower(s, loan.person_id)
+    capped = policy.max_loans is not None
+    params: dict[str, Any] = {
+        "p_item": item.id,
+        "p_source": t.source,
+        "p_destination": t.destination,
+        "p_library": at.library,
+        "p_point": at.code,
+        "p_at": t.at,
+        "p_status": status,
+        "p_reader": loan.reader_id,
+        "p_person": loan.person_id,
+        "p_delta": 1,
+        "p_total_max": policy.max_total_loans,
+        **{f"v_{k}": v for k, v in columns.items()},
+    }
+    if capped:
+        params["p_max"] = policy.max_loans
+    try:
+        moved, followed, counted, borrowed, lent = (await _lend_at_once(capped).run(s, params)).one()
+    except IntegrityError:
+        raise errors.ItemUnavailable("the copy is already on loan") from None
+    if moved != 1:
+        raise errors.ItemUnavailable("another desk changed this copy a moment ago", state="changed")
+    if counted != 1:
+        raise errors.LimitReached(f"{policy.max_loans} loans at this library already", scope="library")
+    if borrowed != 1:
+        raise errors.LimitReached(f"{policy.max_total_loans} loans across the federation already", scope="federation")
+    assert lent == 1
+    if followed:
+        uow.emit(WORKS_CHANGED, work_ids=[item.work_id])
+    _emit(uow, t)
+
+
 # --- commands ---------------------------------------------------------------------------------------------------
 
 
@@ -600,8 +696,6 @@ async def lend(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff, hold
         t = states.fire("item", item.id, status, "checkout", facts, at=now)
     policy = await policies.resolve(s, at.library, category, item.item_type)
     due_at = await calendar.due_date(s, at.library, now + dt.timedelta(days=policy.loan_days))
-    await _move_item(uow, item, t, library=at.library, service_point=at.code)
-    await _count(uow, reader_id, person.id, +1, policy, has_borrower=stand.has_borrower)
     loan = Loan(
         id=new_id(),
         item_id=item.id,
@@ -619,12 +713,7 @@ async def lend(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff, hold
         checkin_service_point=None,
         version=1,
     )
-    columns = {c.key: getattr(loan, c.key) for c in Loan.__table__.columns}
-    try:
-        await _LOAN_INSERT.run(s, columns)
-    except IntegrityError:
-        # the partial unique index: another active loan of this copy exists (the unit of work rolls back)
-        raise errors.ItemUnavailable("the copy is already on loan") from None
+    await _lend_writes(uow, item, t, at, loan, policy, has_borrower=stand.has_borrower)
     uow.emit(
         "circulation.checked_out",
         loan_id=loan.id,

@@ -21,7 +21,7 @@ from tests.conftest import token_for
 # the steady-state checkout (known reader, a copy that circulated before, no request on it), with the request's
 # authentication: 12 on both (SQLite's BEGIN counts, PostgreSQL's audit lock does); it was 29 and 33, then 15 and 14
 # before the credential and its person were read in one statement and the caller's account without a transaction
-MAX_STATEMENTS = {"sqlite": 12, "postgresql": 12}
+MAX_STATEMENTS = {"sqlite": 12, "postgresql": 8}
 
 
 @contextlib.contextmanager
