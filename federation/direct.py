@@ -2,7 +2,7 @@
 
 SQLAlchemy's execution layer costs about 0.1 ms of CPU per statement here (the session's bookkeeping, a greenlet
 switch, the execution context, parameter and result processing), more than the driver takes to send the statement
-and read its answer; a checkout sends twelve. A ``Statement`` is a Core statement compiled once per dialect and run
+and read its answer; a checkout sent twelve. A ``Statement`` is a Core statement compiled once per dialect and run
 on the connection and in the transaction the session holds: on PostgreSQL as asyncpg's prepared statement (the
 adapter's own cache), on SQLite as one trip to the connection's thread (``federation.sqlite_driver``). What
 SQLAlchemy does around a statement is kept: the session's pending changes flushed first, the columns' bind and

@@ -449,17 +449,23 @@ async def _move_item(
     if len(moved) != 1:
         refusal = errors.ItemUnavailable if t.trigger == "checkout" else errors.TransitionRefused
         raise refusal("another desk changed this copy a moment ago", state="changed")
-    await _catalogue_follows(uow, state.item_id, state.work_id, CATALOG_STATUS.get(t.destination, t.destination))
+    await _catalogue_follows(uow, state.item_id, state.work_id, _catalog_status(t.destination))
     _emit(uow, t)
     return _state_of(moved[0])
+
+
+def _catalog_status(destination: str) -> str:
+    """Circulation's item state in the catalogue's vocabulary."""
+    status = CATALOG_STATUS.get(destination, destination)
+    if status not in STATUSES:
+        raise BadItemStatus(f"unknown item status {status!r}; known: {', '.join(sorted(STATUSES))}")
+    return status
 
 
 async def _catalogue_follows(uow: UnitOfWork, item_id: str, work_id: str, status: str) -> None:
     """The catalogue's copy takes circulation's status, with a ``catalog.works_changed`` event so the search index
     does too (``library.catalog.items.set_item_status`` in one statement: circulation's conditional UPDATE has
     already serialised the changes of this copy)."""
-    if status not in STATUSES:
-        raise BadItemStatus(f"unknown item status {status!r}; known: {', '.join(sorted(STATUSES))}")
     res = await _FOLLOW.run(uow.session, {"p_item": item_id, "p_status": status, "p_at": utcnow()})
     if res.rowcount:
         uow.emit(WORKS_CHANGED, work_ids=[work_id])
@@ -603,9 +609,7 @@ async def _lend_writes(
             # the partial unique index: another active loan of this copy exists (the unit of work rolls back)
             raise errors.ItemUnavailable("the copy is already on loan") from None
         return
-    status = CATALOG_STATUS.get(t.destination, t.destination)
-    if status not in STATUSES:
-        raise BadItemStatus(f"unknown item status {status!r}; known: {', '.join(sorted(STATUSES))}")
+    status = _catalog_status(t.destination)
     if not has_borrower:
         await _make_borrower(s, loan.person_id)
     capped = policy.max_loans is not None

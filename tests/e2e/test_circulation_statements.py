@@ -19,8 +19,9 @@ from tests.circulation_support import add_copies
 from tests.conftest import token_for
 
 # the steady-state checkout (known reader, a copy that circulated before, no request on it), with the request's
-# authentication: 12 on both (SQLite's BEGIN counts, PostgreSQL's audit lock does); it was 29 and 33, then 15 and 14
-# before the credential and its person were read in one statement and the caller's account without a transaction
+# authentication: 12 on SQLite (its BEGIN counts) and 8 on PostgreSQL (its audit lock counts), where the copy's move,
+# the catalogue's status, the two counters and the loan are one statement; it was 29 and 33, then 15 and 14 before
+# the credential and its person were read in one statement and the caller's account without a transaction, then 12
 MAX_STATEMENTS = {"sqlite": 12, "postgresql": 8}
 
 
