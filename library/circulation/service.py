@@ -558,20 +558,20 @@ async def _audit(
     )
 
 
+def _moved_and_followed() -> tuple[Any, Any, Any]:
+    """The first two CTEs of a folded write: the copy's conditional UPDATE (``_MOVE``), whether it moved, and the
+    catalogue's status (``_FOLLOW``), written only when it did."""
+    moved = _MOVE.statement.cte("moved")
+    did_move = select(moved.c.item_id).exists()
+    return moved, did_move, _FOLLOW.statement.where(did_move).returning(_ITEMS.c.id).cte("followed")
+
+
 @functools.cache
 def _lend_at_once(capped: bool) -> Statement:
     """PostgreSQL: checkout's five writes as one statement, data-modifying CTEs each done only when the copy moved
     (``_MOVE``, ``_FOLLOW``, the two counters, the loan, as below). It answers how many rows each one wrote, so a
     refusal is told by the first write that refused, as the separate statements tell it."""
-    moved = _MOVE.statement.cte("moved")
-    did_move = select(moved.c.item_id).exists()
-    followed = (
-        update(_ITEMS)
-        .where(_ITEMS.c.id == bindparam("p_item"), _ITEMS.c.status != bindparam("p_status"), did_move)
-        .values(status=bindparam("p_status"), updated_at=bindparam("p_at"))
-        .returning(_ITEMS.c.id)
-        .cte("followed")
-    )
+    moved, did_move, followed = _moved_and_followed()
     reader_row = _READER_UPDATE.where(did_move)
     if capped:
         reader_row = reader_row.where(_READERS.c.active_loans < bindparam("p_max"))
@@ -658,15 +658,7 @@ def _return_at_once(with_loan: bool) -> Statement:
     copy's conditional UPDATE (``_MOVE``), the catalogue's status and, with a loan, the loan's conditional UPDATE
     (``_RETURN``) and the two counters down by one. One row, the copy's as the move left it and how many rows each
     other write touched; no row when the copy did not move."""
-    moved = _MOVE.statement.cte("moved")
-    did_move = select(moved.c.item_id).exists()
-    followed = (
-        update(_ITEMS)
-        .where(_ITEMS.c.id == bindparam("p_item"), _ITEMS.c.status != bindparam("p_status"), did_move)
-        .values(status=bindparam("p_status"), updated_at=bindparam("p_at"))
-        .returning(_ITEMS.c.id)
-        .cte("followed")
-    )
+    moved, did_move, followed = _moved_and_followed()
     writes = [followed]
     if with_loan:
         writes += [
