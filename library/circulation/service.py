@@ -439,20 +439,24 @@ def _loan_return(source: str, destination: str) -> Any:
 _RETURN = Statement(_loan_return("p_source", "p_destination"))
 
 
+def _move_params(item_id: str, t: states.Transition, library: str | None, point: str | None) -> dict[str, Any]:
+    """``_MOVE``'s parameters for an item transition."""
+    return {
+        "p_item": item_id,
+        "p_source": t.source,
+        "p_destination": t.destination,
+        "p_library": library,
+        "p_point": point,
+        "p_at": t.at,
+    }
+
+
 async def _move_item(
     uow: UnitOfWork, state: ItemState | Copy, t: states.Transition, *, library: str | None, service_point: str | None
 ) -> ItemState:
     """Persist an item transition with one conditional UPDATE; a concurrent change makes it refuse, not double.
     Returns the copy's circulation row as the UPDATE left it."""
-    params = {
-        "p_item": state.item_id,
-        "p_source": t.source,
-        "p_destination": t.destination,
-        "p_library": library,
-        "p_point": service_point,
-        "p_at": t.at,
-    }
-    moved = (await _MOVE.run(uow.session, params)).rows
+    moved = (await _MOVE.run(uow.session, _move_params(state.item_id, t, library, service_point))).rows
     if len(moved) != 1:
         refusal = errors.ItemUnavailable if t.trigger == "checkout" else errors.TransitionRefused
         raise refusal("another desk changed this copy a moment ago", state="changed")
@@ -621,12 +625,7 @@ async def _lend_writes(
         await _make_borrower(s, loan.person_id)
     capped = policy.max_loans is not None
     params: dict[str, Any] = {
-        "p_item": item.id,
-        "p_source": t.source,
-        "p_destination": t.destination,
-        "p_library": at.library,
-        "p_point": at.code,
-        "p_at": t.at,
+        **_move_params(item.id, t, at.library, at.code),
         "p_status": status,
         "p_reader": loan.reader_id,
         "p_person": loan.person_id,
@@ -688,15 +687,7 @@ async def _return_writes(
             await _count(uow, loan.reader_id, loan.person_id, -1, None)
             _emit(uow, lt)
         return fresh
-    params: dict[str, Any] = {
-        "p_item": item.id,
-        "p_source": t.source,
-        "p_destination": t.destination,
-        "p_library": at.library,
-        "p_point": at.code,
-        "p_at": t.at,
-        "p_status": _catalog_status(t.destination),
-    }
+    params = {**_move_params(item.id, t, at.library, at.code), "p_status": _catalog_status(t.destination)}
     if loan is not None:
         assert lt is not None and lt.at == t.at
         params |= {"p_loan": loan.id, "p_loan_source": lt.source, "p_loan_destination": lt.destination}
