@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import bindparam, or_, select, tuple_
+from sqlalchemy import Select, bindparam, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -198,31 +199,49 @@ class Holder:
     birth_date: dt.date | None
 
 
-_HOLDER = Statement(
-    select(Identifier.status, Person.id, Person.birth_date, Person.status)
-    .join(Person, Person.id == Identifier.person_id)
-    .where(
-        Identifier.type == bindparam("p_type"),
-        Identifier.institution_code == bindparam("p_inst"),
-        Identifier.value_index == bindparam("p_index"),
+def holder_query(*more: Any) -> Select[Any]:
+    """``credential_holder``'s statement: the identifier a credential names and its person, found by the bound
+    parameters of ``holder_params``; ``more`` columns come after the four ``holder_of`` reads, from tables the
+    caller joins to ``Person`` (a desk's checkout reads the reader's standing with them)."""
+    return (
+        select(Identifier.status, Person.id, Person.birth_date, Person.status, *more)
+        .join(Person, Person.id == Identifier.person_id)
+        .where(
+            Identifier.type == bindparam("p_type"),
+            Identifier.institution_code == bindparam("p_inst"),
+            Identifier.value_index == bindparam("p_index"),
+        )
     )
-)
 
 
-async def credential_holder(session: AsyncSession, cipher: FieldCipher, inp: IdentifierInput) -> Holder:
-    """``resolve_credential`` in one statement: the identifier and its person read together. A merged person
-    (rare) is followed to the survivor as ``resolve_credential`` does; the refusals are the same."""
+def holder_params(cipher: FieldCipher, inp: IdentifierInput) -> dict[str, str]:
+    """``holder_query``'s parameters for a presented credential; raises InvalidIdentifier."""
     type_, inst, index = _lookup_key(cipher, inp)
-    row = (await _HOLDER.run(session, {"p_type": type_, "p_inst": inst, "p_index": index})).first()
+    return {"p_type": type_, "p_inst": inst, "p_index": index}
+
+
+async def holder_of(session: AsyncSession, inp: IdentifierInput, row: Sequence[Any] | None) -> Holder:
+    """The holder of a ``holder_query`` row (None: no row), refused as ``resolve_credential`` refuses; a merged
+    person (rare) is followed to the survivor."""
     if row is None:
         raise UnknownCredential(f"no person holds this {inp.type.value}")
-    status, person_id, birth_date, person_status = row
+    status, person_id, birth_date, person_status = row[:4]
     if status != CredentialStatus.ACTIVE:
         raise CredentialInactive(f"this {inp.type.value} is {status}", credential_status=status)
     if person_status == PersonStatus.MERGED:
         person = await _live(session, person_id)
         return Holder(person.id, person.birth_date)
     return Holder(person_id, birth_date)
+
+
+_HOLDER = Statement(holder_query())
+
+
+async def credential_holder(session: AsyncSession, cipher: FieldCipher, inp: IdentifierInput) -> Holder:
+    """``resolve_credential`` in one statement: the identifier and its person read together. A merged person
+    (rare) is followed to the survivor as ``resolve_credential`` does; the refusals are the same."""
+    row = (await _HOLDER.run(session, holder_params(cipher, inp))).first()
+    return await holder_of(session, inp, row)
 
 
 async def get_person(session: AsyncSession, person_id: str) -> Person:

@@ -307,16 +307,33 @@ async def item_state(session: AsyncSession, item: ItemRow | Copy) -> ItemState:
     return _state_of((await _STATE_ROW.run(session, params)).one())
 
 
+def _one_identifier(cred: Credential) -> identity.IdentifierInput | None:
+    """The one identifier a credential names; None for a library card without its library (any member's)."""
+    if cred.type != "library_card":
+        return identity.IdentifierInput(IdentifierType(cred.type), cred.value)
+    if cred.institution:
+        return identity.IdentifierInput(IdentifierType.LOCAL, cred.value, cred.institution, "library_card")
+    return None
+
+
 async def recognise(session: AsyncSession, svc: Services, cred: Credential) -> identity.Holder:
     """The person a credential belongs to; the identity layer's errors (unknown, lost, cancelled) pass unchanged."""
-    if cred.type == "library_card":
-        if cred.institution:
-            inp = identity.IdentifierInput(IdentifierType.LOCAL, cred.value, cred.institution, "library_card")
-            return await identity.credential_holder(session, svc.cipher, inp)
+    inp = _one_identifier(cred)
+    if inp is None:
         return await _any_library_card(session, svc, cred.value)
-    return await identity.credential_holder(
-        session, svc.cipher, identity.IdentifierInput(IdentifierType(cred.type), cred.value)
-    )
+    return await identity.credential_holder(session, svc.cipher, inp)
+
+
+async def recognise_standing(
+    session: AsyncSession, svc: Services, cred: Credential, library: str, now: dt.datetime
+) -> tuple[identity.Holder, standing.Standing]:
+    """``recognise`` and the person's ``standing.of`` at ``library``: one statement for a credential naming one
+    identifier (the checkout's usual case)."""
+    inp = _one_identifier(cred)
+    if inp is None:
+        person = await _any_library_card(session, svc, cred.value)
+        return person, await standing.of(session, person.id, library, now)
+    return await standing.of_credential(session, svc.cipher, inp, library, now)
 
 
 async def _any_library_card(session: AsyncSession, svc: Services, value: str) -> identity.Holder:
@@ -733,7 +750,7 @@ async def lend(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff, hold
 
     The statements are few and their number does not depend on the reader's loans: the desk, the rules and the
     calendar come from this process's copy (``cache``); the copy, its state and its bound request are one
-    statement, the reader and every check of their standing another; then the conditional UPDATEs, the loan,
+    statement, the credential's person with their reader record and every check of their standing another; then the conditional UPDATEs, the loan,
     and at commit the audit entry and the outbox."""
     s = uow.session
     at = await desk(s, cmd.service_point, staff)
@@ -749,8 +766,7 @@ async def lend(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff, hold
     held = status == states.ON_HOLD_SHELF  # the hold shelf's guard needs the reader: fired below
     if not held:
         t = states.fire("item", item.id, status, "checkout", facts, at=now)
-    person = await recognise(s, svc, cmd.credential)
-    stand = await standing.of(s, person.id, at.library, now)
+    person, stand = await recognise_standing(s, svc, cmd.credential, at.library, now)
     reader_id, category = stand.reader_id, stand.category
     if reader_id is None:  # first use at this library
         rdr = await reader(s, person, at.library)

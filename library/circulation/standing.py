@@ -7,14 +7,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Select, bindparam, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.direct import Statement
+from federation.identity import service as identity
+from federation.identity.crypto import FieldCipher
 from federation.identity.models import Person
-from library.circulation import errors, policies, states
+from library.circulation import cache, errors, policies, states
 from library.circulation.models import Borrower, Fine, Loan, Reader
 
 
@@ -38,20 +41,22 @@ class Standing:
 
 
 @functools.cache
-def _standing_statement(late_loans: bool, fines: bool) -> Statement:
-    return Statement(_standing_query(late_loans, fines))
+def _standing_statement(late_loans: bool, fines: bool, by_credential: bool = False) -> Statement:
+    return Statement(_standing_query(late_loans, fines, by_credential))
 
 
 @functools.cache
-def _standing_query(late_loans: bool, fines: bool) -> Select[Any]:
+def _standing_query(late_loans: bool, fines: bool, by_credential: bool = False) -> Select[Any]:
     """``of``'s statement, built once per shape with bound parameters (``p_person``, ``p_library``,
-    ``p_late_before``): only the checks the rules in force ask for are in it."""
-    person_id, library = bindparam("p_person"), bindparam("p_library")
+    ``p_late_before``): only the checks the rules in force ask for are in it. ``by_credential``: the person is the
+    one a presented credential names (``identity.holder_query``'s parameters instead of ``p_person``), and the
+    identifier's and the person's columns come first: ``of_credential``'s one statement."""
+    library = bindparam("p_library")
     late: Any = literal(None)
     if late_loans:
         late = (
             select(Loan.id)
-            .where(Loan.person_id == person_id, Loan.state == states.ACTIVE, Loan.due_at < bindparam("p_late_before"))
+            .where(Loan.person_id == Person.id, Loan.state == states.ACTIVE, Loan.due_at < bindparam("p_late_before"))
             .limit(1)
             .scalar_subquery()
         )
@@ -59,37 +64,37 @@ def _standing_query(late_loans: bool, fines: bool) -> Select[Any]:
     if fines:
         owed = (
             select(func.coalesce(func.sum(Fine.amount_fen), 0))
-            .where(Fine.person_id == person_id, Fine.library == library, Fine.state == "open")
+            .where(Fine.person_id == Person.id, Fine.library == library, Fine.state == "open")
             .scalar_subquery()
         )
-    return (
-        select(
-            Reader.id,
-            Reader.category,
-            Reader.blocked,
-            Reader.block_reason,
-            Borrower.person_id,
-            Borrower.blocked,
-            Borrower.block_reason,
-            late,
-            owed,
-        )
-        .select_from(Person)
-        .outerjoin(Reader, (Reader.person_id == Person.id) & (Reader.library == library))
-        .outerjoin(Borrower, Borrower.person_id == Person.id)
-        .where(Person.id == person_id)
+    columns = (
+        Reader.id,
+        Reader.category,
+        Reader.blocked,
+        Reader.block_reason,
+        Borrower.person_id,
+        Borrower.blocked,
+        Borrower.block_reason,
+        late,
+        owed,
+    )
+    if by_credential:
+        q = identity.holder_query(*columns)
+    else:
+        q = select(*columns).select_from(Person).where(Person.id == bindparam("p_person"))
+    return q.outerjoin(Reader, (Reader.person_id == Person.id) & (Reader.library == library)).outerjoin(
+        Borrower, Borrower.person_id == Person.id
     )
 
 
-async def of(session: AsyncSession, person_id: str, library: str, now: dt.datetime) -> Standing:
-    """The reader record, the federation-wide block, the oldest too-late loan and the open fines, in one query."""
-    fed = await policies.federation_values(session)
-    lib = await policies.library_settings(session, library)
-    params: dict[str, object] = {"p_person": person_id, "p_library": library}
+def _params(library: str, now: dt.datetime, fed: cache.Federation) -> dict[str, object]:
+    params: dict[str, object] = {"p_library": library}
     if fed.overdue_block_days is not None:
         params["p_late_before"] = now - dt.timedelta(days=fed.overdue_block_days)
-    q = _standing_statement(fed.overdue_block_days is not None, lib.fine_block_fen is not None)
-    row = (await q.run(session, params)).one()
+    return params
+
+
+def _standing(row: Sequence[Any]) -> Standing:
     return Standing(
         reader_id=row[0],
         category=row[1],
@@ -101,6 +106,33 @@ async def of(session: AsyncSession, person_id: str, library: str, now: dt.dateti
         late_loan=row[7],
         owed_fen=int(row[8] or 0),
     )
+
+
+async def of(session: AsyncSession, person_id: str, library: str, now: dt.datetime) -> Standing:
+    """The reader record, the federation-wide block, the oldest too-late loan and the open fines, in one query."""
+    fed = await policies.federation_values(session)
+    lib = await policies.library_settings(session, library)
+    q = _standing_statement(fed.overdue_block_days is not None, lib.fine_block_fen is not None)
+    row = (await q.run(session, {**_params(library, now, fed), "p_person": person_id})).one()
+    return _standing(row)
+
+
+async def of_credential(
+    session: AsyncSession, cipher: FieldCipher, inp: identity.IdentifierInput, library: str, now: dt.datetime
+) -> tuple[identity.Holder, Standing]:
+    """Who holds the credential and their standing at ``library`` (``identity.credential_holder`` and ``of``), in
+    one statement; the credential's refusals are the identity layer's. A merged person's standing is the
+    survivor's, read by a second statement."""
+    fed = await policies.federation_values(session)
+    lib = await policies.library_settings(session, library)
+    q = _standing_statement(fed.overdue_block_days is not None, lib.fine_block_fen is not None, True)
+    params = {**_params(library, now, fed), **identity.holder_params(cipher, inp)}
+    row = (await q.run(session, params)).first()
+    holder = await identity.holder_of(session, inp, row)
+    assert row is not None
+    if holder.id != row[1]:
+        return holder, await of(session, holder.id, library, now)
+    return holder, _standing(row[4:])
 
 
 def refuse(standing: Standing, library: str, fed_overdue_days: int | None, fine_block_fen: int | None) -> None:
