@@ -57,7 +57,7 @@ class Services:
         if not pending:
 
             async def flush() -> None:
-                chain, release = await take_chain(uow.session)
+                chain, release = await take_chain(uow.session, uow.unsent_events)
                 uow.on_end(release)
                 for entry in pending:
                     await append(uow.session, self.audit_key, entry, chain)

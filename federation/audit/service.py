@@ -26,14 +26,14 @@ import random
 import re
 import weakref
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, Insert, bindparam, exists, func, insert, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.audit.models import AuditEntry
-from federation.db import utcnow
+from federation.db import DomainEvent, json_dumps, new_id, utcnow
 from federation.direct import Statement
 from federation.identity.idnumber import mask_id_numbers_in_text
 
@@ -159,15 +159,46 @@ def _chains_of(bind: Engine) -> _Chains:
 
 
 _TRY_LOCK = Statement(text("SELECT pg_try_advisory_xact_lock(:k)"))
-_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_LOCK = Statement(text("SELECT pg_advisory_xact_lock(:k)"))
+# the same, writing the transaction's outbox rows on the way: one round trip for both
+_WITH_OUTBOX = """WITH outbox_rows AS (
+    INSERT INTO outbox (id, topic, payload, created_at, attempts)
+    SELECT u.id, u.topic, CAST(u.payload AS JSON), :at, 0
+    FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:topics AS VARCHAR[]), CAST(:payloads AS TEXT[]))
+        AS u (id, topic, payload)
+) """
+_TRY_LOCK_WITH_OUTBOX = Statement(text(_WITH_OUTBOX + "SELECT pg_try_advisory_xact_lock(:k)"))
+_LOCK_WITH_OUTBOX = Statement(text(_WITH_OUTBOX + "SELECT pg_advisory_xact_lock(:k)"))
+Events = Callable[[], Sequence[DomainEvent]]
 
 
-async def take_chain(session: AsyncSession) -> tuple[int, Callable[[], None]]:
+async def _lock(session: AsyncSession, chain: int, events: Events | None, *, wait: bool) -> bool:
+    """Lock ``chain`` (``wait``: until it is free; else only if it is free now), writing the events ``events`` hands
+    over (those not yet in the outbox) with the same statement."""
+    params: dict[str, Any] = {"k": _lock_key(chain)}
+    unsent = events() if events is not None else ()
+    if unsent:
+        params.update(
+            at=utcnow(),
+            ids=[new_id() for _ in unsent],
+            topics=[ev.topic for ev in unsent],
+            payloads=[json_dumps(ev.payload) for ev in unsent],
+        )
+        statement = _LOCK_WITH_OUTBOX if wait else _TRY_LOCK_WITH_OUTBOX
+    else:
+        statement = _LOCK if wait else _TRY_LOCK
+    locked = (await statement.run(session, params)).scalar()
+    return wait or bool(locked)
+
+
+async def take_chain(session: AsyncSession, events: Events | None = None) -> tuple[int, Callable[[], None]]:
     """A chain for this transaction's entries, locked until it ends, and what to call when it has ended.
 
     PostgreSQL: the first chain of this process's order that no transaction of this process holds and whose lock
     is free, one statement per try (usually one: other processes start their order elsewhere); when every one is
-    taken, the least held one, waiting for its lock. SQLite: chain 0, under the database's one writer."""
+    taken, the least held one, waiting for its lock. The first statement sent also writes the outbox rows of what
+    ``events`` hands over (``UnitOfWork.unsent_events``). SQLite: chain 0, under the database's one writer, and no
+    statement (the events are left to the unit of work)."""
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
         return 0, _nothing
@@ -177,7 +208,7 @@ async def take_chain(session: AsyncSession) -> tuple[int, Callable[[], None]]:
             continue
         chains.take(chain)  # before the await: a concurrent transaction of this process tries another one
         try:
-            locked = (await _TRY_LOCK.run(session, {"k": _lock_key(chain)})).scalar()
+            locked = await _lock(session, chain, events, wait=False)
         except BaseException:
             chains.held[chain] -= 1
             raise
@@ -188,7 +219,7 @@ async def take_chain(session: AsyncSession) -> tuple[int, Callable[[], None]]:
     chain = min(chains.order, key=lambda c: chains.held[c])
     chains.take(chain)
     try:
-        await session.execute(_LOCK, {"k": _lock_key(chain)})
+        await _lock(session, chain, events, wait=True)
     except BaseException:
         chains.release(chain)
         raise

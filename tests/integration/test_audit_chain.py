@@ -439,3 +439,72 @@ def test_entries_sealed_when_the_trail_was_one_chain_verify_unchanged() -> None:
     assert audit_service.seal(key, entry) == hmac.new(key.key, text_then, hashlib.sha256).hexdigest()
     entry.chain = 1
     assert audit_service.seal(key, entry) != hmac.new(key.key, text_then, hashlib.sha256).hexdigest()
+
+
+EVENTS = [
+    ("test.lent", {"loan": "L1", "title": "红楼梦", "copies": [1, 2], "note": None}),
+    ("test.lent", {"loan": "L2", "ratio": 0.5, "nested": {"城市": "成都"}}),
+    ("test.returned", {}),
+]
+
+
+async def _outbox(svc: Services) -> list[tuple]:
+    from federation.db import OutboxMessage
+
+    async with svc.db.reader() as s:
+        rows = (await s.execute(select(OutboxMessage).order_by(OutboxMessage.created_at, OutboxMessage.id))).scalars()
+        return [(m.topic, m.payload, m.attempts, m.published_at) for m in rows]
+
+
+async def _audited_with_events(svc: Services, *, fail: bool = False) -> None:
+    async with svc.db.uow() as uow:
+        for topic, payload in EVENTS:
+            uow.emit(topic, **payload)
+        await svc.audit(uow, Record(action="test.events", actor="staff:tester@CQL"))
+        if fail:
+
+            async def refuse() -> None:
+                raise RuntimeError("refused after the audit entry")
+
+            uow.before_commit(refuse)
+        await uow.commit()
+
+
+def _expected() -> list[str]:
+    return _sorted([(topic, payload, 0, None) for topic, payload in EVENTS])
+
+
+def _sorted(rows: list[tuple]) -> list[str]:
+    return sorted(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rows)
+
+
+async def test_events_are_written_once_with_the_audit_entry(svc: Services) -> None:
+    """On PostgreSQL the chain's lock carries the transaction's outbox rows (one statement for both): every event is
+    written once, as emitted; a transaction that fails after its audit entry leaves neither."""
+    await _audited_with_events(svc)
+    assert _sorted(await _outbox(svc)) == _expected()
+    with pytest.raises(RuntimeError):
+        await _audited_with_events(svc, fail=True)
+    assert _sorted(await _outbox(svc)) == _expected()
+    async with svc.db.reader() as s:
+        assert [e.action for e in (await s.execute(select(AuditEntry))).scalars()] == ["test.events"]
+
+
+async def test_events_are_written_once_when_every_chain_is_busy(svc: Services) -> None:
+    """Every chain locked by another session: each try fails (the first one wrote the rows), then the transaction
+    waits for a chain; when it gets one, the events are there once."""
+    if svc.db.is_sqlite:
+        pytest.skip("SQLite has one writer, and one chain")
+    keys = [audit_service._lock_key(c) for c in range(audit_service.CHAINS)]
+    async with svc.db.engine.connect() as other:
+        for k in keys:
+            await other.execute(text("SELECT pg_advisory_lock(:k)"), {"k": k})
+        writing = asyncio.ensure_future(_audited_with_events(svc))
+        await asyncio.sleep(0.5)
+        assert not writing.done()  # waiting for a chain
+        for k in keys:
+            await other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": k})
+        await other.commit()
+    await writing
+    assert _sorted(await _outbox(svc)) == _expected()
+    assert (await check(svc)).ok
