@@ -159,6 +159,7 @@ class Copy:
     request_id: str | None
     title: str | None
     waiting: bool = True  # a request may want this copy (False only when ``find_copy`` was asked and saw none)
+    loan: Sequence[Any] | None = None  # its active loan's row, when ``find_copy`` was asked for it and there is one
 
     @property
     def item_id(self) -> str:
@@ -166,13 +167,14 @@ class Copy:
 
 
 @functools.cache
-def _copy_statement(waiting: bool, by_library: bool) -> Statement:
-    return Statement(_copy_query(waiting, by_library))
+def _copy_statement(waiting: bool, by_library: bool, loan: bool = False) -> Statement:
+    return Statement(_copy_query(waiting, by_library, loan))
 
 
 @functools.cache
-def _copy_query(waiting: bool, by_library: bool) -> Select[Any]:
-    """``find_copy``'s statement, built once per shape with bound parameters (``p_barcode``, ``p_library``)."""
+def _copy_query(waiting: bool, by_library: bool, loan: bool = False) -> Select[Any]:
+    """``find_copy``'s statement, built once per shape with bound parameters (``p_barcode``, ``p_library``);
+    ``loan``: the copy's active loan's columns after the others (NULLs when it has none)."""
     bound = (
         select(Request.id)
         .where(Request.item_id == ItemRow.id, Request.state.in_((states.READY, states.TARGETED)))
@@ -207,22 +209,36 @@ def _copy_query(waiting: bool, by_library: bool) -> Select[Any]:
         .outerjoin(Work, Work.id == ItemRow.work_id)
         .where(ItemRow.barcode == bindparam("p_barcode"))
     )
+    if loan:  # at most one active loan per copy (the loans' partial unique index): still one row per copy
+        q = q.add_columns(*_LOANS.c).outerjoin(
+            _LOANS, (_LOANS.c.item_id == ItemRow.id) & (_LOANS.c.state == states.ACTIVE)
+        )
     if by_library:
         q = q.where(ItemRow.library == bindparam("p_library"))
     return q
 
 
 async def find_copy(
-    session: AsyncSession, barcode: str, desk: Desk, item_library: str | None = None, *, waiting: bool = False
+    session: AsyncSession,
+    barcode: str,
+    desk: Desk,
+    item_library: str | None = None,
+    *,
+    waiting: bool = False,
+    loan: bool = False,
 ) -> Copy:
     """``find_item`` and the copy's circulation state and bound request, in one statement; with ``waiting``, also
     whether any request could want the copy (bound to it on the way, or queued for it or its work): when none
-    could, a check-in need not ask the requests' router."""
+    could, a check-in need not ask the requests' router; with ``loan``, also its active loan (``Copy.loan``)."""
     params = {"p_barcode": barcode.strip()}
     if item_library:
         params["p_library"] = item_library.strip().upper()
-    q = _copy_statement(waiting, bool(item_library))
-    rows = [Copy(*r[:-1], waiting=bool(r[-1])) for r in (await q.run(session, params)).rows]
+    q = _copy_statement(waiting, bool(item_library), loan)
+    n = len(dataclasses.fields(Copy)) - 2  # the columns before ``waiting``
+    rows = [
+        Copy(*r[:n], waiting=bool(r[n]), loan=r[n + 1 :] if loan and r[n + 1] is not None else None)
+        for r in (await q.run(session, params)).rows
+    ]
     if not rows:
         raise errors.ItemNotFound(f"no copy with barcode {barcode}")
     if len(rows) == 1:
@@ -434,9 +450,6 @@ _BORROWER_COUNT_CAPPED = Statement(_BORROWER_UPDATE.where(_BORROWERS.c.active_lo
 _LOANS = Loan.__table__
 _LOAN_INSERT = Statement(insert(_LOANS))
 _LOAN_KEYS = tuple(c.key for c in _LOANS.c)
-_ACTIVE_LOAN = Statement(
-    select(*_LOANS.c).where(_LOANS.c.item_id == bindparam("p_item"), _LOANS.c.state == states.ACTIVE)
-)
 
 
 def _loan_return(source: str, destination: str) -> Any:
@@ -750,8 +763,8 @@ async def lend(uow: UnitOfWork, svc: Services, cmd: Checkout, staff: Staff, hold
 
     The statements are few and their number does not depend on the reader's loans: the desk, the rules and the
     calendar come from this process's copy (``cache``); the copy, its state and its bound request are one
-    statement, the credential's person with their reader record and every check of their standing another; then the conditional UPDATEs, the loan,
-    and at commit the audit entry and the outbox."""
+    statement, the credential's person with their reader record and every check of their standing another; then
+    the conditional UPDATEs, the loan, and at commit the audit entry and the outbox."""
     s = uow.session
     at = await desk(s, cmd.service_point, staff)
     item = await find_copy(s, cmd.item_barcode, at, cmd.item_library)
@@ -833,15 +846,14 @@ async def checkin(
     """Take a copy back at any desk: shelve it here, or send it home (or, later, to a waiting reader)."""
     s = uow.session
     at = await desk(s, cmd.service_point, staff)
-    item = await find_copy(s, cmd.item_barcode, at, cmd.item_library, waiting=True)
+    item = await find_copy(s, cmd.item_barcode, at, cmd.item_library, waiting=True, loan=True)
     if item.state_status is None:  # its first circulation: circulation's row is made from the catalogue's
         first = await item_state(s, item)
         item = dataclasses.replace(item, state_status=first.status, current_library=first.current_library)
     status = item.state_status
     assert status is not None
     now = utcnow()
-    found = (await _ACTIVE_LOAN.run(s, {"p_item": item.id})).first()
-    loan = _loan_of(found) if found is not None else None
+    loan = _loan_of(item.loan) if item.loan is not None else None
 
     hold = await holds(s, item) if item.waiting else None
     if hold is not None and hold[0] == at.code:
