@@ -163,9 +163,10 @@ _LOCK = Statement(text("SELECT pg_advisory_xact_lock(:k)"))
 # the same, writing the transaction's outbox rows on the way: one round trip for both
 _WITH_OUTBOX = """WITH outbox_rows AS (
     INSERT INTO outbox (id, topic, payload, created_at, attempts)
-    SELECT u.id, u.topic, CAST(u.payload AS JSON), :at, 0
-    FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:topics AS VARCHAR[]), CAST(:payloads AS TEXT[]))
-        AS u (id, topic, payload)
+    SELECT u.id, u.topic, CAST(u.payload AS JSON), u.created_at, 0
+    FROM unnest(
+        CAST(:ids AS VARCHAR[]), CAST(:topics AS VARCHAR[]), CAST(:payloads AS TEXT[]), CAST(:ats AS TIMESTAMPTZ[])
+    ) AS u (id, topic, payload, created_at)
 ) """
 _TRY_LOCK_WITH_OUTBOX = Statement(text(_WITH_OUTBOX + "SELECT pg_try_advisory_xact_lock(:k)"))
 _LOCK_WITH_OUTBOX = Statement(text(_WITH_OUTBOX + "SELECT pg_advisory_xact_lock(:k)"))
@@ -179,7 +180,7 @@ async def _lock(session: AsyncSession, chain: int, events: Events | None, *, wai
     unsent = events() if events is not None else ()
     if unsent:
         params.update(
-            at=utcnow(),
+            ats=[utcnow() for _ in unsent],  # one by one, as the outbox's own INSERT stamps them: the relay's order
             ids=[new_id() for _ in unsent],
             topics=[ev.topic for ev in unsent],
             payloads=[json_dumps(ev.payload) for ev in unsent],
