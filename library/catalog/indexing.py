@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import types
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +46,35 @@ SCHEMA = Schema(
 
 _CLC_CLASS = re.compile(r"^[A-Z]+")
 _READ_CHUNK = 5000  # record ids per read-back query
+
+
+class _ParsedRecords:
+    """The records this process decoded last, by (record id, content hash): the hash is of the stored data itself
+    (``store.content_hash``), so a hit is the record as stored now. A copy lent and returned rebuilds its work's
+    document without reading and decoding its records' data again; a changed record has a new hash, and misses."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[str, str], BibRecord] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> BibRecord | None:
+        bib = self._entries.get(key)
+        if bib is not None:
+            self._entries.move_to_end(key)
+        return bib
+
+    def put(self, key: tuple[str, str], bib: BibRecord) -> None:
+        self._entries[key] = bib
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+# a few thousand works' records: the circulating part of a collection, at a few kB each
+PARSED = _ParsedRecords(8192)
 
 
 def clc_class(number: str) -> str | None:
@@ -168,20 +198,26 @@ async def documents(
     q = select(Work.id, Work.title, Work.year).where(Work.id.in_(work_ids))
     works = {w.id: w for w in await session.execute(q)}
     records: dict[str, list[Any]] = {}
-    missing: list[str] = []
-    q = select(BibRecordRow.id, BibRecordRow.work_id, BibRecordRow.library, BibRecordRow.deleted).where(
-        BibRecordRow.work_id.in_(work_ids)
-    )
+    missing: list[str] = []  # the records to read and decode
+    parsed: dict[str, BibRecord] = dict(known)
+    q = select(
+        BibRecordRow.id, BibRecordRow.work_id, BibRecordRow.library, BibRecordRow.deleted, BibRecordRow.content_hash
+    ).where(BibRecordRow.work_id.in_(work_ids))
     for r in await session.execute(q):
         if not r.deleted:
             records.setdefault(r.work_id, []).append(r)
             if r.id not in known:
-                missing.append(r.id)
-    parsed: dict[str, BibRecord] = dict(known)
+                bib = PARSED.get((r.id, r.content_hash))
+                if bib is None:
+                    missing.append(r.id)
+                else:
+                    parsed[r.id] = bib
     for i in range(0, len(missing), _READ_CHUNK):
-        q = select(BibRecordRow.id, BibRecordRow.data).where(BibRecordRow.id.in_(missing[i : i + _READ_CHUNK]))
-        for rid, data in await session.execute(q):
-            parsed[rid] = from_json(data)
+        chunk = missing[i : i + _READ_CHUNK]
+        q = select(BibRecordRow.id, BibRecordRow.content_hash, BibRecordRow.data).where(BibRecordRow.id.in_(chunk))
+        for rid, digest, data in await session.execute(q):
+            bib = parsed[rid] = from_json(data)
+            PARSED.put((rid, digest), bib)  # keyed by the hash read with the data: the pair is always true
     items: dict[str, list[Any]] = {}
     q = select(ItemRow.work_id, ItemRow.library, ItemRow.status).where(ItemRow.work_id.in_(work_ids))
     for row in await session.execute(q):
