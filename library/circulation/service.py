@@ -21,6 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from federation.audit.service import Record
 from federation.db import UnitOfWork, insert_in, new_id, utcnow
 from federation.direct import Statement
+from federation.errors import DomainError
 from federation.identity import service as identity
 from federation.identity.errors import UnknownCredential
 from federation.identity.models import IdentifierType, Person
@@ -166,6 +167,9 @@ class Copy:
         return self.id
 
 
+_COPY_WIDTH = len(dataclasses.fields(Copy)) - 2  # the statement's columns before ``waiting`` and ``loan``
+
+
 @functools.cache
 def _copy_statement(waiting: bool, by_library: bool, loan: bool = False) -> Statement:
     return Statement(_copy_query(waiting, by_library, loan))
@@ -234,7 +238,7 @@ async def find_copy(
     if item_library:
         params["p_library"] = item_library.strip().upper()
     q = _copy_statement(waiting, bool(item_library), loan)
-    n = len(dataclasses.fields(Copy)) - 2  # the columns before ``waiting``
+    n = _COPY_WIDTH
     rows = [
         Copy(*r[:n], waiting=bool(r[n]), loan=r[n + 1 :] if loan and r[n + 1] is not None else None)
         for r in (await q.run(session, params)).rows
@@ -488,11 +492,27 @@ async def _move_item(
     Returns the copy's circulation row as the UPDATE left it."""
     moved = (await _MOVE.run(uow.session, _move_params(state.item_id, t, library, service_point))).rows
     if len(moved) != 1:
-        refusal = errors.ItemUnavailable if t.trigger == "checkout" else errors.TransitionRefused
-        raise refusal("another desk changed this copy a moment ago", state="changed")
+        raise _copy_changed(t.trigger)
     await _catalogue_follows(uow, state.item_id, state.work_id, _catalog_status(t.destination))
     _emit(uow, t)
     return _state_of(moved[0])
+
+
+# The refusals of the writes, worded once for the separate statements and the folded ones.
+_ALREADY_LENT = "the copy is already on loan"
+_LOAN_CLOSED = "the loan was closed a moment ago"
+
+
+def _copy_changed(trigger: str) -> DomainError:
+    """Another desk moved the copy between its read and this write: at a checkout the copy is unavailable, any
+    other transition is refused."""
+    refusal = errors.ItemUnavailable if trigger == "checkout" else errors.TransitionRefused
+    return refusal("another desk changed this copy a moment ago", state="changed")
+
+
+def _over_limit(scope: str, limit: int | None) -> errors.LimitReached:
+    where = "at this library" if scope == "library" else "across the federation"
+    return errors.LimitReached(f"{limit} loans {where} already", scope=scope)
 
 
 def _catalog_status(destination: str) -> str:
@@ -547,7 +567,7 @@ async def _count(
         params["p_max"] = policy.max_loans
     res = await (_READER_COUNT_CAPPED if capped else _READER_COUNT).run(s, params)
     if res.rowcount != 1:
-        raise errors.LimitReached(f"{policy.max_loans if policy else 0} loans at this library already", scope="library")
+        raise _over_limit("library", policy.max_loans if policy else 0)
     params = {"p_person": person_id, "p_delta": delta}
     if delta < 0:
         # a loan ends: its checkout made the person's row, so the UPDATE alone is the usual case; a row missing (a
@@ -561,9 +581,7 @@ async def _count(
         params["p_max"] = policy.max_total_loans
     res = await (_BORROWER_COUNT_CAPPED if policy is not None else _BORROWER_COUNT).run(s, params)
     if res.rowcount != 1:
-        raise errors.LimitReached(
-            f"{policy.max_total_loans if policy else 0} loans across the federation already", scope="federation"
-        )
+        raise _over_limit("federation", policy.max_total_loans if policy else 0)
 
 
 @functools.cache
@@ -648,7 +666,7 @@ async def _lend_writes(
             await _LOAN_INSERT.run(s, columns)
         except IntegrityError:
             # the partial unique index: another active loan of this copy exists (the unit of work rolls back)
-            raise errors.ItemUnavailable("the copy is already on loan") from None
+            raise errors.ItemUnavailable(_ALREADY_LENT) from None
         return
     status = _catalog_status(t.destination)
     if not has_borrower:
@@ -668,13 +686,13 @@ async def _lend_writes(
     try:
         moved, followed, counted, borrowed, lent = (await _lend_at_once(capped).run(s, params)).one()
     except IntegrityError:
-        raise errors.ItemUnavailable("the copy is already on loan") from None
+        raise errors.ItemUnavailable(_ALREADY_LENT) from None
     if moved != 1:
-        raise errors.ItemUnavailable("another desk changed this copy a moment ago", state="changed")
+        raise _copy_changed(t.trigger)
     if counted != 1:
-        raise errors.LimitReached(f"{policy.max_loans} loans at this library already", scope="library")
+        raise _over_limit("library", policy.max_loans)
     if borrowed != 1:
-        raise errors.LimitReached(f"{policy.max_total_loans} loans across the federation already", scope="federation")
+        raise _over_limit("federation", policy.max_total_loans)
     assert lent == 1
     if followed:
         uow.emit(WORKS_CHANGED, work_ids=[item.work_id])
@@ -713,7 +731,7 @@ async def _return_writes(
             assert lt is not None
             params = {"p_loan": loan.id, "p_source": lt.source, "p_destination": lt.destination, "p_at": lt.at}
             if (await _RETURN.run(s, {**params, "p_point": at.code})).rowcount != 1:
-                raise errors.LoanNotActive("the loan was closed a moment ago")
+                raise errors.LoanNotActive(_LOAN_CLOSED)
             await _count(uow, loan.reader_id, loan.person_id, -1, None)
             _emit(uow, lt)
         return fresh
@@ -724,15 +742,15 @@ async def _return_writes(
         params |= {"p_reader": loan.reader_id, "p_person": loan.person_id, "p_delta": -1}
     rows = (await _return_at_once(loan is not None).run(s, params)).rows
     if len(rows) != 1:
-        raise errors.TransitionRefused("another desk changed this copy a moment ago", state="changed")
+        raise _copy_changed(t.trigger)
     state, counts = rows[0][: len(_STATE_COLUMNS)], rows[0][len(_STATE_COLUMNS) :]
     if loan is not None:
         assert lt is not None
         returned, counted, borrowed = counts[1:]
         if returned != 1:
-            raise errors.LoanNotActive("the loan was closed a moment ago")
+            raise errors.LoanNotActive(_LOAN_CLOSED)
         if counted != 1:
-            raise errors.LimitReached("0 loans at this library already", scope="library")
+            raise _over_limit("library", 0)
         if borrowed != 1:  # a loan older than the federation-wide counter: its row is made at zero, as ``_count`` does
             await _make_borrower(s, loan.person_id)
     if counts[0]:
