@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import JSON, DateTime, MetaData, String, Table, TypeDecorator, event, insert
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -174,12 +174,15 @@ class SilentDoorbell:
 class Database:
     """The engines and session factories of one database."""
 
-    def __init__(self, url: str, *, echo: bool = False, pool: bool = True) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, pool: bool = True, pool_size: int = 30, pool_overflow: int = 10
+    ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        self.engine = _make_engine(url, echo=echo, pool=pool, immediate=True)
+        sizes = (pool_size, pool_overflow) if pool else None
+        self.engine = _make_engine(url, echo=echo, pool=sizes, immediate=True)
         # SQLite serialises writers; readers get their own engine so a read never takes the write lock.
-        self.read_engine = _make_engine(url, echo=echo, pool=pool, immediate=False) if self.is_sqlite else self.engine
+        self.read_engine = _make_engine(url, echo=echo, pool=sizes, immediate=False) if self.is_sqlite else self.engine
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
         # the same engine without transactions: every statement is consistent by itself, no BEGIN, no ROLLBACK
@@ -211,6 +214,8 @@ class Database:
     def from_settings(cls, settings: Settings, **kw: Any) -> Database:
         if settings.is_sqlite:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
+        kw.setdefault("pool_size", settings.database_pool_size)
+        kw.setdefault("pool_overflow", settings.database_pool_overflow)
         return cls(settings.effective_database_url, **kw)
 
     def uow(self) -> UnitOfWork:
@@ -373,22 +378,30 @@ def _all_finite(value: Any, *, keys: bool) -> bool:
 _LEAVES = frozenset({str, int, bool, type(None)})
 
 
-def _make_engine(url: str, *, echo: bool, pool: bool, immediate: bool) -> AsyncEngine:
+def _in_memory(url: str) -> bool:
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and (
+        parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
+    )
+
+
+def _make_engine(url: str, *, echo: bool, pool: tuple[int, int] | None, immediate: bool) -> AsyncEngine:
+    """``pool``: (connections kept, more opened at a peak); None: a connection per use (tools, tests)."""
     kwargs: dict[str, Any] = {"echo": echo, "json_serializer": json_dumps, "json_deserializer": json_loads}
-    if not pool:
+    if pool is None:
         kwargs["poolclass"] = NullPool
+    elif not _in_memory(url):  # an in-memory SQLite database is one connection (SQLAlchemy's StaticPool)
+        # the most recently used connection first: under load the same few stay busy, the rest idle (and are
+        # checked when they are used again, below). Connections are opened as they are first needed.
+        kwargs.update(pool_size=pool[0], max_overflow=pool[1], pool_use_lifo=True)
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
         if url.startswith("sqlite+aiosqlite"):
             kwargs["module"] = sqlite_driver.dbapi()  # one trip to SQLite's thread per statement
-    elif pool:
-        # the most recently used connection first: under load the same few stay busy, the rest idle (and are
-        # checked when they are used again, below)
-        kwargs.update(pool_size=10, max_overflow=10, pool_use_lifo=True)
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
         _sqlite_setup(engine, immediate=immediate)
-    elif pool:
+    elif pool is not None:
         _ping_when_idle(engine)
     return engine
 

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; default sqlite+aiosqlite in the data directory"
     )
+    # connections each server process keeps open, and how many more it opens at a peak (closed once returned).
+    # Keep it above the requests a process serves at once: under it, every request past the pool opens and closes
+    # a connection (on PostgreSQL a backend forked, authenticated and its statements prepared again, on SQLite a
+    # thread). Workers x (size + overflow) must stay under PostgreSQL's max_connections (100 by default).
+    database_pool_size: int = Field(default=30, ge=1, le=1000)
+    database_pool_overflow: int = Field(default=10, ge=0, le=1000)
     search_engine: SearchEngine = SearchEngine.TANTIVY
     elasticsearch_url: str | None = None
     # the embedded engine's indexing budget for a rebuild (reindex): one segment per this much, and every search
