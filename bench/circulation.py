@@ -149,6 +149,10 @@ async def prepare(settings, args) -> dict:
                 await uow.commit()
     async with svc.db.reader() as s:
         n_items = (await s.execute(select(ItemRow.id))).all()
+    # statistics, as a database in service has them (autovacuum analyses a table within a minute or so of a bulk
+    # change): without them the planner guesses, and a check-in's lookup of the active loan scans every one
+    async with svc.db.statement_engine.connect() as conn:
+        await conn.execute(text("ANALYZE"))
     await svc.close()
     print(
         f"prepared in {time.perf_counter() - t0:.1f}s: {n_readers} readers, {len(n_items)} copies "
