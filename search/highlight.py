@@ -48,8 +48,16 @@ _TOKEN_RE = analysis._TOKEN_RE
 # The runs and words of stored values, normalised: a page of hits is highlighted from the same titles and names
 # search after search, and their words recur across the catalogue (研究, 中国, history). Under 20 clients the
 # traditional to simplified conversion was 8% of a search server's time holding the interpreter lock, and
-# highlighting 27%; with this cache, 1% and 15%.
-_normalise = functools.lru_cache(maxsize=1 << 15)(analysis.normalise)
+# highlighting 27%; with this cache, 1% and 15%. Only short strings are kept: a long run of a long text would
+# cost memory for a value seldom seen twice.
+_CACHED_CHARS = 64
+_normalise_short = functools.lru_cache(maxsize=1 << 15)(analysis.normalise)
+
+
+def _normalise(text: str) -> str:
+    return _normalise_short(text) if len(text) <= _CACHED_CHARS else analysis.normalise(text)
+
+
 _HAN_RUN_RE = analysis._HAN_RUN_RE
 
 

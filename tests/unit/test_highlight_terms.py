@@ -173,3 +173,15 @@ def test_pinyin_is_read_as_the_index_reads_it() -> None:
 def test_phrases_still_take_the_token_stream() -> None:
     phrase = analysis.analyze_phrase("三体 黑暗", "text")
     assert mark("三体：黑暗森林", "text", set(), [phrase]) == [(0, 5)]
+
+
+def test_short_runs_are_normalised_once_long_ones_every_time() -> None:
+    from search import highlight
+
+    highlight._normalise_short.cache_clear()
+    short, long_run = "紅樓夢", "紅" * (highlight._CACHED_CHARS + 1)
+    for _ in range(3):
+        assert highlight._normalise(short) == analysis.normalise(short) == "红楼梦"
+        assert highlight._normalise(long_run) == analysis.normalise(long_run)
+    info = highlight._normalise_short.cache_info()
+    assert (info.hits, info.misses, info.currsize) == (2, 1, 1)  # the long run never entered the cache
