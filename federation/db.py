@@ -35,7 +35,7 @@ from sqlalchemy.sql.base import Executable
 
 from federation import sqlite_driver
 from federation.direct import Statement
-from federation.settings import Settings
+from federation.settings import POOL_OVERFLOW, POOL_SIZE, Settings
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,13 @@ class Database:
     """The engines and session factories of one database."""
 
     def __init__(
-        self, url: str, *, echo: bool = False, pool: bool = True, pool_size: int = 30, pool_overflow: int = 10
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        pool: bool = True,
+        pool_size: int = POOL_SIZE,
+        pool_overflow: int = POOL_OVERFLOW,
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 SECRET_NAMES = ("data_key", "index_key", "session_key", "token_key")
 SECRET_BYTES = 32
+POOL_SIZE, POOL_OVERFLOW = 30, 10  # database connections per process, kept and at a peak (``database_pool_*``)
 
 
 class Environment(enum.StrEnum):
@@ -65,8 +66,8 @@ class Settings(BaseSettings):
     # Keep it above the requests a process serves at once: under it, every request past the pool opens and closes
     # a connection (on PostgreSQL a backend forked, authenticated and its statements prepared again, on SQLite a
     # thread). Workers x (size + overflow) must stay under PostgreSQL's max_connections (100 by default).
-    database_pool_size: int = Field(default=30, ge=1, le=1000)
-    database_pool_overflow: int = Field(default=10, ge=0, le=1000)
+    database_pool_size: int = Field(default=POOL_SIZE, ge=1, le=1000)
+    database_pool_overflow: int = Field(default=POOL_OVERFLOW, ge=0, le=1000)
     search_engine: SearchEngine = SearchEngine.TANTIVY
     elasticsearch_url: str | None = None
     # the embedded engine's indexing budget for a rebuild (reindex): one segment per this much, and every search
